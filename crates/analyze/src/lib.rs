@@ -1,0 +1,1 @@
+//! Cross-resource checks (`trellis analyze`) reporting Istio's message codes.

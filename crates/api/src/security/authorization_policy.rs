@@ -1,0 +1,18 @@
+//! STUB: to be filled in with every field of Istio's AuthorizationPolicy.
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::{Checker, Validate};
+use crate::meta::ObjectMeta;
+
+/// AuthorizationPolicy (stub).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationPolicy {
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Validate for AuthorizationPolicy {
+    fn validate(&self, _meta: &ObjectMeta, _c: &mut Checker) {}
+}
