@@ -1,0 +1,137 @@
+//! What analyzers look at: every resource, indexed by kind, with Istio's harness
+//! conventions applied (ignored system namespaces, the default ingress gateway).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use trellis_api::Resource;
+
+use crate::{IGNORED_NAMESPACES, Options};
+
+/// Every resource under analysis, grouped by kind.
+pub struct Context<'a> {
+    resources: Vec<Resource>,
+    by_kind: HashMap<String, Vec<usize>>,
+    options: &'a Options,
+}
+
+impl<'a> Context<'a> {
+    /// Builds the view: drops ignored namespaces, fills default namespaces, adds defaults.
+    pub fn new(input: &[Resource], options: &'a Options) -> Self {
+        let mut resources: Vec<Resource> = input
+            .iter()
+            .filter(|r| {
+                !r.meta
+                    .namespace
+                    .as_deref()
+                    .is_some_and(|ns| IGNORED_NAMESPACES.contains(&ns))
+            })
+            .cloned()
+            .collect();
+        if let Some(ns) = &options.default_namespace {
+            for r in &mut resources {
+                if r.meta.namespace.is_none() && !is_cluster_scoped(&r.kind) {
+                    r.meta.namespace = Some(ns.clone());
+                }
+            }
+        }
+        if options.add_ingress_gateway {
+            resources.extend(default_ingress(&options.istio_namespace));
+        }
+        let mut by_kind: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in resources.iter().enumerate() {
+            by_kind.entry(r.kind.clone()).or_default().push(i);
+        }
+        Context {
+            resources,
+            by_kind,
+            options,
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &Options {
+        self.options
+    }
+
+    /// Every resource.
+    pub fn all(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    /// Resources of one kind (any API group; check `group()` where kinds collide,
+    /// such as networking.istio.io and gateway.networking.k8s.io `Gateway`).
+    pub fn of_kind<'s>(&'s self, kind: &str) -> impl Iterator<Item = &'s Resource> + 's {
+        self.by_kind
+            .get(kind)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.resources[*i])
+    }
+
+    /// Resources of one kind in one API group (`""` for core Kubernetes).
+    pub fn of<'s>(&'s self, group: &'s str, kind: &str) -> impl Iterator<Item = &'s Resource> + 's {
+        self.of_kind(kind).filter(move |r| r.group() == group)
+    }
+
+    /// The resource of `kind` in `group` named `namespace/name`.
+    pub fn find<'s>(
+        &'s self,
+        group: &'s str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<&'s Resource> {
+        self.of(group, kind)
+            .find(|r| r.meta.name == name && r.meta.namespace.as_deref() == namespace)
+    }
+}
+
+/// Kinds that live outside namespaces.
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Namespace"
+            | "Node"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "MutatingWebhookConfiguration"
+            | "ValidatingWebhookConfiguration"
+            | "CustomResourceDefinition"
+            | "GatewayClass"
+    )
+}
+
+/// The ingress gateway Pod and Service that an Istio install provides.
+fn default_ingress(istio_namespace: &str) -> Vec<Resource> {
+    let text = format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: istio-ingressgateway-dummypod
+  namespace: {istio_namespace}
+  labels: {{istio: ingressgateway}}
+spec:
+  containers:
+  - name: istio-proxy
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: istio-ingressgateway
+  namespace: {istio_namespace}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports:
+  - {{name: http2, port: 80, targetPort: 80, nodePort: 31380, protocol: TCP}}
+  - {{name: https, port: 443, targetPort: 443, nodePort: 31390, protocol: TCP}}
+  - {{name: tcp, port: 31400, targetPort: 31400, nodePort: 31400, protocol: TCP}}
+  - {{name: tls, port: 15443, targetPort: 15443, nodePort: 31447, protocol: TCP}}
+"
+    );
+    let mut loaded = trellis_api::load_str("", &text).resources;
+    for r in &mut loaded {
+        r.source.file = Arc::from("");
+    }
+    loaded
+}
