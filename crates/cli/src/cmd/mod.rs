@@ -1,0 +1,5 @@
+//! One module per subcommand; each returns the process exit code.
+
+pub mod analyze;
+pub mod demo;
+pub mod validate;

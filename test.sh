@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every check CI runs.
+# Works alone on a fresh machine of the project's kind (Rust by rustup preinstalled).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+step "toolchain"
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust with rustup (https://rustup.rs) and re-run" >&2
+  exit 2
+fi
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
+cargo --version
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+# The corpus tests read ../shared/corpus when it is beside the checkout and skip otherwise.
+cargo test --workspace --locked
