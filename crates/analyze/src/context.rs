@@ -1,6 +1,7 @@
 //! What analyzers look at: every resource, indexed by kind, with Istio's harness
 //! conventions applied (ignored system namespaces, the default ingress gateway).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -10,15 +11,16 @@ use crate::{IGNORED_NAMESPACES, Options};
 
 /// Every resource under analysis, grouped by kind.
 pub struct Context<'a> {
-    resources: Vec<Resource>,
+    resources: Vec<Cow<'a, Resource>>,
     by_kind: HashMap<String, Vec<usize>>,
     options: &'a Options,
 }
 
 impl<'a> Context<'a> {
     /// Builds the view: drops ignored namespaces, fills default namespaces, adds defaults.
-    pub fn new(input: &[Resource], options: &'a Options) -> Self {
-        let mut resources: Vec<Resource> = input
+    /// Resources are borrowed; only those given a default namespace are copied.
+    pub fn new(input: &'a [Resource], options: &'a Options) -> Self {
+        let mut resources: Vec<Cow<'a, Resource>> = input
             .iter()
             .filter(|r| {
                 !r.meta
@@ -26,17 +28,21 @@ impl<'a> Context<'a> {
                     .as_deref()
                     .is_some_and(|ns| IGNORED_NAMESPACES.contains(&ns))
             })
-            .cloned()
-            .collect();
-        if let Some(ns) = &options.default_namespace {
-            for r in &mut resources {
-                if r.meta.namespace.is_none() && !is_cluster_scoped(&r.kind) {
-                    r.meta.namespace = Some(ns.clone());
+            .map(|r| match &options.default_namespace {
+                Some(ns) if r.meta.namespace.is_none() && !is_cluster_scoped(&r.kind) => {
+                    let mut owned = r.clone();
+                    owned.meta.namespace = Some(ns.clone());
+                    Cow::Owned(owned)
                 }
-            }
-        }
+                _ => Cow::Borrowed(r),
+            })
+            .collect();
         if options.add_ingress_gateway {
-            resources.extend(default_ingress(&options.istio_namespace));
+            resources.extend(
+                default_ingress(&options.istio_namespace)
+                    .into_iter()
+                    .map(Cow::Owned),
+            );
         }
         let mut by_kind: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, r) in resources.iter().enumerate() {
@@ -55,8 +61,8 @@ impl<'a> Context<'a> {
     }
 
     /// Every resource.
-    pub fn all(&self) -> &[Resource] {
-        &self.resources
+    pub fn all(&self) -> impl Iterator<Item = &Resource> {
+        self.resources.iter().map(|r| &**r)
     }
 
     /// Resources of one kind (any API group; check `group()` where kinds collide,
@@ -66,7 +72,7 @@ impl<'a> Context<'a> {
             .get(kind)
             .into_iter()
             .flatten()
-            .map(|i| &self.resources[*i])
+            .map(|i| &*self.resources[*i])
     }
 
     /// Resources of one kind in one API group (`""` for core Kubernetes).

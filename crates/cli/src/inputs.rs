@@ -25,7 +25,9 @@ pub fn load(paths: &[PathBuf]) -> (Loaded, usize) {
         }
         let mut found = Vec::new();
         if let Err(e) = collect(path, true, &mut found) {
-            loaded.diagnostics.push(io_problem(&path.display().to_string(), &e));
+            loaded
+                .diagnostics
+                .push(io_problem(&path.display().to_string(), &e));
             continue;
         }
         for file in found {
@@ -49,12 +51,20 @@ fn collect(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> Result<(), Strin
             .collect();
         entries.sort();
         for entry in entries {
-            let hidden = entry.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            let hidden = entry
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
             if !hidden {
                 collect(&entry, false, out)?;
             }
         }
-    } else if named || path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e)) {
+    } else if named
+        || path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e))
+    {
         out.push(path.to_path_buf());
     }
     Ok(())

@@ -83,14 +83,24 @@ fn scalar_key(k: &str) -> String {
 /// Quotes a string when plain YAML would read it as something else.
 fn quote(s: &str) -> String {
     let plain = !s.is_empty()
-        && !s.starts_with([' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`'])
+        && !s.starts_with([
+            ' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"',
+            '%', '@', '`',
+        ])
         && !s.ends_with(' ')
         && !s.contains(": ")
         && !s.contains(" #")
         && !s.contains('\n')
-        && !matches!(s, "true" | "false" | "null" | "~" | "yes" | "no" | "on" | "off")
+        && !matches!(
+            s,
+            "true" | "false" | "null" | "~" | "yes" | "no" | "on" | "off"
+        )
         && s.parse::<f64>().is_err();
-    if plain { s.to_string() } else { serde_json::Value::String(s.to_string()).to_string() }
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::Value::String(s.to_string()).to_string()
+    }
 }
 
 #[cfg(test)]
@@ -104,7 +114,11 @@ mod tests {
             {"code": "IST0102", "nested": {"x": "true", "y": [1, {"z": "1.5"}]}}
         ]);
         let text = to_yaml(&value);
-        let back = trellis_api::yaml::parse(&text).expect("valid yaml").remove(0).root.to_json();
+        let back = trellis_api::yaml::parse(&text)
+            .expect("valid yaml")
+            .remove(0)
+            .root
+            .to_json();
         assert_eq!(back, value, "{text}");
     }
 }

@@ -23,7 +23,12 @@ documentation applies. Exit codes: 0 no errors (warnings and infos allowed), 1 a
 Error was found, 2 bad usage.")]
 pub struct Args {
     /// Files or directories to analyze; `-` reads standard input.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required_unless_present = "list_analyzers")]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        required_unless_present = "list_analyzers"
+    )]
     pub files: Vec<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "text")]
@@ -59,7 +64,11 @@ pub fn run(args: &Args) -> i32 {
     }
     let (loaded, _files) = crate::inputs::load(&args.files);
     let mut err = anstream::stderr();
-    let load_errors: Vec<_> = loaded.diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
+    let load_errors: Vec<_> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
     for d in &load_errors {
         let _ = writeln!(err, "{s}error{s:#}: {d}", s = output::ERROR);
     }
@@ -91,7 +100,14 @@ pub fn run(args: &Args) -> i32 {
                     Level::Warning => output::WARNING,
                     Level::Info => output::INFO,
                 };
-                let _ = writeln!(out, "{style}{}{style:#} [{}] ({}) {}", m.level, m.code, location(m), m.message);
+                let _ = writeln!(
+                    out,
+                    "{style}{}{style:#} [{}] ({}) {}",
+                    m.level,
+                    m.code,
+                    location(m),
+                    m.message
+                );
             }
             if shown.is_empty() && load_errors.is_empty() {
                 let _ = writeln!(
@@ -111,7 +127,11 @@ pub fn run(args: &Args) -> i32 {
             let _ = write!(anstream::stdout(), "{}", output::to_yaml(&value));
         }
     }
-    if !load_errors.is_empty() || messages.iter().any(|m| m.level == Level::Error) { ERRORS_FOUND } else { 0 }
+    if !load_errors.is_empty() || messages.iter().any(|m| m.level == Level::Error) {
+        ERRORS_FOUND
+    } else {
+        0
+    }
 }
 
 fn location(m: &trellis_analyze::Message) -> String {
@@ -129,14 +149,26 @@ fn list(format: Format) -> i32 {
     let mut out = anstream::stdout();
     match format {
         Format::Text => {
-            let width = analyzers::ALL.iter().map(|a| a.name().len()).max().unwrap_or(0);
+            let width = analyzers::ALL
+                .iter()
+                .map(|a| a.name().len())
+                .max()
+                .unwrap_or(0);
             for a in analyzers::ALL {
-                let note = if a.enabled_by_default() { "" } else { " (only when named)" };
+                let note = if a.enabled_by_default() {
+                    ""
+                } else {
+                    " (only when named)"
+                };
                 let _ = writeln!(out, "{:width$}  {}{note}", a.name(), a.description());
             }
         }
         Format::Json => {
-            let _ = writeln!(out, "{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            );
         }
         Format::Yaml => {
             let _ = write!(out, "{}", output::to_yaml(&serde_json::Value::Array(rows)));

@@ -39,17 +39,31 @@ pub fn run(args: &Args) -> i32 {
     for r in &loaded.resources {
         problems.extend(r.validate());
     }
-    let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
-    let messages = trellis_analyze::analyze(&loaded.resources, &Options::default()).unwrap_or_default();
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    let messages =
+        trellis_analyze::analyze(&loaded.resources, &Options::default()).unwrap_or_default();
     let h = output::OK;
-    let _ = writeln!(out, "{h}Trellis demo{h:#}: a bookstore (productpage → details, reviews → ratings) with the seed's traffic rules\n");
-    let _ = writeln!(out, "{} resources loaded from the bundled manifests", loaded.resources.len());
+    let _ = writeln!(
+        out,
+        "{h}Trellis demo{h:#}: a bookstore (productpage → details, reviews → ratings) with the seed's traffic rules\n"
+    );
+    let _ = writeln!(
+        out,
+        "{} resources loaded from the bundled manifests",
+        loaded.resources.len()
+    );
     let _ = writeln!(out, "  validate: {errors} errors");
     let _ = writeln!(
         out,
         "  analyze:  {} errors, {} warnings, {} infos",
         messages.iter().filter(|m| m.level == Level::Error).count(),
-        messages.iter().filter(|m| m.level == Level::Warning).count(),
+        messages
+            .iter()
+            .filter(|m| m.level == Level::Warning)
+            .count(),
         messages.iter().filter(|m| m.level == Level::Info).count()
     );
     for p in &problems {
@@ -70,8 +84,17 @@ pub fn run(args: &Args) -> i32 {
         );
     }
     let _ = writeln!(out, "\nRouting:");
-    for r in loaded.resources.iter().filter(|r| r.kind == "VirtualService") {
-        let hosts: Vec<&str> = r.raw["spec"]["hosts"].as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
+    for r in loaded
+        .resources
+        .iter()
+        .filter(|r| r.kind == "VirtualService")
+    {
+        let hosts: Vec<&str> = r.raw["spec"]["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str())
+            .collect();
         let _ = writeln!(out, "  {} ({})", r.meta.name, hosts.join(", "));
         for rule in r.raw["spec"]["http"].as_array().into_iter().flatten() {
             let when = describe_match(&rule["match"]);
@@ -81,8 +104,14 @@ pub fn run(args: &Args) -> i32 {
                 .flatten()
                 .map(|d| {
                     let dest = &d["destination"];
-                    let subset = dest["subset"].as_str().map(|s| format!(" {s}")).unwrap_or_default();
-                    let weight = d["weight"].as_i64().map(|w| format!(" {w}%")).unwrap_or_default();
+                    let subset = dest["subset"]
+                        .as_str()
+                        .map(|s| format!(" {s}"))
+                        .unwrap_or_default();
+                    let weight = d["weight"]
+                        .as_i64()
+                        .map(|w| format!(" {w}%"))
+                        .unwrap_or_default();
                     format!("{}{subset}{weight}", dest["host"].as_str().unwrap_or("?"))
                 })
                 .collect();
@@ -100,15 +129,28 @@ pub fn run(args: &Args) -> i32 {
 }
 
 fn describe_match(matches: &serde_json::Value) -> String {
-    let Some(list) = matches.as_array() else { return "otherwise".into() };
+    let Some(list) = matches.as_array() else {
+        return "otherwise".into();
+    };
     let parts: Vec<String> = list
         .iter()
         .flat_map(|m| {
-            m["headers"].as_object().into_iter().flatten().map(|(name, cond)| {
-                let (op, value) = cond.as_object().and_then(|c| c.iter().next()).map_or(("", ""), |(k, v)| (k.as_str(), v.as_str().unwrap_or("")));
-                format!("{name} {op} {value}")
-            })
+            m["headers"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, cond)| {
+                    let (op, value) = cond
+                        .as_object()
+                        .and_then(|c| c.iter().next())
+                        .map_or(("", ""), |(k, v)| (k.as_str(), v.as_str().unwrap_or("")));
+                    format!("{name} {op} {value}")
+                })
         })
         .collect();
-    if parts.is_empty() { "when matched".into() } else { format!("when {}", parts.join(" and ")) }
+    if parts.is_empty() {
+        "when matched".into()
+    } else {
+        format!("when {}", parts.join(" and "))
+    }
 }

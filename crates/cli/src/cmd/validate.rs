@@ -41,7 +41,10 @@ pub fn run(args: &Args) -> i32 {
     if args.quiet {
         problems.retain(|p| p.severity == Severity::Error);
     }
-    let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
     let warnings = problems.len() - errors;
     match args.output {
         Format::Text => print_text(&problems, loaded.resources.len(), files, errors, warnings),
@@ -63,7 +66,13 @@ pub fn run(args: &Args) -> i32 {
     if errors > 0 { INVALID } else { 0 }
 }
 
-fn print_text(problems: &[Diagnostic], resources: usize, files: usize, errors: usize, warnings: usize) {
+fn print_text(
+    problems: &[Diagnostic],
+    resources: usize,
+    files: usize,
+    errors: usize,
+    warnings: usize,
+) {
     let mut err = anstream::stderr();
     for p in problems {
         let (style, word) = match p.severity {
@@ -80,7 +89,11 @@ fn print_text(problems: &[Diagnostic], resources: usize, files: usize, errors: u
             "{s}✔{s:#} {} in {} valid{}",
             plural(resources, "resource"),
             plural(files, "file"),
-            if warnings > 0 { format!(" ({})", plural(warnings, "warning")) } else { String::new() },
+            if warnings > 0 {
+                format!(" ({})", plural(warnings, "warning"))
+            } else {
+                String::new()
+            },
             s = output::OK
         );
     } else {
@@ -88,7 +101,14 @@ fn print_text(problems: &[Diagnostic], resources: usize, files: usize, errors: u
             out,
             "{s}✘{s:#} {} in {} ({} loaded from {})",
             plural(errors, "error"),
-            plural(problems.iter().map(|p| &p.file).collect::<std::collections::BTreeSet<_>>().len(), "file"),
+            plural(
+                problems
+                    .iter()
+                    .map(|p| &p.file)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len(),
+                "file"
+            ),
             plural(resources, "resource"),
             plural(files, "file"),
             s = output::ERROR

@@ -1,0 +1,243 @@
+//! The `trellis` binary as a user runs it: exit codes, output formats, stdin, directories.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn trellis(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start trellis");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("wait for trellis")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn shared() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    dir.join("seed/examples").exists().then_some(dir)
+}
+
+const MISSPELT: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  htpp:
+  - route:
+    - destination: {host: reviews}
+";
+
+#[test]
+fn misspelt_field_is_one_line_with_file_line_resource_field_and_hint() {
+    let out = trellis(&["validate", "-f", "-"], Some(MISSPELT));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("-:8: VirtualService default/reviews: spec.htpp: unknown field `htpp` (did you mean `http`?)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn valid_input_exits_zero_with_a_summary() {
+    let out = trellis(
+        &["validate", "-f", "-"],
+        Some(&MISSPELT.replace("htpp", "http")),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 resource in 1 file valid"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn json_output_lists_problems_with_their_positions() {
+    let out = trellis(&["validate", "-f", "-", "-o", "json"], Some(MISSPELT));
+    assert_eq!(out.status.code(), Some(1));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(value["valid"], false);
+    assert_eq!(value["problems"][0]["line"], 8);
+    assert_eq!(value["problems"][0]["field"], "spec.htpp");
+    assert_eq!(
+        value["problems"][0]["resource"],
+        "VirtualService default/reviews"
+    );
+}
+
+#[test]
+fn directories_are_read_recursively_and_ignored_kinds_warn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("a/b/vs.yaml"),
+        MISSPELT.replace("htpp", "http"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("a/filter.yml"),
+        "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f}\nspec: {}\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("a/notes.txt"), "not yaml: [").expect("write");
+    let out = trellis(
+        &["validate", "-f", dir.path().to_str().expect("utf-8 path")],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 resources in 2 files valid (1 warning)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("EnvoyFilter"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn garbage_gets_an_error_with_a_line_not_a_crash() {
+    for input in [
+        "a: [1, 2\nb: 3\n",
+        "\u{0}\u{1}binary",
+        "- - - - [",
+        "key: value\n  bad indent: x\n",
+    ] {
+        let out = trellis(&["validate", "-f", "-"], Some(input));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{input:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).starts_with("error: -:"),
+            "{input:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn missing_file_is_reported_by_name() {
+    let out = trellis(&["validate", "-f", "/nonexistent/x.yaml"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/x.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn seed_examples_validate() {
+    let Some(shared) = shared() else {
+        println!("skipping: ../shared/seed is absent");
+        return;
+    };
+    let out = trellis(
+        &[
+            "validate",
+            "-f",
+            shared.join("seed/examples").to_str().expect("path"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn analyze_reports_istio_codes_as_json() {
+    let input = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  gateways: [missing-gateway]
+  http:
+  - route:
+    - destination: {host: reviews}
+";
+    let out = trellis(
+        &[
+            "analyze",
+            "-f",
+            "-",
+            "-o",
+            "json",
+            "--analyzer",
+            "virtualservice.GatewayAnalyzer",
+        ],
+        Some(input),
+    );
+    let stdout = text(&out.stdout);
+    if text(&out.stderr).contains("unknown analyzer") {
+        println!("skipping: virtualservice.GatewayAnalyzer is not registered yet");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let value: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let first = &value[0];
+    assert_eq!(first["code"], "IST0101");
+    assert_eq!(first["level"], "Error");
+    assert_eq!(first["kind"], "VirtualService");
+    assert_eq!(first["namespace"], "default");
+    assert_eq!(first["name"], "reviews");
+    assert!(
+        first["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("missing-gateway")),
+        "{first}"
+    );
+}
+
+#[test]
+fn unknown_analyzer_is_a_usage_error_with_a_hint() {
+    let out = trellis(
+        &["analyze", "-f", "-", "--analyzer", "no.SuchAnalyzer"],
+        Some(MISSPELT),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown analyzer"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn demo_checks_the_bundled_mesh() {
+    let out = trellis(&["demo"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("validate: 0 errors"), "{stdout}");
+    assert!(
+        stdout.contains("reviews v1 90%, reviews v2 10%"),
+        "{stdout}"
+    );
+    let printed = trellis(&["demo", "--print"], None);
+    let check = trellis(&["validate", "-f", "-"], Some(&text(&printed.stdout)));
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+}
