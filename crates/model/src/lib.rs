@@ -1,0 +1,111 @@
+//! What proxies run: the compiled [`ProxyConfig`] — listeners, route tables, clusters
+//! and endpoints — the contract between the control plane (or standalone compiler)
+//! and the proxy.
+//!
+//! Nothing here knows Istio's YAML shapes: VirtualService and DestinationRule are
+//! already flattened into Envoy-like routes and clusters. Durations are milliseconds.
+
+mod cluster;
+mod listener;
+mod route;
+
+use serde::{Deserialize, Serialize};
+
+pub use cluster::*;
+pub use listener::*;
+pub use route::*;
+
+/// Everything one proxy needs, as one immutable snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    /// Increases with every change; shown by the admin endpoint.
+    pub version: u64,
+    /// Who this proxy is, for metric labels and source matching.
+    pub node: Node,
+    pub listeners: Vec<Listener>,
+    pub route_tables: Vec<RouteTable>,
+    pub clusters: Vec<Cluster>,
+}
+
+/// Which side of the mesh a proxy serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Sidecar,
+    Gateway,
+}
+
+/// The workload a proxy belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    pub id: String,
+    pub role: Role,
+    pub workload: Workload,
+}
+
+/// A workload's identity as metrics and policies see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    /// Deployment (or pod owner) name; `unknown` when not known.
+    pub name: String,
+    pub namespace: String,
+    /// `app` label (Istio's canonical service).
+    pub app: String,
+    /// `version` label (Istio's canonical revision).
+    pub version: String,
+    /// `spiffe://cluster.local/ns/NS/sa/SA`, or empty.
+    pub principal: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl ProxyConfig {
+    /// The cluster named `name`.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// The route table named `name`.
+    pub fn route_table(&self, name: &str) -> Option<&RouteTable> {
+        self.route_tables.iter().find(|t| t.name == name)
+    }
+
+    /// Checks internal references: every listener's route table and every route's
+    /// clusters exist. A config failing this is rejected (NACKed) as a whole.
+    pub fn check(&self) -> Result<(), String> {
+        for l in &self.listeners {
+            if let Some(table) = &l.route_table
+                && self.route_table(table).is_none()
+            {
+                return Err(format!("listener {} names missing route table {table}", l.name));
+            }
+            for t in &l.tcp_routes {
+                for w in &t.clusters {
+                    if self.cluster(&w.cluster).is_none() {
+                        return Err(format!("listener {} routes to missing cluster {}", l.name, w.cluster));
+                    }
+                }
+            }
+        }
+        for t in &self.route_tables {
+            for vh in &t.virtual_hosts {
+                for r in &vh.routes {
+                    let mut names: Vec<&str> = r.mirrors.iter().map(|m| m.cluster.as_str()).collect();
+                    if let Action::Forward(f) = &r.action {
+                        names.extend(f.clusters.iter().map(|w| w.cluster.as_str()));
+                    }
+                    for name in names {
+                        if self.cluster(name).is_none() {
+                            return Err(format!("route {} in {} names missing cluster {name}", r.name, t.name));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
