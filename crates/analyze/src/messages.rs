@@ -65,4 +65,12 @@ catalogue! {
     INVALID_ANNOTATION = "IST0125" "InvalidAnnotation" Warning;
     DEPRECATED_ANNOTATION = "IST0135" "DeprecatedAnnotation" Info;
     ALPHA_ANNOTATION = "IST0136" "AlphaAnnotation" Info;
+    // --- h-ana-b ---
+    NO_MATCHING_WORKLOADS_FOUND = "IST0127" "NoMatchingWorkloadsFound" Warning;
+    SERVICE_ENTRY_ADDRESSES_REQUIRED = "IST0134" "ServiceEntryAddressesRequired" Warning;
+    INEFFECTIVE_POLICY = "IST0167" "IneffectivePolicy" Warning;
+    DESTINATION_RULE_SUBSET_NOT_SELECT_PODS = "IST0173" "DestinationRuleSubsetNotSelectPods" Error;
+    UNKNOWN_DESTINATION_RULE_HOST = "IST0174" "UnknownDestinationRuleHost" Warning;
+    JWKS_URI_FETCH_UNRESTRICTED = "IST0175" "JwksUriFetchUnrestricted" Warning;
+    CONFLICTING_SERVICE_ENTRY_PROTOCOL = "IST0177" "ConflictingServiceEntryProtocol" Warning;
 }

@@ -1,0 +1,151 @@
+//! Authorization analyzers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use trellis_api::Resource;
+
+use super::util_b::{
+    namespaces, ns_of, pod_in_ambient, pod_in_mesh, selector_matches, selector_text, string_list,
+    string_map,
+};
+use crate::messages::{NO_MATCHING_WORKLOADS_FOUND, REFERENCED_RESOURCE_NOT_FOUND};
+use crate::{Analyzer, Context, Reporter};
+
+/// AuthorizationPolicies that apply to no workload, or name namespaces that do not exist.
+pub struct AuthorizationPoliciesAnalyzer;
+
+/// True when the namespace name `ns` matches `pattern`: `*`, `*suffix`, `prefix*`, or
+/// an exact name (case-insensitive), as AuthorizationPolicy sources match them.
+fn namespace_matches(ns: &str, pattern: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return ns.ends_with(suffix);
+    }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return ns.starts_with(prefix);
+    }
+    ns.eq_ignore_ascii_case(pattern)
+}
+
+type LabelSet = BTreeMap<String, String>;
+
+impl AuthorizationPoliciesAnalyzer {
+    fn check_workloads(
+        &self,
+        ap: &Resource,
+        root: &str,
+        workloads: &HashMap<&str, Vec<&LabelSet>>,
+        out: &mut Reporter,
+    ) {
+        let spec = &ap.raw["spec"];
+        let ns = ns_of(ap);
+        let selector =
+            (!spec["selector"].is_null()).then(|| string_map(&spec["selector"]["matchLabels"]));
+        let in_ns = workloads.get(ns).map(Vec::as_slice).unwrap_or_default();
+        let (found, scope) = match &selector {
+            // In the root namespace a policy applies mesh-wide.
+            None if ns == root => return,
+            Some(sel) if ns == root => (
+                workloads
+                    .values()
+                    .flatten()
+                    .any(|l| selector_matches(sel, l)),
+                "anywhere in the mesh".to_string(),
+            ),
+            None => (!in_ns.is_empty(), format!("in namespace {ns:?}")),
+            Some(sel) => (
+                in_ns.iter().any(|l| selector_matches(sel, l)),
+                format!("in namespace {ns:?}"),
+            ),
+        };
+        if found {
+            return;
+        }
+        let (path, what) = match &selector {
+            Some(sel) => ("spec.selector", format!("matches {}", selector_text(sel))),
+            None => ("metadata.name", "exists".to_string()),
+        };
+        out.report(
+            &NO_MATCHING_WORKLOADS_FOUND,
+            ap,
+            Some(path),
+            format!(
+                "no mesh workload (a pod with a sidecar or in ambient mode) {what} {scope}, \
+                 so this policy applies to nothing; check the selector, the namespace, and \
+                 that the pods are injected"
+            ),
+        );
+    }
+
+    fn check_namespaces(&self, ap: &Resource, known: &[&str], out: &mut Reporter) {
+        let rules = ap.raw["spec"]["rules"].as_array().into_iter().flatten();
+        for (i, rule) in rules.enumerate() {
+            let froms = rule["from"].as_array().into_iter().flatten();
+            for (j, from) in froms.enumerate() {
+                for field in ["namespaces", "notNamespaces"] {
+                    let patterns = string_list(&from["source"][field]);
+                    for (k, pattern) in patterns.iter().enumerate() {
+                        if known.iter().any(|ns| namespace_matches(ns, pattern)) {
+                            continue;
+                        }
+                        out.report(
+                            &REFERENCED_RESOURCE_NOT_FOUND,
+                            ap,
+                            Some(&format!("spec.rules[{i}].from[{j}].source.{field}[{k}]")),
+                            format!(
+                                "source {field} entry {pattern:?} matches no namespace; check \
+                                 the spelling or create the namespace"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Analyzer for AuthorizationPoliciesAnalyzer {
+    fn name(&self) -> &'static str {
+        "auth.AuthorizationPoliciesAnalyzer"
+    }
+
+    fn description(&self) -> &'static str {
+        "Checks that AuthorizationPolicies select workloads and name existing namespaces"
+    }
+
+    fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
+        let namespaces = namespaces(cx);
+        let mut known: Vec<&str> = namespaces.keys().copied().collect();
+        known.sort_unstable();
+        // namespace -> labels of its pods that Istio enforces policy for
+        let mut workloads: HashMap<&str, Vec<&LabelSet>> = HashMap::new();
+        for pod in cx.of("", "Pod") {
+            let list = workloads.entry(ns_of(pod)).or_default();
+            if pod_in_mesh(pod, &namespaces) || pod_in_ambient(pod) {
+                list.push(&pod.meta.labels);
+            }
+        }
+        let root = cx.options().istio_namespace.as_str();
+        for ap in cx.of("security.istio.io", "AuthorizationPolicy") {
+            self.check_workloads(ap, root, &workloads, out);
+            self.check_namespaces(ap, &known, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::namespace_matches;
+
+    #[test]
+    fn namespace_patterns() {
+        assert!(namespace_matches("prod-httpbin", "prod-*"));
+        assert!(namespace_matches("httpbin-test", "*-test"));
+        assert!(namespace_matches("anything", "*"));
+        assert!(namespace_matches("HttpBin", "httpbin"));
+        assert!(!namespace_matches("httpbin", "bogus-*"));
+        assert!(!namespace_matches("httpbin", "*-bogus"));
+    }
+}
