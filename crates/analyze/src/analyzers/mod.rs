@@ -10,6 +10,17 @@ pub mod serviceentry;
 pub mod sidecar;
 pub mod util_b;
 
+// --- h-ana-c ---
+pub mod annotations;
+pub mod application_uid;
+pub mod conditions;
+pub mod deployment;
+pub mod deprecation;
+pub mod injection;
+pub mod service;
+pub mod telemetry;
+pub mod util_c;
+
 /// Every analyzer Trellis has, in the order they run.
 pub static ALL: &[&dyn Analyzer] = &[
     // --- h-ana-b ---
@@ -20,4 +31,17 @@ pub static ALL: &[&dyn Analyzer] = &[
     &serviceentry::ProtocolAddressesAnalyzer,
     &serviceentry::ConflictingServiceEntryProtocolAnalyzer,
     &sidecar::SelectorAnalyzer,
+    // --- h-ana-c ---
+    &service::PortNameAnalyzer,
+    &deployment::MultiServiceAnalyzer,
+    &application_uid::ApplicationUidAnalyzer,
+    &injection::InjectionAnalyzer,
+    &telemetry::ProviderAnalyzer,
+    &telemetry::SelectorAnalyzer,
+    &telemetry::LightstepAnalyzer,
+    &telemetry::DefaultSelectorAnalyzer,
+    &annotations::K8sAnalyzer,
+    &annotations::AlphaAnalyzer,
+    &deprecation::DeprecationAnalyzer,
+    &conditions::ConditionAnalyzer,
 ];
