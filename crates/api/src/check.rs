@@ -288,6 +288,87 @@ pub mod rules {
             assert!(ip_or_cidr("::1").is_ok());
         }
     }
+
+    // ---- Security and telemetry rules (used by security/ and telemetry/) ----
+
+    /// Rules shared by the policy kinds (PeerAuthentication, AuthorizationPolicy,
+    /// RequestAuthentication, Telemetry). Kept in their own module so that names
+    /// cannot collide with the networking rules above.
+    pub mod policy {
+        use crate::values::Duration;
+
+        /// A duration Envoy is handed: at least 1ms, in whole milliseconds.
+        pub fn duration_at_least_1ms(d: Duration) -> Result<(), String> {
+            let d = d.get();
+            if d < std::time::Duration::from_millis(1) {
+                return Err(format!("duration `{}` must be at least 1ms", Duration(d)));
+            }
+            if !d.subsec_nanos().is_multiple_of(1_000_000) {
+                return Err(format!(
+                    "duration `{}` is finer than a millisecond; only whole milliseconds are supported",
+                    Duration(d)
+                ));
+            }
+            Ok(())
+        }
+
+        /// A header name made only of letters, digits, `-` and `_` (what Istio
+        /// accepts for headers it creates, such as JWT claim outputs).
+        pub fn plain_header_name(name: &str) -> Result<(), String> {
+            if name.is_empty() {
+                return Err("header name must not be empty".into());
+            }
+            if name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{name}` is not a valid header name (letters, digits, '-' and '_' only)"
+                ))
+            }
+        }
+
+        /// An HTTP header name as Envoy accepts it: RFC 7230 token characters,
+        /// optionally after a leading `:` for pseudo-headers.
+        pub fn token_header_name(name: &str) -> Result<(), String> {
+            let body = name.strip_prefix(':').unwrap_or(name);
+            let ok = !body.is_empty()
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_|~`".contains(&b));
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{name}` is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_|~`)"
+                ))
+            }
+        }
+
+        #[cfg(test)]
+        mod tests {
+            use super::*;
+
+            #[test]
+            fn durations_need_whole_milliseconds() {
+                let d = |t: &str| Duration::parse(t).expect("valid");
+                assert!(duration_at_least_1ms(d("1ms")).is_ok());
+                assert!(duration_at_least_1ms(d("5s")).is_ok());
+                assert!(duration_at_least_1ms(d("500us")).is_err());
+                assert!(duration_at_least_1ms(d("1.5ms")).is_err());
+            }
+
+            #[test]
+            fn header_names() {
+                assert!(plain_header_name("x-user_id").is_ok());
+                assert!(plain_header_name(":authority").is_err());
+                assert!(token_header_name(":authority").is_ok());
+                assert!(token_header_name("bad header").is_err());
+            }
+        }
+    }
 }
 
 /// The resource's own name and namespace must be DNS-1123 (Istio checks the name; Kubernetes the namespace).
