@@ -1,0 +1,178 @@
+//! The admin endpoint (Envoy's :15000 habits: /config_dump, /clusters, /listeners,
+//! /ready) and the merged stats port (:15020 /stats/prometheus, :15021-style
+//! /healthz/ready). It runs on its own thread so that a scrape never competes with
+//! the data plane's event loop.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::Shared;
+use crate::body::ProxyBody;
+
+/// Which endpoints a port serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything, for the operator (bind to localhost).
+    Admin,
+    /// Only metrics and readiness, for Prometheus and the orchestrator.
+    Stats,
+}
+
+/// Serves `surface` on `socket` until the process ends.
+pub async fn serve(shared: Arc<Shared>, socket: tokio::net::TcpListener, surface: Surface) {
+    loop {
+        let Ok((stream, _)) = socket.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req| answer(shared.clone(), surface, req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    shared: Arc<Shared>,
+    surface: Surface,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let path = req.uri().path();
+    let admin = surface == Surface::Admin;
+    let (status, content_type, body) = match path {
+        "/stats/prometheus" | "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            shared.metrics.render(),
+        ),
+        "/ready" | "/healthz/ready" => {
+            if shared.ready.load(Ordering::Acquire) {
+                (StatusCode::OK, "text/plain", "LIVE\n".to_string())
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "PRE_INITIALIZING\n".to_string(),
+                )
+            }
+        }
+        "/config_dump" if admin => {
+            let snapshot = shared.snapshot.load();
+            (
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&*snapshot.config).unwrap_or_default(),
+            )
+        }
+        "/clusters" if admin => (StatusCode::OK, "text/plain", clusters(&shared)),
+        "/listeners" if admin => {
+            let snapshot = shared.snapshot.load();
+            let mut out = String::new();
+            for l in &snapshot.config.listeners {
+                let bind = l.bind.map_or("-".to_string(), |a| a.to_string());
+                let _ = writeln!(
+                    out,
+                    "{}::{}::{:?}::{:?}",
+                    l.name, bind, l.direction, l.protocol
+                );
+            }
+            (StatusCode::OK, "text/plain", out)
+        }
+        "/" if admin => (
+            StatusCode::OK,
+            "text/plain",
+            "trellis proxy admin: /config_dump /clusters /listeners /ready /stats/prometheus\n"
+                .to_string(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+    };
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    Ok(response)
+}
+
+/// Envoy's `/clusters` text: one line per endpoint fact.
+fn clusters(shared: &Shared) -> String {
+    let snapshot = shared.snapshot.load();
+    let mut names: Vec<&String> = snapshot.clusters.keys().collect();
+    names.sort();
+    let mut out = String::new();
+    for name in names {
+        let c = &snapshot.clusters[name];
+        let s = &c.state;
+        let _ = writeln!(
+            out,
+            "{name}::circuit_breakers::rq_active::{}",
+            s.requests.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "{name}::circuit_breakers::rq_pending::{}",
+            s.pending.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "{name}::circuit_breakers::cx_active::{}",
+            s.connections.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "{name}::overflows::{}",
+            s.overflows.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "{name}::outlier_ejections::{}",
+            s.ejections_total.load(Ordering::Relaxed)
+        );
+        for e in &c.endpoints {
+            let health = if e.is_ejected() {
+                "/failed_outlier_check"
+            } else {
+                "healthy"
+            };
+            let prefix = format!("{name}::{}", e.addr);
+            let _ = writeln!(out, "{prefix}::health_flags::{health}");
+            let _ = writeln!(
+                out,
+                "{prefix}::rq_active::{}",
+                e.active.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "{prefix}::cx_active::{}",
+                e.connections.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "{prefix}::rq_total::{}",
+                e.requests_total.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "{prefix}::rq_error::{}",
+                e.errors_total.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(out, "{prefix}::ejected_ms_left::{}", e.ejected_for_ms());
+        }
+    }
+    out
+}

@@ -1,0 +1,170 @@
+//! The data plane: a proxy that carries out a compiled [`ProxyConfig`] for HTTP/1.1,
+//! HTTP/2, gRPC and TCP traffic, as a sidecar or a gateway.
+//!
+//! The live config sits behind one atomic pointer; a request loads it once, and a
+//! swap never blocks or drops a request. Health state lives outside the config and
+//! survives swaps. Modules are named for the steps traffic takes:
+//! listener → http (route, fault, retry) → balance → upstream.
+
+mod access_log;
+mod admin;
+mod balance;
+mod body;
+mod flags;
+mod http;
+mod listener;
+mod matcher;
+mod metrics;
+mod rand;
+mod snapshot;
+mod state;
+mod tcp;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use trellis_model::ProxyConfig;
+
+pub use flags::Flags;
+pub use listener::looks_like_http;
+
+use crate::snapshot::Snapshot;
+
+/// What every task of the proxy shares.
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    registry: state::Registry,
+    metrics: metrics::Metrics,
+    /// Bumped on every accepted config, so workers re-read listeners.
+    changes: watch::Sender<u64>,
+    access_log: bool,
+    ready: AtomicBool,
+}
+
+/// How the proxy runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Data-plane threads, each with its own event loop and sockets.
+    pub workers: usize,
+    /// Admin endpoint (config dump, clusters); keep it on localhost.
+    pub admin: Option<SocketAddr>,
+    /// Prometheus metrics and readiness.
+    pub stats: Option<SocketAddr>,
+    /// Write an access log line per request to standard output.
+    pub access_log: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workers: 1,
+            admin: None,
+            stats: None,
+            access_log: false,
+        }
+    }
+}
+
+/// A running proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Compiles `config` and starts the workers and the admin thread.
+    pub fn start(config: ProxyConfig, options: Options) -> Result<Proxy, String> {
+        let registry = state::Registry::default();
+        let snapshot = Snapshot::compile(config, &registry)?;
+        let (changes, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            metrics: metrics::Metrics::default(),
+            changes,
+            access_log: options.access_log,
+            ready: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        let mut bound = Vec::new();
+        for (addr, surface) in [
+            (options.admin, admin::Surface::Admin),
+            (options.stats, admin::Surface::Stats),
+        ] {
+            if let Some(addr) = addr {
+                let socket = std::net::TcpListener::bind(addr)
+                    .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+                socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+                bound.push((socket, surface));
+            }
+        }
+        if !bound.is_empty() {
+            let shared = shared.clone();
+            threads.push(spawn_thread("trellis-admin", move || async move {
+                let mut tasks = Vec::new();
+                for (socket, surface) in bound {
+                    match tokio::net::TcpListener::from_std(socket) {
+                        Ok(socket) => {
+                            tasks.push(tokio::spawn(admin::serve(shared.clone(), socket, surface)))
+                        }
+                        Err(e) => tracing::error!(error = %e, "admin socket"),
+                    }
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })?);
+        }
+        for i in 0..options.workers.max(1) {
+            let shared = shared.clone();
+            threads.push(spawn_thread(&format!("trellis-worker-{i}"), move || {
+                listener::run_worker(shared)
+            })?);
+        }
+        shared.ready.store(true, Ordering::Release);
+        Ok(Proxy { shared, threads })
+    }
+
+    /// Swaps in a new config. On error the running config stays in force (a NACK).
+    pub fn update(&self, config: ProxyConfig) -> Result<(), String> {
+        let snapshot = Snapshot::compile(config, &self.shared.registry)?;
+        self.shared.snapshot.store(Arc::new(snapshot));
+        self.shared.changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// The version of the config in force.
+    pub fn version(&self) -> u64 {
+        self.shared.snapshot.load().config.version
+    }
+
+    /// Blocks until every thread ends (normally never).
+    pub fn wait(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spawn_thread<F, Fut>(name: &str, f: F) -> Result<std::thread::JoinHandle<()>, String>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(rt) => rt.block_on(f()),
+                Err(e) => tracing::error!(error = %e, "cannot start runtime"),
+            }
+        })
+        .map_err(|e| format!("cannot start thread {name}: {e}"))
+}

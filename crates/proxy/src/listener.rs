@@ -1,0 +1,170 @@
+//! Listeners: accepting connections, telling HTTP from opaque TCP, and serving HTTP/1.1
+//! and HTTP/2 (prior knowledge) on one port. Each worker thread binds its own socket
+//! (SO_REUSEPORT) and follows config changes: new listeners start, removed ones stop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use trellis_model::ListenerProtocol;
+
+use crate::Shared;
+use crate::http::{Connection, handle};
+use crate::snapshot::ListenerRt;
+
+/// Largest request head accepted (larger gets 431).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds a listening socket that other workers can bind too.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Keeps this worker's listeners in line with the config, until the process ends.
+pub async fn run_worker(shared: Arc<Shared>) {
+    let mut running: HashMap<(String, SocketAddr), JoinHandle<()>> = HashMap::new();
+    let mut changes = shared.changes.subscribe();
+    loop {
+        let snapshot = shared.snapshot.load_full();
+        let mut wanted = Vec::new();
+        for l in &snapshot.listeners {
+            let Some(addr) = l.model.bind else { continue };
+            let key = (l.model.name.clone(), addr);
+            wanted.push(key.clone());
+            if running.contains_key(&key) {
+                continue;
+            }
+            match bind(addr) {
+                Ok(socket) => {
+                    let handle = tokio::spawn(accept_loop(shared.clone(), l.clone(), socket));
+                    running.insert(key, handle);
+                }
+                Err(e) => {
+                    tracing::error!(listener = %l.model.name, %addr, error = %e, "cannot bind listener")
+                }
+            }
+        }
+        running.retain(|key, handle| {
+            let keep = wanted.contains(key);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: TcpListener) {
+    loop {
+        let (stream, peer) = match socket.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let conn = Arc::new(Connection {
+            shared: shared.clone(),
+            listener: listener.clone(),
+            peer,
+            local,
+        });
+        tokio::spawn(serve(conn, stream));
+    }
+}
+
+async fn serve(conn: Arc<Connection>, stream: TcpStream) {
+    let is_http = match conn.listener.model.protocol {
+        ListenerProtocol::Http => true,
+        ListenerProtocol::Tcp => false,
+        ListenerProtocol::Auto => sniff_http(&stream).await,
+    };
+    if !is_http {
+        crate::tcp::proxy(conn, stream).await;
+        return;
+    }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let service = hyper::service::service_fn(move |req| handle(conn.clone(), req));
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(error = %e, "downstream connection ended with an error");
+    }
+}
+
+/// Waits (briefly) for the first bytes and says whether they look like HTTP.
+async fn sniff_http(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 24];
+    let peeked = tokio::time::timeout(Duration::from_millis(500), stream.peek(&mut buf)).await;
+    match peeked {
+        Ok(Ok(n)) if n > 0 => looks_like_http(&buf[..n]),
+        // Server-first protocols (the client waits): treat as TCP.
+        _ => false,
+    }
+}
+
+/// True for an HTTP/1 method token followed by a space, or the HTTP/2 preface.
+pub fn looks_like_http(bytes: &[u8]) -> bool {
+    const METHODS: &[&[u8]] = &[
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"HEAD ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+        b"PRI * HTTP/2",
+    ];
+    METHODS
+        .iter()
+        .any(|m| bytes.starts_with(m) || (bytes.len() < m.len() && m.starts_with(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_is_told_from_other_bytes() {
+        assert!(looks_like_http(b"GET / HTTP/1.1\r\n"));
+        assert!(looks_like_http(b"PRI * HTTP/2.0\r\n"));
+        assert!(!looks_like_http(b"\x16\x03\x01\x02\x00"));
+        assert!(!looks_like_http(b"SSH-2.0-OpenSSH"));
+    }
+}
