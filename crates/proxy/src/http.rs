@@ -343,6 +343,7 @@ async fn retry_loop(
         Body::Replay(b) => (Some(b), None),
         Body::Stream(s) => (None, Some(s)),
     };
+    let mut parts = Some(parts);
     let max_attempts = if replay.is_some() {
         1 + policy.attempts
     } else {
@@ -351,10 +352,10 @@ async fn retry_loop(
     let h2 = match cluster.model.protocol {
         trellis_model::UpstreamProtocol::Http2 => true,
         trellis_model::UpstreamProtocol::Http1 => false,
-        _ => {
-            parts.version == Version::HTTP_2
-                || cluster.model.pool.h2_upgrade && !is_upgrade_parts(&parts.headers)
-        }
+        _ => parts.as_ref().is_some_and(|p| {
+            p.version == Version::HTTP_2
+                || cluster.model.pool.h2_upgrade && !is_upgrade_parts(&p.headers)
+        }),
     };
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<Response<ProxyBody>> = None;
@@ -394,7 +395,11 @@ async fn retry_loop(
             (None, Some(b)) => Some((b, true)),
             (None, None) => None,
         };
-        let request = build_upstream_request(&parts, body, h2);
+        // The last attempt takes the request head; earlier ones copy it.
+        let last = attempt + 1 == max_attempts;
+        let head = if last { parts.take() } else { parts.clone() };
+        let Some(head) = head else { break };
+        let request = build_upstream_request(head, body, h2);
         let result = attempt_once(cluster, request, h2, hash, &tried, log);
         let result = match limit {
             Some((d, per_try_only)) => match tokio::time::timeout(d, result).await {
@@ -404,7 +409,6 @@ async fn retry_loop(
             },
             None => result.await,
         };
-        let last = attempt + 1 == max_attempts;
         match result {
             Attempt::Response(response, endpoint) => {
                 tried.push(endpoint);
@@ -594,42 +598,45 @@ fn retriable_status(policy: &RetryPolicy, status: u16, grpc: Option<u32>) -> boo
             .any(|c| c == "retriable-status-codes")
 }
 
+/// Shapes the request for the upstream hop: origin-form and Host for HTTP/1.1,
+/// scheme and authority in the URI (and no Host) for HTTP/2.
 fn build_upstream_request(
-    parts: &http::request::Parts,
+    mut parts: http::request::Parts,
     body: ProxyBody,
     h2: bool,
 ) -> Request<ProxyBody> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = if h2 {
-        let authority = authority_of(&parts.uri, &parts.headers);
-        let scheme = parts.uri.scheme_str().unwrap_or("http");
-        Uri::builder()
-            .scheme(scheme)
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .unwrap_or_else(|_| parts.uri.clone())
-    } else {
-        path.parse().unwrap_or_else(|_| parts.uri.clone())
-    };
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = if h2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
-    let mut headers = parts.headers.clone();
     if h2 {
-        headers.remove(header::HOST);
-    } else if !headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(authority_of(&parts.uri, &parts.headers))
-    {
-        headers.insert(header::HOST, v);
+        if parts.uri.authority().is_none() {
+            let authority = authority_of(&parts.uri, &parts.headers).to_string();
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            if let Ok(uri) = Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+            {
+                parts.uri = uri;
+            }
+        }
+        parts.headers.remove(header::HOST);
+        parts.version = Version::HTTP_2;
+    } else {
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(authority_of(&parts.uri, &parts.headers))
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        if parts.uri.authority().is_some()
+            && let Some(Ok(uri)) = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().parse::<Uri>())
+        {
+            parts.uri = uri;
+        }
+        parts.version = Version::HTTP_11;
     }
-    *request.headers_mut() = headers;
-    request
+    Request::from_parts(parts, body)
 }
 
 fn prepare_request_headers(
@@ -722,7 +729,8 @@ fn mirror(route: &RouteRt, parts: &http::request::Parts, body: Bytes) {
             continue;
         }
         let cluster = cluster.clone();
-        let mut request = build_upstream_request(parts, ProxyBody::full(body.clone()), false);
+        let mut request =
+            build_upstream_request(parts.clone(), ProxyBody::full(body.clone()), false);
         let shadow = format!("{}-shadow", authority_of(&parts.uri, &parts.headers));
         if let Ok(v) = HeaderValue::from_str(&shadow) {
             request.headers_mut().insert(header::HOST, v);

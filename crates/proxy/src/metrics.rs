@@ -49,8 +49,37 @@ impl Protocol {
     }
 }
 
+/// Peer labels compared by identity: the same rendered block is shared by every
+/// request of a config, so hashing the pointer is enough on the hot path.
+#[derive(Clone)]
+struct Peers(Arc<str>);
+
+impl PartialEq for Peers {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Peers {}
+
+impl std::hash::Hash for Peers {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.0) as *const u8 as usize).hash(state);
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct RequestKey {
+    peers: Peers,
+    protocol: Protocol,
+    code: u16,
+    grpc_status: Option<u8>,
+    flags: Flags,
+}
+
+/// A request series key compared by label text, for rendering.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TextKey {
     peers: Arc<str>,
     protocol: Protocol,
     code: u16,
@@ -165,7 +194,7 @@ impl Metrics {
     pub fn record_request(&self, r: RequestRecord) {
         self.with_shard(|shard| {
             let key = RequestKey {
-                peers: r.peers,
+                peers: Peers(r.peers),
                 protocol: r.protocol,
                 code: r.code,
                 grpc_status: r.grpc_status,
@@ -200,12 +229,21 @@ impl Metrics {
 
     /// Prometheus text exposition of every series.
     pub fn render(&self) -> String {
-        let mut requests: HashMap<RequestKey, RequestSeries> = HashMap::new();
+        // Series are merged by label text: configs replaced since may have rendered
+        // the same labels into a new block.
+        let mut requests: HashMap<TextKey, RequestSeries> = HashMap::new();
         let mut tcp: HashMap<Arc<str>, TcpSeries> = HashMap::new();
         for shard in self.shards.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             for (k, v) in &shard.requests {
-                let s = requests.entry(k.clone()).or_insert_with(RequestSeries::new);
+                let text = TextKey {
+                    peers: k.peers.0.clone(),
+                    protocol: k.protocol,
+                    code: k.code,
+                    grpc_status: k.grpc_status,
+                    flags: k.flags,
+                };
+                let s = requests.entry(text).or_insert_with(RequestSeries::new);
                 s.total += v.total;
                 s.duration.merge(&v.duration);
                 s.request_bytes.merge(&v.request_bytes);
@@ -219,9 +257,9 @@ impl Metrics {
                 s.received += v.received;
             }
         }
-        let mut keys: Vec<&RequestKey> = requests.keys().collect();
+        let mut keys: Vec<&TextKey> = requests.keys().collect();
         keys.sort_by(|a, b| (&*a.peers, a.code, a.flags).cmp(&(&*b.peers, b.code, b.flags)));
-        let labels = |k: &RequestKey| {
+        let labels = |k: &TextKey| {
             let grpc = k.grpc_status.map_or("-".to_string(), |g| g.to_string());
             format!(
                 "{}request_protocol=\"{}\",response_code=\"{}\",grpc_response_status=\"{grpc}\",response_flags=\"{}\"",
