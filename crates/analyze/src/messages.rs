@@ -65,4 +65,13 @@ catalogue! {
     INVALID_ANNOTATION = "IST0125" "InvalidAnnotation" Warning;
     DEPRECATED_ANNOTATION = "IST0135" "DeprecatedAnnotation" Info;
     ALPHA_ANNOTATION = "IST0136" "AlphaAnnotation" Info;
+    // --- h-ana-a ---
+    GATEWAY_DUPLICATE_CERTIFICATE = "IST0138" "GatewayDuplicateCertificate" Warning;
+    INGRESS_ROUTE_RULES_NOT_AFFECTED = "IST0140" "IngressRouteRulesNotAffected" Warning;
+    CONFLICTING_GATEWAYS = "IST0145" "ConflictingGateways" Error;
+    JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN = "IST0149" "JwtClaimBasedRoutingWithoutRequestAuthN" Error;
+    INVALID_GATEWAY_CREDENTIAL = "IST0161" "InvalidGatewayCredential" Error;
+    GATEWAY_PORT_NOT_DEFINED_ON_SERVICE = "IST0162" "GatewayPortNotDefinedOnService" Warning;
+    REFERENCED_INTERNAL_GATEWAY = "IST0165" "ReferencedInternalGateway" Warning;
+    INEFFECTIVE_SELECTOR = "IST0166" "IneffectiveSelector" Warning;
 }
