@@ -46,7 +46,6 @@ catalogue! {
     REFERENCED_RESOURCE_NOT_FOUND = "IST0101" "ReferencedResourceNotFound" Error;
     NAMESPACE_NOT_INJECTED = "IST0102" "NamespaceNotInjected" Info;
     POD_MISSING_PROXY = "IST0103" "PodMissingProxy" Warning;
-    GATEWAY_PORT_NOT_ON_WORKLOAD = "IST0104" "GatewayPortNotDefinedOnService" Warning;
     SCHEMA_VALIDATION_ERROR = "IST0106" "SchemaValidationError" Error;
     MISPLACED_ANNOTATION = "IST0107" "MisplacedAnnotation" Warning;
     UNKNOWN_ANNOTATION = "IST0108" "UnknownAnnotation" Warning;
@@ -83,4 +82,13 @@ catalogue! {
     CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS = "IST0159" "ConflictingTelemetryWorkloadSelectors" Error;
     MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS = "IST0160" "MultipleTelemetriesWithoutWorkloadSelectors" Error;
     NEGATIVE_CONDITION_STATUS = "IST0171" "NegativeConditionStatus" Warning;
+    // --- h-ana-a ---
+    GATEWAY_DUPLICATE_CERTIFICATE = "IST0138" "GatewayDuplicateCertificate" Warning;
+    INGRESS_ROUTE_RULES_NOT_AFFECTED = "IST0140" "IngressRouteRulesNotAffected" Warning;
+    CONFLICTING_GATEWAYS = "IST0145" "ConflictingGateways" Error;
+    JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN = "IST0149" "JwtClaimBasedRoutingWithoutRequestAuthN" Error;
+    INVALID_GATEWAY_CREDENTIAL = "IST0161" "InvalidGatewayCredential" Error;
+    GATEWAY_PORT_NOT_DEFINED_ON_SERVICE = "IST0162" "GatewayPortNotDefinedOnService" Warning;
+    REFERENCED_INTERNAL_GATEWAY = "IST0165" "ReferencedInternalGateway" Warning;
+    INEFFECTIVE_SELECTOR = "IST0166" "IneffectiveSelector" Warning;
 }

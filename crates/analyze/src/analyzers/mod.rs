@@ -2,6 +2,13 @@
 
 use crate::Analyzer;
 
+// --- h-ana-a ---
+pub mod gateway;
+pub mod k8sgateway;
+pub mod schema;
+pub mod util_a;
+pub mod virtualservice;
+
 // --- h-ana-b ---
 pub mod authn;
 pub mod authz;
@@ -23,6 +30,19 @@ pub mod util_c;
 
 /// Every analyzer Trellis has, in the order they run.
 pub static ALL: &[&dyn Analyzer] = &[
+    // --- h-ana-a ---
+    &gateway::IngressGatewayPortAnalyzer,
+    &gateway::ConflictingGatewayAnalyzer,
+    &gateway::SecretAnalyzer,
+    &gateway::CertificateAnalyzer,
+    &k8sgateway::SelectorAnalyzer,
+    &schema::ValidationAnalyzer,
+    &schema::VirtualServiceValidationAnalyzer,
+    &virtualservice::GatewayAnalyzer,
+    &virtualservice::DestinationHostAnalyzer,
+    &virtualservice::DestinationRuleAnalyzer,
+    &virtualservice::ConflictingMeshGatewayHostsAnalyzer,
+    &virtualservice::JwtClaimRouteAnalyzer,
     // --- h-ana-b ---
     &authz::AuthorizationPoliciesAnalyzer,
     &authn::BlockedCidrsAnalyzer,
