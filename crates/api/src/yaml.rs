@@ -155,10 +155,7 @@ pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     let mut docs = Vec::new();
-    loop {
-        let Some(event) = parser.next_event() else {
-            break;
-        };
+    while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(|e| SyntaxError {
             line: e.marker().line() as u32,
             col: e.marker().col() as u32 + 1,
