@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use trellis_api::values::Duration;
 use trellis_api::yaml::{self, Value};
-use trellis_api::{Resource, Severity, load_str};
+use trellis_api::{Resource, Severity, Spec, load_str};
 
 /// Kinds whose misses fail the test; misses of other kinds are only reported.
 /// To enforce every kind, add "PeerAuthentication", "AuthorizationPolicy",

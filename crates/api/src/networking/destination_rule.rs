@@ -353,25 +353,9 @@ impl TunnelSettings {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Resource, Severity, load_str};
-
     fn errors(spec: &str) -> Vec<String> {
-        let text = format!(
-            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: r, namespace: shop}}\nspec:\n{spec}"
-        );
-        let loaded = load_str("dr.yaml", &text);
-        let mut out: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
-        out.extend(
-            loaded
-                .resources
-                .iter()
-                .flat_map(Resource::validate)
-                .filter(|d| d.severity == Severity::Error)
-                .map(|d| d.to_string()),
-        );
-        out
+        super::super::findings("DestinationRule", "r", spec, false)
     }
-
     #[test]
     fn valid_rule_passes() {
         let e = errors(

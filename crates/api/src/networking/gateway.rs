@@ -180,3 +180,118 @@ fn check_server_port(c: &mut Checker, port: &Port, unix: bool) -> bool {
     }
     ok
 }
+
+#[cfg(test)]
+mod tests {
+    fn errors(name: &str, spec: &str) -> Vec<String> {
+        super::super::findings("Gateway", name, spec, false)
+    }
+
+    fn server(port: &str, tls: &str) -> String {
+        format!("  servers:\n  - port: {port}\n    hosts: [shop.example.com]\n{tls}")
+    }
+
+    const HTTPS: &str = "{number: 443, name: https, protocol: HTTPS}";
+
+    #[test]
+    fn https_server_with_credential_passes() {
+        let e = errors(
+            "gw",
+            &server(HTTPS, "    tls: {mode: SIMPLE, credentialName: cert}\n"),
+        );
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn gateway_names_have_no_dots() {
+        let e = errors(
+            "shop.edge",
+            &server("{number: 80, name: http, protocol: HTTP}", ""),
+        );
+        assert!(
+            e[0].starts_with("spec: invalid gateway name: \"shop.edge\""),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn servers_need_port_and_hosts() {
+        assert_eq!(
+            errors("gw", "  servers: []\n"),
+            vec!["spec.servers: gateway must have at least one server".to_string()]
+        );
+        let e = errors("gw", "  servers:\n  - hosts: [a.com]\n");
+        assert_eq!(e, vec!["spec.servers[0]: port is required".to_string()]);
+        let e = errors(
+            "gw",
+            "  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: []\n",
+        );
+        assert_eq!(
+            e,
+            vec!["spec.servers[0].hosts: server config must contain at least one host".to_string()]
+        );
+    }
+
+    #[test]
+    fn ports_need_known_protocol_range_and_unique_names() {
+        let e = errors(
+            "gw",
+            &server(
+                "{number: 70000, name: smtp, protocol: SMTP, targetPort: 25}",
+                "",
+            ),
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        let e = errors(
+            "gw",
+            "  servers:\n  - port: {number: 80, name: web, protocol: HTTP}\n    hosts: [a.com]\n  - port: {number: 81, name: web, protocol: HTTP}\n    hosts: [b.com]\n",
+        );
+        assert!(e[0].contains("duplicate name web"), "{e:?}");
+    }
+
+    #[test]
+    fn tls_settings_match_the_protocol() {
+        let e = errors("gw", &server(HTTPS, ""));
+        assert!(
+            e[0].contains("server must have TLS settings for HTTPS/TLS protocols"),
+            "{e:?}"
+        );
+        let e = errors(
+            "gw",
+            &server(
+                "{number: 5432, name: pg, protocol: TCP}",
+                "    tls: {mode: SIMPLE, credentialName: c}\n",
+            ),
+        );
+        assert!(
+            e[0].contains("server cannot have TLS settings for non HTTPS/TLS ports"),
+            "{e:?}"
+        );
+        let e = errors(
+            "gw",
+            &server(
+                "{number: 80, name: http, protocol: HTTP}",
+                "    tls: {httpsRedirect: true}\n",
+            ),
+        );
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn server_hosts_follow_namespace_rules() {
+        let e = errors(
+            "gw",
+            "  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"Shop_NS/a.example.com\", \"*shop.example.com\", \"./b.example.com\"]\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    #[test]
+    fn unix_socket_servers_use_port_zero() {
+        let e = errors(
+            "gw",
+            "  servers:\n  - port: {number: 0, name: uds, protocol: HTTP}\n    bind: unix:///var/run/gw.sock\n    hosts: [a.com]\n",
+        );
+        assert!(e.is_empty(), "{e:?}");
+    }
+}

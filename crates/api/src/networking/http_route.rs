@@ -7,10 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Destination, check_duration, is_default};
-use super::http_policy::{
-    CorsPolicy, HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRetry, HttpRewrite,
-    check_http_status,
-};
+use super::fault::{HttpFaultInjection, check_http_status};
+use super::http_policy::{CorsPolicy, HttpMatchRequest, HttpRedirect, HttpRetry, HttpRewrite};
 use crate::check::Checker;
 use crate::values::{Duration, Percent};
 
@@ -452,4 +450,104 @@ fn check_http_destinations(c: &mut Checker, routes: &[HttpRouteDestination]) {
         total += i64::from(r.weight);
     });
     super::virtual_service::check_total_weight(c, routes.len(), total);
+}
+
+#[cfg(test)]
+mod tests {
+    fn errors(http: &str) -> Vec<String> {
+        let spec = format!("  hosts: [a]\n  http:\n{http}");
+        super::super::findings("VirtualService", "vs", &spec, false)
+    }
+
+    #[test]
+    fn one_action_per_rule() {
+        let e = errors("  - redirect: {uri: /b}\n    route:\n    - destination: {host: a}\n");
+        assert_eq!(
+            e,
+            vec!["spec.http[0]: HTTP route cannot contain both route and redirect".to_string()]
+        );
+        let e =
+            errors("  - directResponse: {status: 503}\n    route:\n    - destination: {host: a}\n");
+        assert_eq!(
+            e,
+            vec![
+                "spec.http[0]: HTTP route cannot contain both route and direct_response"
+                    .to_string()
+            ]
+        );
+        let e = errors("  - match:\n    - uri: {prefix: /a}\n");
+        assert_eq!(
+            e,
+            vec!["spec.http[0]: HTTP route, redirect or direct_response is required".to_string()]
+        );
+        let e = errors("  - redirect: {uri: /b}\n    rewrite: {uri: /c}\n");
+        assert!(e[0].contains("both rewrite and redirect"), "{e:?}");
+    }
+
+    #[test]
+    fn mirror_and_mirrors_exclude_each_other() {
+        let e = errors(
+            "  - mirror: {host: b}\n    mirrors:\n    - destination: {host: c}\n    route:\n    - destination: {host: a}\n",
+        );
+        assert!(e[0].contains("both mirror and mirrors"), "{e:?}");
+        let e = errors(
+            "  - mirrorPercentage: {value: 150}\n    route:\n    - destination: {host: a}\n",
+        );
+        assert!(e[0].contains("mirror percentage 150"), "{e:?}");
+    }
+
+    #[test]
+    fn header_operations_keep_pseudo_headers() {
+        let e = errors(
+            "  - headers:\n      request:\n        set: {\":path\": /x, \":authority\": a.com}\n      response:\n        remove: [host]\n    route:\n    - destination: {host: a}\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("header cannot have \":\" prefix"), "{e:?}");
+        assert!(e[1].contains("cannot set Host header"), "{e:?}");
+    }
+
+    #[test]
+    fn header_values_escape_percent() {
+        let e = errors(
+            "  - headers:\n      request:\n        add: {x-a: \"100%\", x-b: \"%HOSTNAME%\", x-c: \"100%%\"}\n    route:\n    - destination: {host: a}\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("set[x-a]") || e[0].contains("add[x-a]"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn authority_is_rewritten_once() {
+        let e = errors(
+            "  - rewrite: {authority: b.com}\n    headers:\n      request:\n        set: {host: c.com}\n    route:\n    - destination: {host: a}\n",
+        );
+        assert!(
+            e[0].contains("authority header cannot be set multiple times"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn direct_response_status_in_range() {
+        let e = errors("  - directResponse: {status: 700, body: {string: down}}\n");
+        assert_eq!(
+            e,
+            vec![
+                "spec.http[0].directResponse.status: HTTP status 700 is not in range 200-599"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn delegate_rules_cannot_delegate_again() {
+        let spec = "  http:\n  - delegate: {name: x}\n";
+        let e = super::super::findings("VirtualService", "vs", spec, false);
+        assert!(
+            e[0].contains("delegate HTTP route cannot contain delegate"),
+            "{e:?}"
+        );
+    }
 }

@@ -268,25 +268,9 @@ impl ServiceEntry {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Resource, Severity, load_str};
-
     fn errors(spec: &str) -> Vec<String> {
-        let text = format!(
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: se, namespace: shop}}\nspec:\n{spec}"
-        );
-        let loaded = load_str("se.yaml", &text);
-        let mut out: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
-        out.extend(
-            loaded
-                .resources
-                .iter()
-                .flat_map(Resource::validate)
-                .filter(|d| d.severity == Severity::Error)
-                .map(|d| d.message),
-        );
-        out
+        super::super::findings("ServiceEntry", "se", spec, false)
     }
-
     #[test]
     fn external_api_passes() {
         let e = errors(

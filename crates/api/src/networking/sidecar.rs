@@ -333,3 +333,72 @@ impl EgressListener {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn errors(spec: &str) -> Vec<String> {
+        super::super::findings("Sidecar", "default", spec, false)
+    }
+
+    #[test]
+    fn typical_sidecar_passes() {
+        let e = errors(
+            "  egress:\n  - hosts: [\"./*\", \"istio-system/*\"]\n  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    defaultEndpoint: 127.0.0.1:8080\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+        );
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn empty_sidecar_is_rejected() {
+        assert_eq!(
+            errors("  {}\n"),
+            vec!["spec: sidecar: empty configuration provided".to_string()]
+        );
+    }
+
+    #[test]
+    fn egress_hosts_are_namespace_slash_host() {
+        let e = errors("  egress:\n  - hosts: [foo.com, \"Bad_NS/*\"]\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("must be of form namespace/dnsName"), "{e:?}");
+    }
+
+    #[test]
+    fn catch_all_egress_listener_comes_last() {
+        let e = errors(
+            "  egress:\n  - hosts: [\"*/*\"]\n  - port: {number: 80, protocol: HTTP}\n    hosts: [\"*/*\"]\n",
+        );
+        assert!(e[0].contains("should be the last listener"), "{e:?}");
+    }
+
+    #[test]
+    fn ingress_needs_port_and_local_default_endpoint() {
+        let e = errors("  ingress:\n  - defaultEndpoint: 127.0.0.1:80\n");
+        assert!(
+            e[0].contains("port is required for ingress listeners"),
+            "{e:?}"
+        );
+        let e = errors(
+            "  ingress:\n  - port: {number: 80, protocol: HTTP}\n    defaultEndpoint: 10.0.0.1:80\n",
+        );
+        assert!(e[0].contains("defaultEndpoint must be of form"), "{e:?}");
+        let e = errors(
+            "  ingress:\n  - port: {number: 80, protocol: HTTP}\n    defaultEndpoint: unix:///var/run/app.sock\n",
+        );
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn egress_proxy_needs_allow_any() {
+        let e = errors(
+            "  outboundTrafficPolicy:\n    mode: REGISTRY_ONLY\n    egressProxy: {host: proxy.example.com, port: {number: 3128}}\n",
+        );
+        assert!(e[0].contains("ALLOW_ANY"), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_capture_mode_suggests_the_nearest() {
+        let e = errors("  egress:\n  - hosts: [\"*/*\"]\n    captureMode: IPTABLE\n");
+        assert!(e[0].contains("did you mean `IPTABLES`"), "{e:?}");
+    }
+}

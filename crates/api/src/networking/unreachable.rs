@@ -232,3 +232,42 @@ fn prefix_overlaps(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn warnings(http: &str) -> Vec<String> {
+        let spec = format!("  hosts: [a]\n  http:\n{http}");
+        super::super::findings("VirtualService", "vs", &spec, true)
+    }
+
+    #[test]
+    fn rules_after_a_catch_all_are_unreachable() {
+        let w = warnings(
+            "  - route:\n    - destination: {host: a}\n  - route:\n    - destination: {host: b}\n",
+        );
+        assert_eq!(w, vec!["spec.http[1]: virtualService rule #1 not used (only the last rule can have no matches)".to_string()]);
+    }
+
+    #[test]
+    fn repeated_matches_are_ineffective() {
+        let w = warnings(
+            "  - match: [{uri: {exact: /a}}]\n    route:\n    - destination: {host: a}\n  - match: [{name: again, uri: {exact: /a}}]\n    route:\n    - destination: {host: b}\n",
+        );
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("match \"again\" is not used"), "{w:?}");
+        assert!(w[1].contains("all matches used by prior rules"), "{w:?}");
+    }
+
+    #[test]
+    fn covered_prefixes_are_ineffective() {
+        let w = warnings(
+            "  - match: [{uri: {prefix: /api}}]\n    route:\n    - destination: {host: a}\n  - match: [{uri: {prefix: /api/v1}}]\n    route:\n    - destination: {host: b}\n",
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("spec.http[1].match[0]"), "{w:?}");
+        let w = warnings(
+            "  - match: [{uri: {prefix: /api}, headers: {x: {exact: y}}}]\n    route:\n    - destination: {host: a}\n  - match: [{uri: {prefix: /api/v1}}]\n    route:\n    - destination: {host: b}\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+    }
+}

@@ -344,3 +344,173 @@ impl VirtualService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn errors(spec: &str) -> Vec<String> {
+        super::super::findings("VirtualService", "vs", spec, false)
+    }
+
+    fn warnings(spec: &str) -> Vec<String> {
+        super::super::findings("VirtualService", "vs", spec, true)
+    }
+
+    const ROUTE: &str = "  http:\n  - route:\n    - destination: {host: cart}\n";
+
+    #[test]
+    fn simple_route_passes() {
+        let e = errors(&format!("  hosts: [cart]\n{ROUTE}"));
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn needs_http_tcp_or_tls() {
+        let e = errors("  hosts: [cart]\n");
+        assert_eq!(
+            e,
+            vec!["spec: http, tcp or tls must be provided in virtual service".to_string()]
+        );
+    }
+
+    #[test]
+    fn bare_star_host_only_for_gateways() {
+        let e = errors(&format!("  hosts: [\"*\"]\n{ROUTE}"));
+        assert!(e[0].contains("wildcard host * is not allowed"), "{e:?}");
+        let e = errors(&format!(
+            "  hosts: [\"*\"]\n  gateways: [istio-system/edge]\n{ROUTE}"
+        ));
+        assert!(e.is_empty(), "{e:?}");
+        let e = errors(&format!(
+            "  hosts: [\"*\"]\n  gateways: [istio-system/edge, mesh]\n{ROUTE}"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+    }
+
+    #[test]
+    fn overlapping_hosts_are_duplicates() {
+        let e = errors(&format!(
+            "  hosts: [\"*.shop.example.com\", \"*.example.com\"]\n{ROUTE}"
+        ));
+        assert!(e[0].contains("duplicate hosts in virtual service"), "{e:?}");
+    }
+
+    #[test]
+    fn ip_hosts_are_allowed() {
+        let e = errors(&format!("  hosts: [10.0.0.1]\n{ROUTE}"));
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn gateway_references_are_namespace_slash_name() {
+        let e = errors(&format!(
+            "  hosts: [a.com]\n  gateways: [\"istio-system/*\"]\n{ROUTE}"
+        ));
+        assert_eq!(
+            e,
+            vec!["spec.gateways[0]: invalid value for gateway name: \"*\"".to_string()]
+        );
+        let w = warnings(&format!(
+            "  hosts: [a.com]\n  gateways: [edge.istio-system]\n{ROUTE}"
+        ));
+        assert!(w[0].contains("legacy gatewayName format"), "{w:?}");
+    }
+
+    #[test]
+    fn weights_must_not_be_negative_or_all_zero() {
+        let two = |a: i32, b: i32| {
+            format!(
+                "  hosts: [cart]\n  http:\n  - route:\n    - destination: {{host: cart, subset: a}}\n      weight: {a}\n    - destination: {{host: cart, subset: b}}\n      weight: {b}\n"
+            )
+        };
+        assert!(errors(&two(90, 10)).is_empty());
+        assert_eq!(
+            errors(&two(0, 0)),
+            vec!["spec.http[0].route: total destination weight = 0".to_string()]
+        );
+        assert_eq!(
+            errors(&two(110, -10)),
+            vec!["spec.http[0].route[1].weight: weight -10 < 0".to_string()]
+        );
+        let w = warnings(&two(50, 20));
+        assert!(w[0].contains("add up to 70"), "{w:?}");
+    }
+
+    #[test]
+    fn delegates_take_no_gateways_tls_or_tcp() {
+        let e = errors(&format!("  gateways: [istio-system/edge]\n{ROUTE}"));
+        assert!(
+            e[0].contains("delegate virtual service must have no gateways"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn delegating_rules_only_delegate() {
+        let e = errors(
+            "  hosts: [a.com]\n  http:\n  - delegate: {name: d, namespace: shop}\n    route:\n    - destination: {host: cart}\n",
+        );
+        assert!(e[0].contains("must not specify route"), "{e:?}");
+    }
+
+    #[test]
+    fn sni_hosts_must_fall_within_hosts() {
+        let tls = |sni: &str| {
+            format!(
+                "  hosts: [\"*.example.com\"]\n  tls:\n  - match:\n    - sniHosts: [{sni}]\n    route:\n    - destination: {{host: b}}\n"
+            )
+        };
+        assert!(errors(&tls("a.example.com")).is_empty());
+        assert!(errors(&tls("a.example.org"))[0].contains("is not a compatible subset"));
+    }
+
+    #[test]
+    fn tcp_rules_need_routes() {
+        let e = errors("  hosts: [db]\n  tcp:\n  - match:\n    - port: 5432\n");
+        assert_eq!(e, vec!["spec.tcp[0]: TCP route is required".to_string()]);
+    }
+
+    #[test]
+    fn jwt_claim_routing_needs_a_gateway() {
+        let spec = |gw: &str| {
+            format!(
+                "  hosts: [a.com]\n{gw}  http:\n  - match:\n    - headers:\n        \"@request.auth.claims.tier\": {{exact: gold}}\n    route:\n    - destination: {{host: a}}\n"
+            )
+        };
+        assert!(errors(&spec(""))[0].contains("is only supported for gateway"));
+        assert!(errors(&spec("  gateways: [istio-system/edge]\n")).is_empty());
+    }
+
+    #[test]
+    fn export_to_is_checked() {
+        let e = errors(&format!(
+            "  hosts: [a]\n  exportTo: [\"*\", billing]\n{ROUTE}"
+        ));
+        assert!(
+            e[0].contains("cannot have both public (*) and non-public"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn http_rule_checks_reach_nested_fields() {
+        let e = errors(
+            "  hosts: [a]\n  http:\n  - match:\n    - uri: {regex: \"([a-z\"}\n    timeout: 0.0005s\n    retries: {attempts: -1}\n    route:\n    - destination: {host: \"*\", subset: Canary_V2, port: {number: 70000}}\n",
+        );
+        let paths: Vec<&str> = e
+            .iter()
+            .map(|m| m.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.http[0].match[0].uri.regex",
+                "spec.http[0].retries.attempts",
+                "spec.http[0].route[0].destination.host",
+                "spec.http[0].route[0].destination.subset",
+                "spec.http[0].route[0].destination.port.number",
+                "spec.http[0].timeout",
+            ],
+            "{e:?}"
+        );
+    }
+}
