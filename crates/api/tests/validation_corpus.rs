@@ -252,7 +252,71 @@ fn crd_fixtures(corpus: &Path) -> (Tally, Tally) {
     (invalid, valid)
 }
 
-/// Every file under `dir` must load and validate without errors.
+/// The typed spec written back as JSON, for the kinds whose every field is typed.
+fn typed_spec(r: &Resource) -> Option<serde_json::Value> {
+    match &r.spec {
+        Spec::Gateway(s) => serde_json::to_value(s).ok(),
+        Spec::VirtualService(s) => serde_json::to_value(s).ok(),
+        Spec::DestinationRule(s) => serde_json::to_value(s).ok(),
+        Spec::ServiceEntry(s) => serde_json::to_value(s).ok(),
+        Spec::WorkloadEntry(s) => serde_json::to_value(s).ok(),
+        Spec::Sidecar(s) => serde_json::to_value(s).ok(),
+        _ => None,
+    }
+}
+
+/// The first path where `written` and `typed` differ, treating numbers by value,
+/// durations by length (`1m` is `60s`), and null, empty or zero fields as absent.
+fn round_trip_difference(
+    path: &str,
+    written: &serde_json::Value,
+    typed: &serde_json::Value,
+) -> Option<String> {
+    use serde_json::Value as J;
+    let absent = |v: &J| match v {
+        J::Null => true,
+        J::Bool(b) => !b,
+        J::Number(n) => n.as_f64() == Some(0.0),
+        J::String(s) => s.is_empty(),
+        J::Array(a) => a.is_empty(),
+        J::Object(o) => o.is_empty(),
+    };
+    match (written, typed) {
+        (J::Object(a), J::Object(b)) => {
+            for (k, v) in a {
+                let at = format!("{path}.{k}");
+                match b.get(k) {
+                    Some(w) => {
+                        if let Some(d) = round_trip_difference(&at, v, w) {
+                            return Some(d);
+                        }
+                    }
+                    None if absent(v) => {}
+                    None => return Some(format!("{at} (dropped)")),
+                }
+            }
+            b.keys()
+                .find(|k| !a.contains_key(*k))
+                .map(|k| format!("{path}.{k} (added)"))
+        }
+        (J::Array(a), J::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (v, w))| round_trip_difference(&format!("{path}[{i}]"), v, w)),
+        (J::Number(a), J::Number(b)) if a.as_f64() == b.as_f64() => None,
+        (J::String(a), J::String(b)) if a == b => None,
+        (J::String(a), J::String(b)) => match (Duration::parse(a), Duration::parse(b)) {
+            (Ok(x), Ok(y)) if x == y => None,
+            _ => Some(path.to_string()),
+        },
+        _ if written == typed => None,
+        _ => Some(path.to_string()),
+    }
+}
+
+/// Every file under `dir` must load and validate without errors, and its typed
+/// resources must write back what was read.
 fn valid_files(dir: &Path, base: &Path, tally: &mut Tally) {
     for path in yaml_files(dir) {
         let text = read(&path);
@@ -261,7 +325,18 @@ fn valid_files(dir: &Path, base: &Path, tally: &mut Tally) {
             .unwrap_or(&path)
             .display()
             .to_string();
-        let found = errors(&name, &text);
+        let mut found = errors(&name, &text);
+        for r in load_str(&name, &text).resources {
+            let written = r.raw.get("spec").cloned().unwrap_or_default();
+            if let Some(typed) = typed_spec(&r)
+                && let Some(at) = round_trip_difference("spec", &written, &typed)
+            {
+                found.push((
+                    r.kind.clone(),
+                    format!("{}: {at} does not round-trip", r.key()),
+                ));
+            }
+        }
         if found.is_empty() {
             tally.record(true, "", String::new);
         }
@@ -400,4 +475,29 @@ spec:
     assert_eq!(errors, 0);
     let limit = if cfg!(debug_assertions) { 5.0 } else { 1.0 };
     assert!(took.as_secs_f64() < limit, "validation took {took:?}");
+}
+
+#[test]
+fn round_trip_comparison_sees_dropped_and_changed_fields() {
+    let j = |t: &str| serde_json::from_str::<serde_json::Value>(t).expect("json");
+    let same = |a: &str, b: &str| round_trip_difference("spec", &j(a), &j(b));
+    assert_eq!(
+        same(
+            r#"{"a": 1, "t": "1m", "e": [], "n": null}"#,
+            r#"{"a": 1.0, "t": "60s"}"#
+        ),
+        None
+    );
+    assert_eq!(
+        same(r#"{"a": 1}"#, r#"{}"#).as_deref(),
+        Some("spec.a (dropped)")
+    );
+    assert_eq!(
+        same(r#"{"a": [{"b": "x"}]}"#, r#"{"a": [{"b": "y"}]}"#).as_deref(),
+        Some("spec.a[0].b")
+    );
+    assert_eq!(
+        same(r#"{}"#, r#"{"c": true}"#).as_deref(),
+        Some("spec.c (added)")
+    );
 }
