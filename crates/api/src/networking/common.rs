@@ -336,10 +336,13 @@ pub(crate) fn check_duration(c: &mut Checker, field: &str, d: Option<Duration>) 
     if d < std::time::Duration::from_millis(1) {
         c.error_at(
             field,
-            format!("duration must be greater than 1ms (got {})", Duration(d)),
+            format!("duration must be greater than 1ms (got {d:?})"),
         );
-    } else if d.subsec_nanos() % 1_000_000 != 0 {
-        c.error_at(field, "only durations to ms precision are supported");
+    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        c.error_at(
+            field,
+            format!("only durations to ms precision are supported (got {d:?})"),
+        );
     }
 }
 
@@ -350,7 +353,10 @@ pub(crate) fn check_min_1ms(c: &mut Checker, field: &str, d: Option<Duration>) {
     {
         c.error_at(
             field,
-            format!("must be a valid duration greater than 1ms (got {d})"),
+            format!(
+                "must be a valid duration greater than 1ms (got {:?})",
+                d.get()
+            ),
         );
     }
 }

@@ -118,6 +118,17 @@ impl Validate for ServiceEntry {
             );
         }
         let names = self.check_ports(c, resolution);
+        let auto_allocate = meta
+            .annotations
+            .get("networking.istio.io/enable-autoallocate-ip")
+            .is_none_or(|v| v != "false");
+        if self.addresses.is_empty() && !auto_allocate {
+            c.each("ports", &self.ports, |c, _, p| {
+                if p.protocol.is_empty() || Protocol::parse(&p.protocol) == Protocol::Tcp {
+                    c.warn("addresses are required for ports serving TCP (or unset) protocol when IP auto-allocation is off");
+                }
+            });
+        }
         self.check_resolution(c, resolution, &names);
         if resolution != Resolution::None && self.hosts.len() > 1 {
             let opaque = self.ports.iter().find(|p| {
