@@ -279,12 +279,36 @@ fn istio_spec<T: DeserializeOwned>(object: &serde_json::Value) -> Result<T, Type
             }
         }
     }
-    let empty = serde_json::Value::Object(Default::default());
-    let spec = match object.get("spec") {
-        None | Some(serde_json::Value::Null) => &empty,
-        Some(s) => s,
+    let mut spec = match object.get("spec") {
+        None | Some(serde_json::Value::Null) => serde_json::Value::Object(Default::default()),
+        Some(s) => s.clone(),
     };
-    typed(spec, "spec")
+    drop_nulls(&mut spec);
+    typed(&spec, "spec")
+}
+
+/// Kubernetes prunes `field: null` from custom resources before storing them, so
+/// Istio never sees such fields; they are dropped here too.
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                // `[2001:db8::]` reads as `{"2001:db8:": null}`; kept whole so that
+                // address lists can read it back as text.
+                let lone_key = item
+                    .as_object()
+                    .is_some_and(|m| m.len() == 1 && m.values().all(serde_json::Value::is_null));
+                if !lone_key {
+                    drop_nulls(item);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn kube_object<T: DeserializeOwned>(object: &serde_json::Value) -> Result<T, TypeError> {
@@ -578,6 +602,15 @@ mod tests {
             d,
             "vs.yaml:8: VirtualService d/r: spec.htpp: unknown field `htpp` (did you mean `http`?)"
         );
+    }
+
+    #[test]
+    fn null_fields_count_as_absent() {
+        let loaded = load_str(
+            "vs.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: d}\nspec:\n  hosts: [r]\n  gateways:\n  http:\n  - route:\n    - destination: {host: r}\n    timeout:\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
     }
 
     #[test]
