@@ -392,7 +392,7 @@ pub fn load_str(file: &str, text: &str) -> Loaded {
         Err(e) => out.diagnostics.push(Diagnostic {
             severity: Severity::Error,
             file,
-            line: e.line.max(1),
+            line: e.line.clamp(1, text.lines().count().max(1) as u32),
             resource: None,
             path: None,
             message: format!("YAML syntax error at column {}: {}", e.col, e.message),

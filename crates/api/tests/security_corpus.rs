@@ -1,5 +1,5 @@
 //! Conformance of the security and telemetry kinds (and the Kubernetes subset)
-//! against the Istio corpus in `/work/shared/corpus/istio`: invalid cases must be
+//! against the Istio corpus in `../shared/corpus/istio` (beside the checkout): invalid cases must be
 //! rejected, valid configuration and Istio's samples must load without errors.
 //!
 //! Set `TRELLIS_CORPUS` to the corpus root (the folder holding `istio/`) to use
@@ -13,7 +13,6 @@ fn corpus() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("TRELLIS_CORPUS").map(PathBuf::from),
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")),
-        Some(PathBuf::from("/work/shared/corpus")),
     ];
     candidates
         .into_iter()
