@@ -8,14 +8,10 @@ use std::time::{Duration, Instant};
 use trellis_analyze::{Options, analyze};
 use trellis_api::load_str;
 
-/// One application: ServiceAccount, Service, Deployment, DestinationRule, VirtualService.
+/// One application: Service, two Deployments (v1, v2), DestinationRule, VirtualService.
 fn app(i: usize, ns: &str) -> String {
     format!(
         "apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: app{i}, namespace: {ns}}}
----
-apiVersion: v1
 kind: Service
 metadata: {{name: app{i}, namespace: {ns}, labels: {{app: app{i}}}}}
 spec:
@@ -32,7 +28,18 @@ spec:
   template:
     metadata: {{labels: {{app: app{i}, version: v1}}}}
     spec:
-      serviceAccountName: app{i}
+      containers:
+      - {{name: app, image: example/app:1, ports: [{{containerPort: 9080}}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: app{i}-v2, namespace: {ns}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: app{i}, version: v2}}}}
+  template:
+    metadata: {{labels: {{app: app{i}, version: v2}}}}
+    spec:
       containers:
       - {{name: app, image: example/app:1, ports: [{{containerPort: 9080}}]}}
 ---

@@ -37,6 +37,10 @@ impl<'a> Context<'a> {
                 _ => Cow::Borrowed(r),
             })
             .collect();
+        if options.pods_from_deployments {
+            let pods: Vec<Resource> = resources.iter().filter_map(|r| template_pod(r)).collect();
+            resources.extend(pods.into_iter().map(Cow::Owned));
+        }
         if options.add_ingress_gateway {
             resources.extend(
                 default_ingress(&options.istio_namespace)
@@ -106,6 +110,45 @@ pub fn is_cluster_scoped(kind: &str) -> bool {
             | "CustomResourceDefinition"
             | "GatewayClass"
     )
+}
+
+/// The Pod a Deployment will run, with the sidecar that Trellis injects.
+fn template_pod(deployment: &Resource) -> Option<Resource> {
+    if deployment.kind != "Deployment" || deployment.group() != "apps" {
+        return None;
+    }
+    let template = deployment.raw.get("spec")?.get("template")?;
+    let mut metadata = template
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    let name = format!("{}-template", deployment.meta.name);
+    metadata["name"] = serde_json::Value::String(name);
+    if let Some(ns) = &deployment.meta.namespace {
+        metadata["namespace"] = serde_json::Value::String(ns.clone());
+    }
+    let mut spec = template
+        .get("spec")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    let proxy = serde_json::json!({"name": "istio-proxy", "image": "trellis"});
+    match spec.get_mut("containers").and_then(|c| c.as_array_mut()) {
+        Some(containers) => containers.push(proxy),
+        None => spec["containers"] = serde_json::json!([proxy]),
+    }
+    let meta: trellis_api::meta::ObjectMeta = serde_json::from_value(metadata.clone()).ok()?;
+    let raw =
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec});
+    let typed: trellis_api::kube::Pod = serde_json::from_value(raw.clone()).ok()?;
+    Some(Resource {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        meta,
+        spec: trellis_api::Spec::Pod(Box::new(typed)),
+        source: deployment.source.clone(),
+        node: deployment.node.clone(),
+        raw,
+    })
 }
 
 /// The ingress gateway Pod and Service that an Istio install provides.

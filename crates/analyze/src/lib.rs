@@ -84,6 +84,10 @@ pub struct Options {
     pub add_ingress_gateway: bool,
     /// Run only these analyzers (Istio names); empty runs the default set.
     pub only: Vec<String>,
+    /// Treat each Deployment's pod template as a running, injected Pod, so that
+    /// manifests analyze as the mesh they will become (Trellis's local mode runs
+    /// them exactly so). Istio's own harness analyzes only the Pods it is given.
+    pub pods_from_deployments: bool,
 }
 
 impl Default for Options {
@@ -93,6 +97,7 @@ impl Default for Options {
             istio_namespace: "istio-system".into(),
             add_ingress_gateway: true,
             only: Vec::new(),
+            pods_from_deployments: true,
         }
     }
 }
@@ -166,14 +171,30 @@ pub fn analyze(resources: &[Resource], options: &Options) -> Result<Vec<Message>
         }
         picked
     };
+    let started = std::time::Instant::now();
     let cx = Context::new(resources, options);
+    if std::env::var_os("TRELLIS_ANALYZE_TIMING").is_some() {
+        eprintln!(
+            "{:>9.2} ms  (building the context)",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let mut messages = Vec::new();
+    let timing = std::env::var_os("TRELLIS_ANALYZE_TIMING").is_some();
     for analyzer in selected {
         let mut reporter = Reporter {
             analyzer: analyzer.name(),
             messages: Vec::new(),
         };
+        let started = std::time::Instant::now();
         analyzer.analyze(&cx, &mut reporter);
+        if timing {
+            eprintln!(
+                "{:>9.2} ms  {}",
+                started.elapsed().as_secs_f64() * 1e3,
+                analyzer.name()
+            );
+        }
         messages.extend(reporter.messages);
     }
     messages.sort_by(|a, b| {

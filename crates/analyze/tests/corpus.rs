@@ -86,6 +86,7 @@ fn istio_analyzer_cases_match() {
             default_namespace: None,
             istio_namespace: "istio-system".into(),
             add_ingress_gateway: true,
+            pods_from_deployments: false,
             only: vec![analyzer.to_string()],
         };
         let got = match analyze(&resources, &options) {

@@ -76,6 +76,7 @@ pub fn run(args: &Args) -> i32 {
         default_namespace: Some(args.namespace.clone()),
         istio_namespace: args.istio_namespace.clone(),
         add_ingress_gateway: true,
+        pods_from_deployments: true,
         only: args.analyzers.clone(),
     };
     let messages = match trellis_analyze::analyze(&loaded.resources, &options) {
