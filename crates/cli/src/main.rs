@@ -31,6 +31,8 @@ enum Command {
     Analyze(cmd::analyze::Args),
     /// Check and explain the bundled demo mesh (a bookstore with a 90/10 canary).
     Demo(cmd::demo::Args),
+    /// Run the data plane (sidecar or gateway), standalone from a directory of YAML.
+    Proxy(cmd::proxy::Args),
 }
 
 fn main() {
@@ -39,6 +41,7 @@ fn main() {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Proxy(args) => cmd::proxy::run(args),
     };
     std::process::exit(code);
 }

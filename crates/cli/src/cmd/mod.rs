@@ -2,4 +2,5 @@
 
 pub mod analyze;
 pub mod demo;
+pub mod proxy;
 pub mod validate;

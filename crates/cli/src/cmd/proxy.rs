@@ -1,0 +1,316 @@
+//! `trellis proxy`: run the data plane. Standalone, it compiles a directory of Istio
+//! and Kubernetes YAML itself (no control plane) and follows edits to it; a rejected
+//! edit leaves the running config in force.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use trellis_api::Severity;
+use trellis_compile::{Inbound, Mesh, ProxyIdentity};
+use trellis_model::ProxyConfig;
+use trellis_proxy::{Options, Proxy};
+
+use crate::output;
+
+/// Which side of the mesh this proxy serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Sidecar,
+    Gateway,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  # an edge gateway for the Gateway and VirtualServices in ./mesh, port 80 served on 8080
+  trellis proxy --standalone ./mesh --role gateway --port-map 80=8080
+
+  # a sidecar for a productpage workload: apps send HTTP to 127.0.0.1:15001 as their proxy
+  trellis proxy --standalone ./mesh --role sidecar --name productpage-v1 --labels app=productpage,version=v1
+
+  # mesh traffic for the app on :9080 arrives on :15006
+  trellis proxy --standalone ./mesh --role sidecar --inbound 127.0.0.1:15006=127.0.0.1:9080
+
+Endpoints come from Pods with status.podIP, WorkloadEntries and ServiceEntry endpoints.
+Admin: http://127.0.0.1:15000/config_dump, /clusters; metrics: :15020/stats/prometheus.")]
+pub struct Args {
+    /// Directory (or file) of Istio and Kubernetes YAML to compile and watch.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub standalone: Option<PathBuf>,
+    /// A compiled ProxyConfig (JSON or YAML), instead of --standalone.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "sidecar")]
+    pub role: Role,
+    /// Workload name, for metrics.
+    #[arg(long, default_value = "trellis-proxy")]
+    pub name: String,
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Workload labels, `k=v,k=v` (a gateway defaults to istio=ingressgateway).
+    #[arg(long, value_name = "K=V,...")]
+    pub labels: Option<String>,
+    #[arg(long, default_value = "")]
+    pub service_account: String,
+    /// Sidecar outbound listener (the app's HTTP proxy).
+    #[arg(long, default_value = "127.0.0.1:15001")]
+    pub listen: SocketAddr,
+    /// Inbound listener in front of the app, LISTEN=APP (repeatable).
+    #[arg(long, value_name = "LISTEN=APP")]
+    pub inbound: Vec<String>,
+    /// Serve a Gateway port on another port, FROM=TO (repeatable), e.g. 80=8080.
+    #[arg(long, value_name = "FROM=TO")]
+    pub port_map: Vec<String>,
+    /// Address gateway listeners bind to.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Data-plane threads.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Admin endpoint.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin: SocketAddr,
+    /// Prometheus metrics and readiness.
+    #[arg(long, default_value = "127.0.0.1:15020")]
+    pub stats: SocketAddr,
+    /// Log every request to standard output.
+    #[arg(long)]
+    pub access_log: bool,
+}
+
+/// Starts the proxy and runs until killed.
+pub fn run(args: &Args) -> i32 {
+    init_logging();
+    let mut err = anstream::stderr();
+    let first = match initial_config(args, 1) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
+            return 1;
+        }
+    };
+    let summary = format!(
+        "{} listeners, {} route tables, {} clusters",
+        first.listeners.len(),
+        first.route_tables.len(),
+        first.clusters.len()
+    );
+    let binds: Vec<String> = first
+        .listeners
+        .iter()
+        .filter_map(|l| l.bind.map(|b| format!("{} {b}", l.name)))
+        .collect();
+    let options = Options {
+        workers: args.workers,
+        admin: Some(args.admin),
+        stats: Some(args.stats),
+        access_log: args.access_log,
+    };
+    let proxy = match Proxy::start(first, options) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
+            return 1;
+        }
+    };
+    let _ = writeln!(
+        anstream::stdout(),
+        "{s}trellis proxy{s:#} ({:?}) ready: {summary}",
+        args.role,
+        s = output::OK
+    );
+    for b in binds {
+        let _ = writeln!(anstream::stdout(), "  listening: {b}");
+    }
+    let _ = writeln!(
+        anstream::stdout(),
+        "  admin: http://{}/  metrics: http://{}/stats/prometheus",
+        args.admin,
+        args.stats
+    );
+    if args.standalone.is_some() {
+        watch(args, &proxy);
+    }
+    proxy.wait();
+    0
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn initial_config(args: &Args, version: u64) -> Result<ProxyConfig, String> {
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let docs = trellis_api::yaml::parse(&text)
+            .map_err(|e| format!("{}:{}: {}", path.display(), e.line, e.message))?;
+        let doc = docs
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{}: empty", path.display()))?;
+        return serde_json::from_value(doc.root.to_json())
+            .map_err(|e| format!("{}: not a ProxyConfig: {e}", path.display()));
+    }
+    compile(args, version)
+}
+
+/// Loads, validates and compiles the standalone directory.
+fn compile(args: &Args, version: u64) -> Result<ProxyConfig, String> {
+    let dir = args
+        .standalone
+        .as_ref()
+        .ok_or("either --standalone DIR or --config FILE is required")?;
+    let (loaded, _) = crate::inputs::load(std::slice::from_ref(dir));
+    let mut problems: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    for r in &loaded.resources {
+        problems.extend(
+            r.validate()
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| d.to_string()),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(format!(
+            "the configuration is invalid:\n  {}",
+            problems.join("\n  ")
+        ));
+    }
+    let mesh = Mesh::new(&loaded.resources, vec![]);
+    let mut labels = parse_pairs(args.labels.as_deref().unwrap_or(""), ',')?;
+    if args.role == Role::Gateway && labels.is_empty() {
+        labels.insert("istio".into(), "ingressgateway".into());
+    }
+    let who = ProxyIdentity {
+        name: args.name.clone(),
+        namespace: args.namespace.clone(),
+        labels,
+        service_account: args.service_account.clone(),
+        bind_ip: Some(args.bind),
+    };
+    let (config, notes) = match args.role {
+        Role::Gateway => {
+            let mut ports = BTreeMap::new();
+            for m in &args.port_map {
+                let (from, to) = m
+                    .split_once('=')
+                    .ok_or_else(|| format!("--port-map {m}: expected FROM=TO"))?;
+                let parse = |p: &str| {
+                    p.parse::<u16>()
+                        .map_err(|_| format!("--port-map {m}: `{p}` is not a port"))
+                };
+                ports.insert(parse(from)?, parse(to)?);
+            }
+            trellis_compile::gateway(&mesh, &who, &ports, version)
+        }
+        Role::Sidecar => {
+            let mut inbound = Vec::new();
+            for i in &args.inbound {
+                let (listen, app) = i
+                    .split_once('=')
+                    .ok_or_else(|| format!("--inbound {i}: expected LISTEN=APP"))?;
+                let listen: SocketAddr = listen
+                    .parse()
+                    .map_err(|_| format!("--inbound {i}: `{listen}` is not an address"))?;
+                let app: SocketAddr = app
+                    .parse()
+                    .map_err(|_| format!("--inbound {i}: `{app}` is not an address"))?;
+                inbound.push(Inbound {
+                    listen,
+                    app,
+                    port: app.port(),
+                });
+            }
+            trellis_compile::sidecar(&mesh, &who, args.listen, &inbound, version)
+        }
+    };
+    for n in notes {
+        let _ = writeln!(
+            anstream::stderr(),
+            "{s}note{s:#}: {}: {}",
+            n.resource,
+            n.message,
+            s = output::WARNING
+        );
+    }
+    Ok(config)
+}
+
+fn parse_pairs(text: &str, sep: char) -> Result<BTreeMap<String, String>, String> {
+    text.split(sep)
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("`{p}` is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// Re-reads the directory when it changes; a bad edit is reported and ignored.
+fn watch(args: &Args, proxy: &Proxy) {
+    let mut seen = fingerprint(args);
+    let mut version = 1;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = fingerprint(args);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        version += 1;
+        let mut err = anstream::stderr();
+        match compile(args, version).and_then(|c| proxy.update(c)) {
+            Ok(()) => {
+                let _ = writeln!(
+                    err,
+                    "{s}reloaded{s:#} configuration (version {version})",
+                    s = output::OK
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    err,
+                    "{s}rejected{s:#} the new configuration; the previous one stays in force: {e}",
+                    s = output::ERROR
+                );
+            }
+        }
+    }
+}
+
+/// Names, sizes and modification times of every file under the standalone path.
+fn fingerprint(args: &Args) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = args.standalone.iter().cloned().collect();
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&p) {
+                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        } else {
+            out.push((
+                p,
+                meta.len(),
+                meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+            ));
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,59 @@
+//! The translation from what users write (Istio resources, Services, workloads) to what
+//! a proxy runs (a [`trellis_model::ProxyConfig`]): pure functions, no sockets.
+//!
+//! [`Mesh`] indexes the resources once; [`sidecar`] and [`gateway`] compile the config
+//! of one proxy from it, keeping only what that proxy needs.
+
+mod cluster;
+mod gateway;
+mod mesh;
+mod route;
+mod sidecar;
+
+pub use gateway::gateway;
+pub use mesh::{Mesh, Service, ServicePort, Workload, fqdn};
+pub use sidecar::{Inbound, sidecar};
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Who the proxy being compiled for is.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyIdentity {
+    /// Workload (deployment) name.
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    /// Address the proxy's listeners bind to.
+    pub bind_ip: Option<IpAddr>,
+}
+
+impl ProxyIdentity {
+    /// The model's view of this workload, for metric labels.
+    pub fn workload(&self) -> trellis_model::Workload {
+        trellis_model::Workload {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            app: self.labels.get("app").cloned().unwrap_or_default(),
+            version: self.labels.get("version").cloned().unwrap_or_default(),
+            principal: if self.service_account.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "spiffe://cluster.local/ns/{}/sa/{}",
+                    self.namespace, self.service_account
+                )
+            },
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+/// Something compiled with a caveat the user should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// `Kind namespace/name` of the resource concerned.
+    pub resource: String,
+    pub message: String,
+}

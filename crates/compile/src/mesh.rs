@@ -1,0 +1,280 @@
+//! The mesh as compilation sees it: services (Kubernetes Services and ServiceEntries)
+//! with their ports, workloads (Pods with addresses, WorkloadEntries, runner-provided
+//! workloads) with their labels, and the Istio resources that shape traffic.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use trellis_api::networking::{DestinationRule, Gateway, Location, Protocol, VirtualService};
+use trellis_api::values::IntOrString;
+use trellis_api::{Resource, Spec};
+
+/// The cluster-local DNS suffix.
+pub const DOMAIN: &str = "svc.cluster.local";
+
+/// A service: a host name with ports, backed by the workloads its selector matches
+/// or by listed endpoints.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Fully qualified: `reviews.default.svc.cluster.local`, or a ServiceEntry host.
+    pub hostname: String,
+    pub namespace: String,
+    pub ports: Vec<ServicePort>,
+    pub selector: Option<BTreeMap<String, String>>,
+    /// Listed endpoints (ServiceEntry `endpoints`).
+    pub endpoints: Vec<Workload>,
+    pub external: bool,
+}
+
+/// One port of a service.
+#[derive(Debug, Clone)]
+pub struct ServicePort {
+    pub number: u16,
+    pub name: String,
+    pub protocol: Protocol,
+    /// Where the workload listens: a number, or a container port name.
+    pub target: IntOrString,
+}
+
+impl ServicePort {
+    /// HTTP-family ports get HTTP routing; the rest are TCP.
+    pub fn is_http(&self) -> bool {
+        self.protocol.is_http() || self.protocol == Protocol::Unsupported
+    }
+}
+
+/// A running instance: a Pod, a WorkloadEntry, or a process of `trellis up`.
+#[derive(Debug, Clone, Default)]
+pub struct Workload {
+    /// Deployment (owner) name, or the pod name.
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub address: Option<IpAddr>,
+    /// Named ports (container ports, or WorkloadEntry `ports` keyed by service port name).
+    pub ports: BTreeMap<String, u16>,
+    pub service_account: String,
+}
+
+/// Everything compilation reads, indexed once.
+#[derive(Debug, Default)]
+pub struct Mesh {
+    pub services: Vec<Service>,
+    pub workloads: Vec<Workload>,
+    pub virtual_services: Vec<(Resource, VirtualService)>,
+    pub destination_rules: Vec<(Resource, DestinationRule)>,
+    pub gateways: Vec<(Resource, Gateway)>,
+}
+
+/// `reviews` seen from namespace `default` → `reviews.default.svc.cluster.local`.
+pub fn fqdn(host: &str, namespace: &str) -> String {
+    if host.contains('*') || host.ends_with(".cluster.local") {
+        return host.to_string();
+    }
+    if !host.contains('.') {
+        format!("{host}.{namespace}.{DOMAIN}")
+    } else if host.ends_with(".svc") {
+        format!("{host}.cluster.local")
+    } else {
+        host.to_string()
+    }
+}
+
+/// True when `pattern` (which may start with `*`) covers `host`.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" || pattern == host {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix),
+        None => false,
+    }
+}
+
+impl Mesh {
+    /// Indexes `resources`; `extra` are workloads known from elsewhere (a local runner).
+    pub fn new(resources: &[Resource], extra: Vec<Workload>) -> Mesh {
+        let mut mesh = Mesh::default();
+        let ns_of = |r: &Resource| r.meta.namespace_or_default().to_string();
+        for r in resources {
+            match &r.spec {
+                Spec::Service(s) => {
+                    let ns = ns_of(r);
+                    let ports = s
+                        .spec
+                        .ports
+                        .iter()
+                        .map(|p| {
+                            let name = p.name.clone().unwrap_or_default();
+                            let protocol = p
+                                .app_protocol
+                                .as_deref()
+                                .map(Protocol::parse)
+                                .filter(|p| *p != Protocol::Unsupported)
+                                .unwrap_or_else(|| protocol_from_name(&name));
+                            ServicePort {
+                                number: p.port.clamp(0, 65535) as u16,
+                                name,
+                                protocol,
+                                target: p.target(),
+                            }
+                        })
+                        .collect();
+                    mesh.services.push(Service {
+                        hostname: format!("{}.{ns}.{DOMAIN}", r.meta.name),
+                        namespace: ns,
+                        ports,
+                        selector: (!s.spec.selector.is_empty()).then(|| s.spec.selector.clone()),
+                        endpoints: Vec::new(),
+                        external: false,
+                    });
+                }
+                Spec::ServiceEntry(se) => {
+                    let ns = ns_of(r);
+                    let ports: Vec<ServicePort> = se
+                        .ports
+                        .iter()
+                        .map(|p| ServicePort {
+                            number: p.number.min(65535) as u16,
+                            name: p.name.clone(),
+                            protocol: Protocol::parse(&p.protocol),
+                            target: IntOrString::Int(i64::from(if p.target_port > 0 {
+                                p.target_port
+                            } else {
+                                p.number
+                            })),
+                        })
+                        .collect();
+                    let endpoints: Vec<Workload> = se
+                        .endpoints
+                        .iter()
+                        .flatten()
+                        .map(|e| Workload {
+                            name: r.meta.name.clone(),
+                            namespace: ns.clone(),
+                            labels: e.labels.clone(),
+                            address: e.address.parse().ok(),
+                            ports: e
+                                .ports
+                                .iter()
+                                .map(|(k, v)| (k.clone(), (*v).min(65535) as u16))
+                                .collect(),
+                            service_account: e.service_account.clone(),
+                        })
+                        .collect();
+                    for host in &se.hosts {
+                        mesh.services.push(Service {
+                            hostname: host.clone(),
+                            namespace: ns.clone(),
+                            ports: ports.clone(),
+                            selector: se.workload_selector.as_ref().map(|s| s.labels.clone()),
+                            endpoints: endpoints.clone(),
+                            external: se.location == Some(Location::MeshExternal),
+                        });
+                    }
+                }
+                Spec::Pod(p) => {
+                    let address = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.pod_ip.as_deref())
+                        .and_then(|ip| ip.parse().ok());
+                    if address.is_some() {
+                        mesh.workloads.push(Workload {
+                            name: r.meta.name.clone(),
+                            namespace: ns_of(r),
+                            labels: r.meta.labels.clone(),
+                            address,
+                            ports: p
+                                .spec
+                                .all_containers()
+                                .flat_map(|c| c.ports.iter())
+                                .filter_map(|cp| {
+                                    Some((
+                                        cp.name.clone()?,
+                                        cp.container_port.clamp(0, 65535) as u16,
+                                    ))
+                                })
+                                .collect(),
+                            service_account: p.spec.service_account().to_string(),
+                        });
+                    }
+                }
+                Spec::WorkloadEntry(w) => mesh.workloads.push(Workload {
+                    name: r.meta.name.clone(),
+                    namespace: ns_of(r),
+                    labels: w.labels.clone(),
+                    address: w.address.parse().ok(),
+                    ports: w
+                        .ports
+                        .iter()
+                        .map(|(k, v)| (k.clone(), (*v).min(65535) as u16))
+                        .collect(),
+                    service_account: w.service_account.clone(),
+                }),
+                Spec::VirtualService(vs) => mesh.virtual_services.push((r.clone(), (**vs).clone())),
+                Spec::DestinationRule(dr) => {
+                    mesh.destination_rules.push((r.clone(), (**dr).clone()))
+                }
+                Spec::Gateway(g) => mesh.gateways.push((r.clone(), (**g).clone())),
+                _ => {}
+            }
+        }
+        mesh.workloads.extend(extra);
+        mesh
+    }
+
+    /// The service with this fully qualified host name.
+    pub fn service(&self, hostname: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.hostname == hostname)
+    }
+
+    /// The workloads behind `service` that carry every label of `subset`.
+    pub fn endpoints_of<'a>(
+        &'a self,
+        service: &'a Service,
+        subset: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a Workload> + 'a {
+        let listed = service.endpoints.iter();
+        let selected = self.workloads.iter().filter(move |w| {
+            service.selector.as_ref().is_some_and(|sel| {
+                // Kubernetes Services select within their namespace; ServiceEntries anywhere.
+                (!service.hostname.ends_with(DOMAIN) || w.namespace == service.namespace)
+                    && sel.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+            })
+        });
+        listed
+            .chain(selected)
+            .filter(move |w| subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+    }
+}
+
+/// Istio's protocol selection by port name: `http`, `http-web`, `grpc-api`, ...
+pub fn protocol_from_name(name: &str) -> Protocol {
+    let prefix = name.split('-').next().unwrap_or(name);
+    Protocol::parse(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_hosts_become_fully_qualified() {
+        assert_eq!(
+            fqdn("reviews", "default"),
+            "reviews.default.svc.cluster.local"
+        );
+        assert_eq!(
+            fqdn("reviews.prod.svc", "default"),
+            "reviews.prod.svc.cluster.local"
+        );
+        assert_eq!(
+            fqdn("reviews.prod.svc.cluster.local", "x"),
+            "reviews.prod.svc.cluster.local"
+        );
+        assert_eq!(fqdn("api.example.com", "x"), "api.example.com");
+        assert!(host_matches("*.example.com", "api.example.com"));
+        assert!(!host_matches("*.example.com", "example.org"));
+    }
+}

@@ -1,0 +1,236 @@
+//! A sidecar's config: one outbound listener that routes by Host to every service
+//! (the app's HTTP proxy in local mode), and inbound listeners in front of the app.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use trellis_model as model;
+
+use crate::mesh::{DOMAIN, Mesh, Service, ServicePort, fqdn, host_matches};
+use crate::route::{Collected, Scope, bound_here, destination, http_routes};
+use crate::{Note, ProxyIdentity};
+
+/// An inbound listener: mesh traffic for one service port, delivered to the app.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub listen: SocketAddr,
+    pub app: SocketAddr,
+    /// The service port this serves (for route names and metrics).
+    pub port: u16,
+}
+
+/// Compiles the config of the sidecar of `who`.
+pub fn sidecar(
+    mesh: &Mesh,
+    who: &ProxyIdentity,
+    outbound: SocketAddr,
+    inbound: &[Inbound],
+    version: u64,
+) -> (model::ProxyConfig, Vec<Note>) {
+    let mut out = Collected::default();
+    let mut vhosts = Vec::new();
+    let mut claimed: BTreeSet<String> = BTreeSet::new();
+    for service in &mesh.services {
+        let default_port = default_http_port(service);
+        for port in service.ports.iter().filter(|p| p.is_http()) {
+            let scope = Scope {
+                mesh,
+                gateway: None,
+                node_namespace: &who.namespace,
+                node_labels: &who.labels,
+                port: Some(port.number),
+            };
+            let mut domains = Vec::new();
+            for alias in aliases(service, &who.namespace) {
+                domains.push(format!("{alias}:{}", port.number));
+                if Some(port.number) == default_port {
+                    domains.push(alias);
+                }
+            }
+            domains.retain(|d| claimed.insert(d.clone()));
+            if domains.is_empty() {
+                continue;
+            }
+            let routes = routes_for(&scope, service, port, &mut out);
+            vhosts.push(model::VirtualHost {
+                name: format!("{}:{}", service.hostname, port.number),
+                domains,
+                routes,
+            });
+        }
+    }
+    let bind_ip = who.bind_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut listeners = vec![model::Listener {
+        name: "outbound".into(),
+        bind: Some(outbound),
+        direction: model::Direction::Outbound,
+        protocol: model::ListenerProtocol::Http,
+        route_table: Some("outbound".into()),
+        tcp_routes: vec![],
+    }];
+    let mut route_tables = vec![model::RouteTable {
+        name: "outbound".into(),
+        virtual_hosts: vhosts,
+    }];
+    let workload = who.workload();
+    for inb in inbound {
+        let cluster = format!("inbound|{}||", inb.port);
+        let table = format!("inbound|{}", inb.port);
+        listeners.push(model::Listener {
+            name: format!("inbound|{}", inb.port),
+            bind: Some(SocketAddr::new(
+                if inb.listen.ip().is_unspecified() {
+                    bind_ip
+                } else {
+                    inb.listen.ip()
+                },
+                inb.listen.port(),
+            )),
+            direction: model::Direction::Inbound,
+            protocol: model::ListenerProtocol::Auto,
+            route_table: Some(table.clone()),
+            tcp_routes: vec![model::TcpRoute {
+                name: cluster.clone(),
+                sni: vec![],
+                clusters: vec![model::WeightedCluster {
+                    cluster: cluster.clone(),
+                    weight: 100,
+                    ..Default::default()
+                }],
+            }],
+        });
+        route_tables.push(model::RouteTable {
+            name: table,
+            virtual_hosts: vec![model::VirtualHost {
+                name: "inbound".into(),
+                domains: vec!["*".into()],
+                routes: vec![model::Route {
+                    name: "inbound".into(),
+                    action: model::Action::Forward(model::Forward {
+                        clusters: vec![model::WeightedCluster {
+                            cluster: cluster.clone(),
+                            weight: 100,
+                            ..Default::default()
+                        }],
+                        rewrite: None,
+                    }),
+                    ..Default::default()
+                }],
+            }],
+        });
+        out.clusters.insert(
+            cluster.clone(),
+            model::Cluster {
+                name: cluster,
+                service: format!("{}.{}.{DOMAIN}", workload.app, who.namespace),
+                endpoints: vec![model::Endpoint {
+                    address: Some(inb.app),
+                    weight: 1,
+                    labels: BTreeMap::new(),
+                    workload: workload.clone(),
+                }],
+                ..Default::default()
+            },
+        );
+    }
+    let config = model::ProxyConfig {
+        version,
+        node: model::Node {
+            id: format!("sidecar~{}.{}", who.name, who.namespace),
+            role: model::Role::Sidecar,
+            workload,
+        },
+        listeners,
+        route_tables,
+        clusters: out.clusters.into_values().collect(),
+    };
+    (config, out.notes)
+}
+
+/// The routes of the VirtualService for this service, or a plain forward.
+fn routes_for(
+    scope: &Scope<'_>,
+    service: &Service,
+    port: &ServicePort,
+    out: &mut Collected,
+) -> Vec<model::Route> {
+    let vs = scope.mesh.virtual_services.iter().find(|(r, vs)| {
+        let ns = r.meta.namespace_or_default();
+        bound_here(ns, vs, None)
+            && vs
+                .hosts
+                .iter()
+                .any(|h| host_matches(&fqdn(h, ns), &service.hostname))
+    });
+    if let Some((r, vs)) = vs {
+        return http_routes(scope, r.meta.namespace_or_default(), &r.meta.name, vs, out);
+    }
+    let dest = trellis_api::networking::Destination {
+        host: service.hostname.clone(),
+        subset: String::new(),
+        port: Some(trellis_api::networking::PortSelector {
+            number: u32::from(port.number),
+        }),
+    };
+    let cluster = destination(scope, &service.namespace, &dest, out);
+    vec![model::Route {
+        name: "default".into(),
+        action: model::Action::Forward(model::Forward {
+            clusters: vec![model::WeightedCluster {
+                cluster,
+                weight: 100,
+                ..Default::default()
+            }],
+            rewrite: None,
+        }),
+        retry: Some(model::RetryPolicy {
+            attempts: 2,
+            per_try_timeout_ms: None,
+            retry_on: [
+                "connect-failure",
+                "refused-stream",
+                "unavailable",
+                "cancelled",
+                "retriable-status-codes",
+            ]
+            .map(String::from)
+            .to_vec(),
+            retriable_status_codes: vec![503],
+        }),
+        ..Default::default()
+    }]
+}
+
+/// The names an app may use for a service: `reviews` (same namespace), `reviews.ns`,
+/// `reviews.ns.svc`, the full name; ServiceEntry hosts as written.
+fn aliases(service: &Service, caller_ns: &str) -> Vec<String> {
+    let Some(short) = service
+        .hostname
+        .strip_suffix(&format!(".{}.{DOMAIN}", service.namespace))
+    else {
+        return vec![service.hostname.clone()];
+    };
+    let ns = &service.namespace;
+    let mut names = Vec::new();
+    if ns == caller_ns {
+        names.push(short.to_string());
+    }
+    names.push(format!("{short}.{ns}"));
+    names.push(format!("{short}.{ns}.svc"));
+    names.push(service.hostname.clone());
+    names
+}
+
+/// Requests without a port in Host go to port 80, or the service's first HTTP port.
+fn default_http_port(service: &Service) -> Option<u16> {
+    let http: Vec<u16> = service
+        .ports
+        .iter()
+        .filter(|p| p.is_http())
+        .map(|p| p.number)
+        .collect();
+    http.iter()
+        .copied()
+        .find(|p| *p == 80)
+        .or(http.first().copied())
+}

@@ -1,0 +1,247 @@
+//! Compiling the seed's configuration: what the proxies are told to do.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use trellis_compile::{Mesh, ProxyIdentity, gateway, sidecar};
+use trellis_model::{Action, LoadBalancer, ProxyConfig};
+
+const APP: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080, targetPort: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec: {address: 127.0.0.11, labels: {app: reviews, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2, namespace: default}
+spec: {address: 127.0.0.12, labels: {app: reviews, version: v2}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        x-user-type: {exact: beta}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 90
+    - destination: {host: reviews, subset: v2}
+      weight: 10
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 100}
+      http: {h2UpgradePolicy: DEFAULT, http1MaxPendingRequests: 100, http2MaxRequests: 1000}
+    outlierDetection: {consecutive5xxErrors: 5, interval: 30s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      connectionPool:
+        http: {http2MaxRequests: 500}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: app-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [app.example.com]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: app, namespace: default}
+spec:
+  hosts: [app.example.com]
+  gateways: [app-gateway]
+  http:
+  - route:
+    - destination: {host: reviews}
+"#;
+
+fn mesh() -> Mesh {
+    let loaded = trellis_api::load_str("app.yaml", APP);
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    Mesh::new(&loaded.resources, vec![])
+}
+
+fn who(labels: &[(&str, &str)]) -> ProxyIdentity {
+    ProxyIdentity {
+        name: "productpage-v1".into(),
+        namespace: "default".into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        service_account: "bookinfo-productpage".into(),
+        bind_ip: None,
+    }
+}
+
+fn outbound(config: &ProxyConfig) -> &trellis_model::VirtualHost {
+    config.route_tables[0]
+        .virtual_hosts
+        .iter()
+        .find(|v| v.domains.iter().any(|d| d == "reviews:9080"))
+        .expect("reviews vhost")
+}
+
+#[test]
+fn sidecar_gets_the_header_route_then_the_ninety_ten_split() {
+    let outbound_addr: SocketAddr = "127.0.0.1:15001".parse().expect("addr");
+    let (config, notes) = sidecar(
+        &mesh(),
+        &who(&[("app", "productpage")]),
+        outbound_addr,
+        &[],
+        1,
+    );
+    assert!(notes.is_empty(), "{notes:?}");
+    config.check().expect("references resolve");
+    let vh = outbound(&config);
+    assert!(
+        vh.domains.contains(&"reviews".to_string()),
+        "port-less alias for the only HTTP port: {:?}",
+        vh.domains
+    );
+    assert_eq!(vh.routes.len(), 2);
+    assert_eq!(vh.routes[0].matches[0].headers[0].name, "x-user-type");
+    let Action::Forward(split) = &vh.routes[1].action else {
+        panic!("forward expected")
+    };
+    let weights: Vec<(&str, u32)> = split
+        .clusters
+        .iter()
+        .map(|c| (c.cluster.as_str(), c.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("outbound|9080|v1|reviews.default.svc.cluster.local", 90),
+            ("outbound|9080|v2|reviews.default.svc.cluster.local", 10)
+        ]
+    );
+}
+
+#[test]
+fn subsets_select_their_endpoints_and_merge_their_policy() {
+    let (config, _) = sidecar(
+        &mesh(),
+        &who(&[]),
+        "127.0.0.1:15001".parse().expect("addr"),
+        &[],
+        1,
+    );
+    let v1 = config
+        .cluster("outbound|9080|v1|reviews.default.svc.cluster.local")
+        .expect("v1");
+    let v2 = config
+        .cluster("outbound|9080|v2|reviews.default.svc.cluster.local")
+        .expect("v2");
+    assert_eq!(v1.endpoints.len(), 1);
+    assert_eq!(
+        v1.endpoints[0].address,
+        Some("127.0.0.11:9080".parse().expect("addr"))
+    );
+    assert_eq!(v2.endpoints[0].workload.version, "v2");
+    assert_eq!(
+        (
+            v1.pool.max_connections,
+            v1.pool.max_pending_requests,
+            v1.pool.max_requests
+        ),
+        (100, 100, 1000)
+    );
+    // The subset's connectionPool replaces the rule's as a whole, as in Istio.
+    assert_eq!((v2.pool.max_connections, v2.pool.max_requests), (0, 500));
+    let outlier = v1.outlier.as_ref().expect("outlier detection");
+    assert_eq!(
+        (
+            outlier.consecutive_5xx,
+            outlier.base_ejection_ms,
+            outlier.max_ejection_percent
+        ),
+        (5, 30_000, 50)
+    );
+    assert_eq!(v1.lb, LoadBalancer::LeastRequest);
+}
+
+#[test]
+fn gateway_listens_on_its_server_port_for_its_hosts() {
+    let ports = BTreeMap::from([(80u16, 18080u16)]);
+    let (config, notes) = gateway(&mesh(), &who(&[("istio", "ingressgateway")]), &ports, 1);
+    assert!(notes.is_empty(), "{notes:?}");
+    config.check().expect("references resolve");
+    assert_eq!(config.listeners.len(), 1);
+    assert_eq!(config.listeners[0].bind.map(|a| a.port()), Some(18080));
+    let vh = &config.route_tables[0].virtual_hosts[0];
+    assert!(vh.domains.contains(&"app.example.com".to_string()));
+    let (other, _) = gateway(&mesh(), &who(&[("istio", "egressgateway")]), &ports, 1);
+    assert!(
+        other.listeners.is_empty(),
+        "a gateway whose labels no Gateway selects gets nothing"
+    );
+}
+
+#[test]
+fn seed_canary_and_fault_examples_compile() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seed/examples");
+    if !dir.exists() {
+        println!("skipping: ../shared/seed is absent");
+        return;
+    }
+    let mut resources = trellis_api::load_str("app.yaml", APP).resources;
+    for file in ["04-virtualservice-fault.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("read");
+        resources.extend(trellis_api::load_str(file, &text).resources);
+    }
+    resources.extend(
+        trellis_api::load_str(
+            "ratings.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ratings}\nspec:\n  selector: {app: ratings}\n  ports: [{name: http, port: 9080}]\n",
+        )
+        .resources,
+    );
+    let (config, _) = sidecar(
+        &Mesh::new(&resources, vec![]),
+        &who(&[]),
+        "127.0.0.1:15001".parse().expect("addr"),
+        &[],
+        1,
+    );
+    let vh = config.route_tables[0]
+        .virtual_hosts
+        .iter()
+        .find(|v| v.domains.iter().any(|d| d == "ratings"))
+        .expect("ratings");
+    let fault = vh.routes[0].fault.as_ref().expect("fault");
+    assert_eq!(
+        fault.delay.as_ref().map(|d| (d.percent, d.delay_ms)),
+        Some((10.0, 5000))
+    );
+    assert_eq!(
+        fault.abort.as_ref().map(|a| (a.percent, a.http_status)),
+        Some((5.0, Some(500)))
+    );
+}
