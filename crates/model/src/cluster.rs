@@ -83,7 +83,11 @@ pub struct HashPolicy {
 pub enum HashKey {
     Header(String),
     /// A cookie; when absent and `ttl_secs` is set, the proxy mints one.
-    Cookie { name: String, path: Option<String>, ttl_secs: Option<u64> },
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl_secs: Option<u64>,
+    },
     #[default]
     SourceIp,
     QueryParameter(String),

@@ -81,12 +81,18 @@ impl ProxyConfig {
             if let Some(table) = &l.route_table
                 && self.route_table(table).is_none()
             {
-                return Err(format!("listener {} names missing route table {table}", l.name));
+                return Err(format!(
+                    "listener {} names missing route table {table}",
+                    l.name
+                ));
             }
             for t in &l.tcp_routes {
                 for w in &t.clusters {
                     if self.cluster(&w.cluster).is_none() {
-                        return Err(format!("listener {} routes to missing cluster {}", l.name, w.cluster));
+                        return Err(format!(
+                            "listener {} routes to missing cluster {}",
+                            l.name, w.cluster
+                        ));
                     }
                 }
             }
@@ -94,13 +100,17 @@ impl ProxyConfig {
         for t in &self.route_tables {
             for vh in &t.virtual_hosts {
                 for r in &vh.routes {
-                    let mut names: Vec<&str> = r.mirrors.iter().map(|m| m.cluster.as_str()).collect();
+                    let mut names: Vec<&str> =
+                        r.mirrors.iter().map(|m| m.cluster.as_str()).collect();
                     if let Action::Forward(f) = &r.action {
                         names.extend(f.clusters.iter().map(|w| w.cluster.as_str()));
                     }
                     for name in names {
                         if self.cluster(name).is_none() {
-                            return Err(format!("route {} in {} names missing cluster {name}", r.name, t.name));
+                            return Err(format!(
+                                "route {} in {} names missing cluster {name}",
+                                r.name, t.name
+                            ));
                         }
                     }
                 }

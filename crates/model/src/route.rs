@@ -109,7 +109,10 @@ pub enum Action {
 
 impl Default for Action {
     fn default() -> Self {
-        Action::DirectResponse { status: 404, body: None }
+        Action::DirectResponse {
+            status: 404,
+            body: None,
+        }
     }
 }
 
