@@ -1,6 +1,7 @@
 //! The `trellis` binary: argument parsing and wiring only. Every role of the mesh
 //! is a subcommand, so one install gives the control plane, the proxy and the CLI.
 
+mod apps;
 mod cmd;
 mod inputs;
 mod output;
@@ -16,7 +17,9 @@ use clap::{Parser, Subcommand};
     after_help = "Examples:
   trellis validate -f reviews-vs.yaml     check resources one by one (Istio's rules, and misspelt fields)
   trellis analyze -f manifests/           check how resources fit together (Istio's IST0xxx codes)
-  trellis demo                            see the seed configuration checked end to end"
+  trellis demo                            see the seed configuration checked end to end
+  trellis echo --listen 127.0.0.1:8080    a test workload that echoes requests as JSON
+  trellis bookinfo productpage            one service of the bookstore demo application"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,7 +35,11 @@ enum Command {
     /// Check and explain the bundled demo mesh (a bookstore with a 90/10 canary).
     Demo(cmd::demo::Args),
     /// Run the data plane (sidecar or gateway), standalone from a directory of YAML.
-    Proxy(cmd::proxy::Args),
+    Proxy(Box<cmd::proxy::Args>),
+    /// Run an HTTP/1.1 and h2c server that answers every request with JSON about it.
+    Echo(apps::echo::Args),
+    /// Run one service of the bookstore demo application (productpage, details, reviews, ratings).
+    Bookinfo(apps::bookinfo::Args),
 }
 
 fn main() {
@@ -42,6 +49,8 @@ fn main() {
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
+        Command::Echo(args) => apps::echo::run(args),
+        Command::Bookinfo(args) => apps::bookinfo::run(args),
     };
     std::process::exit(code);
 }

@@ -212,10 +212,9 @@ fn seed_canary_and_fault_examples_compile() {
         return;
     }
     let mut resources = trellis_api::load_str("app.yaml", APP).resources;
-    for file in ["04-virtualservice-fault.yaml"] {
-        let text = std::fs::read_to_string(dir.join(file)).expect("read");
-        resources.extend(trellis_api::load_str(file, &text).resources);
-    }
+    let file = "04-virtualservice-fault.yaml";
+    let text = std::fs::read_to_string(dir.join(file)).expect("read");
+    resources.extend(trellis_api::load_str(file, &text).resources);
     resources.extend(
         trellis_api::load_str(
             "ratings.yaml",

@@ -1,0 +1,15 @@
+//! The sample workloads that ship inside `trellis`: an echo server and a small
+//! bookstore (`bookinfo`), so a demo or a test needs nothing but the binary.
+//!
+//! They are ordinary HTTP servers that know nothing about the mesh; the one idea
+//! to hold is that each answers with `x-trellis-service` and `x-trellis-version`,
+//! so whoever sends traffic through the mesh can tell which workload served it.
+
+pub mod bookinfo;
+pub mod echo;
+
+mod body;
+mod grpc;
+mod identity;
+mod server;
+mod upstream;
