@@ -42,6 +42,7 @@ pub struct Shared {
     /// Bumped on every accepted config, so workers re-read listeners.
     changes: watch::Sender<u64>,
     access_log: bool,
+    header_read_timeout: std::time::Duration,
     ready: AtomicBool,
 }
 
@@ -56,6 +57,8 @@ pub struct Options {
     pub stats: Option<SocketAddr>,
     /// Write an access log line per request to standard output.
     pub access_log: bool,
+    /// How long a client may take to send a request head (slow clients are cut off).
+    pub header_read_timeout: std::time::Duration,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             admin: None,
             stats: None,
             access_log: false,
+            header_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -87,6 +91,7 @@ impl Proxy {
             metrics: metrics::Metrics::default(),
             changes,
             access_log: options.access_log,
+            header_read_timeout: options.header_read_timeout,
             ready: AtomicBool::new(false),
         });
         let mut threads = Vec::new();

@@ -19,8 +19,6 @@ use crate::snapshot::ListenerRt;
 
 /// Largest request head accepted (larger gets 431).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// How long a client may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds a listening socket that other workers can bind too.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -111,7 +109,7 @@ async fn serve(conn: Arc<Connection>, stream: TcpStream) {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(conn.shared.header_read_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()

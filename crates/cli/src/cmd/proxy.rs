@@ -107,6 +107,7 @@ pub fn run(args: &Args) -> i32 {
         admin: Some(args.admin),
         stats: Some(args.stats),
         access_log: args.access_log,
+        ..Options::default()
     };
     let proxy = match Proxy::start(first, options) {
         Ok(p) => p,

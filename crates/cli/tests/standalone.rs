@@ -1,0 +1,240 @@
+//! `trellis proxy --standalone` as a user runs it: real processes (the proxy and
+//! `trellis echo`), real HTTP/1.1, h2c and gRPC on loopback, and live reloads of the
+//! configuration directory — a good edit takes effect, a bad one is refused and the
+//! previous configuration keeps serving.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Starts `trellis ARGS` and waits (bounded) for a line containing `ready`; returns
+/// the process, that line, and a channel of its later output lines.
+fn spawn(args: &[&str], ready: &str) -> (Running, String, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("HTTP_PROXY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start trellis");
+    let (tx, rx) = mpsc::channel();
+    for pipe in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains(ready) => return (Running(child), line, rx),
+            Ok(line) => seen.push(line),
+            Err(_) => {}
+        }
+    }
+    panic!("trellis {args:?} never printed {ready:?}: {seen:?}");
+}
+
+/// Waits (bounded) for an output line containing `text`.
+fn wait_for_line(rx: &mpsc::Receiver<String>, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && line.contains(text)
+        {
+            return line;
+        }
+    }
+    panic!("no line containing {text:?}");
+}
+
+fn mesh_yaml(gateway_port: u16, echo: SocketAddr, rule: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {port}, name: http2, protocol: HTTP2}}]
+  endpoints: [{{address: 127.0.0.1, labels: {{version: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {gateway_port}, name: http, protocol: HTTP}}
+    hosts: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: edge, namespace: default}}
+spec:
+  hosts: [\"*\"]
+  gateways: [edge]
+  http:
+{rule}",
+        port = echo.port()
+    )
+}
+
+const FORWARD: &str = "  - route:\n    - destination: {host: echo.local}\n";
+const TEAPOT: &str = "  - directResponse: {status: 418, body: {string: teapot}}\n";
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(path)
+        .header("host", "app.example.com")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = sender.send_request(req).await.expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_gateway_routes_reloads_and_refuses_bad_edits() {
+    let (_echo, ready, _) = spawn(
+        &["echo", "--listen", "127.0.0.1:0", "--name", "echo"],
+        "listening on http://",
+    );
+    let echo_addr: SocketAddr = ready
+        .rsplit("http://")
+        .next()
+        .expect("address")
+        .trim()
+        .parse()
+        .expect("echo address");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = free_port();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, mesh_yaml(gw, echo_addr, FORWARD)).expect("write");
+    let (admin, stats) = (free_port(), free_port());
+    let (_proxy, _, out) = spawn(
+        &[
+            "proxy",
+            "--standalone",
+            dir.path().to_str().expect("path"),
+            "--role",
+            "gateway",
+            "--bind",
+            "127.0.0.1",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--stats",
+            &format!("127.0.0.1:{stats}"),
+        ],
+        "ready",
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{gw}").parse().expect("addr");
+    let (status, headers, body) = get(addr, "/hello").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        headers.get("x-response-flags").map(|v| v.as_bytes()),
+        Some(&b"-"[..])
+    );
+    assert!(body.contains("\"path\":\"/hello\""), "{body}");
+
+    // gRPC over h2c through the gateway: the trailers (grpc-status) come back.
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://app.example.com/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .expect("request");
+    let response = h2.send_request(req).await.expect("grpc response");
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+
+    // A good edit takes effect.
+    std::fs::write(&file, mesh_yaml(gw, echo_addr, TEAPOT)).expect("write");
+    wait_for_line(&out, "reloaded");
+    assert_eq!(get(addr, "/").await.0, 418);
+
+    // A bad edit is refused, named with file and line, and the last good config keeps serving.
+    std::fs::write(
+        &file,
+        mesh_yaml(
+            gw,
+            echo_addr,
+            "  - route:\n    - destination: {host: echo.local}\n      wieght: 5\n",
+        ),
+    )
+    .expect("write");
+    let refusal = wait_for_line(&out, "rejected");
+    let detail = wait_for_line(&out, "wieght");
+    assert!(detail.contains("mesh.yaml:"), "{refusal} / {detail}");
+    assert_eq!(get(addr, "/").await.0, 418);
+
+    // Metrics were recorded with Istio's names.
+    let (_, _, metrics) = get(
+        format!("127.0.0.1:{stats}").parse().expect("addr"),
+        "/stats/prometheus",
+    )
+    .await;
+    assert!(
+        metrics.contains("istio_requests_total{reporter=\"source\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("response_code=\"418\""), "{metrics}");
+    assert!(Path::new(&file).exists());
+}
