@@ -44,6 +44,10 @@ fn spawn(args: &[&str], ready: &str) -> (Running, String, mpsc::Receiver<String>
         .spawn()
         .expect("start trellis");
     let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    // Owned from here on, so the child is killed and reaped on every path.
+    let running = Running(child);
     for pipe in [
         Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
         Box::new(child.stderr.take().expect("stderr")),
@@ -59,7 +63,7 @@ fn spawn(args: &[&str], ready: &str) -> (Running, String, mpsc::Receiver<String>
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) if line.contains(ready) => return (Running(child), line, rx),
+            Ok(line) if line.contains(ready) => return (running, line, rx),
             Ok(line) => seen.push(line),
             Err(_) => {}
         }
