@@ -49,8 +49,8 @@ fn spawn(args: &[&str], ready: &str) -> (Running, String, mpsc::Receiver<String>
     // Owned from here on, so the child is killed and reaped on every path.
     let running = Running(child);
     for pipe in [
-        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().expect("stderr")),
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr),
     ] {
         let tx = tx.clone();
         std::thread::spawn(move || {
