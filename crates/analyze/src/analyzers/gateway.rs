@@ -8,7 +8,7 @@ use trellis_api::Resource;
 
 use super::certs::{check_certificate, now, secret_certificate};
 use super::json::{items, number, string_map, text, texts};
-use super::names::{NETWORKING, find, full_name, join_name, ns_of, short_or_full};
+use super::names::{NETWORKING, full_name, join_name, ns_of, short_or_full};
 use super::selectors::{Labels, gateway_selector, parse_selector, selector_matches, selector_text};
 use super::workloads::{pods, pods_selected, services};
 use crate::messages::{
@@ -267,7 +267,7 @@ impl Analyzer for SecretAnalyzer {
                 }
                 let path = format!("spec.servers[{i}].tls.credentialName");
                 let (secret_ns, secret_name) = short_or_full(workload_ns, credential);
-                let Some(secret) = find(cx.of("", "Secret"), &secret_ns, &secret_name) else {
+                let Some(secret) = cx.find("", "Secret", &secret_ns, &secret_name) else {
                     out.report(
                         &REFERENCED_RESOURCE_NOT_FOUND,
                         gw,

@@ -44,17 +44,6 @@ pub fn short_or_full(default_ns: &str, reference: &str) -> (String, String) {
     }
 }
 
-/// The first of `resources` named `namespace/name` (an empty namespace means none written).
-pub fn find<'c>(
-    resources: impl IntoIterator<Item = &'c Resource>,
-    namespace: &str,
-    name: &str,
-) -> Option<&'c Resource> {
-    resources
-        .into_iter()
-        .find(|r| r.meta.name == name && ns_of(r) == namespace)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,7 +69,5 @@ mod tests {
             ("b".to_string(), "c".to_string())
         );
         assert_eq!(short_or_full("a", "c"), ("a".to_string(), "c".to_string()));
-        assert!(find(&loaded.resources, "shop", "web").is_some());
-        assert!(find(&loaded.resources, "", "web").is_none());
     }
 }

@@ -12,7 +12,7 @@ use super::hosts::{
     resource_name_from_host, scoped_fqdn, split_scoped, to_fqdn,
 };
 use super::json::{items, number, string_map, text, texts};
-use super::names::{GATEWAY_API, NETWORKING, find, full_name, join_name, ns_of, short_or_full};
+use super::names::{GATEWAY_API, NETWORKING, full_name, join_name, ns_of, short_or_full};
 use super::selectors::{gateway_selector, selector_matches};
 use super::workloads::pods_selected;
 use crate::messages::{
@@ -130,10 +130,10 @@ impl Analyzer for GatewayAnalyzer {
                     continue;
                 }
                 let (gw_ns, gw_name) = short_or_full(vs_ns, gw_ref);
-                let istio_gw = find(cx.of(NETWORKING, "Gateway"), &gw_ns, &gw_name);
+                let istio_gw = cx.find(NETWORKING, "Gateway", &gw_ns, &gw_name);
                 let kube_gw = match istio_gw {
                     Some(_) => None,
-                    None => find(cx.of(GATEWAY_API, "Gateway"), &gw_ns, &gw_name),
+                    None => cx.find(GATEWAY_API, "Gateway", &gw_ns, &gw_name),
                 };
                 if istio_gw.is_none() && kube_gw.is_none() {
                     out.report(
@@ -592,7 +592,7 @@ impl Analyzer for JwtClaimRouteAnalyzer {
                 }
                 let (gw_ns, gw_name) = short_or_full(vs_ns, &gw_ref);
                 // A missing Gateway is the GatewayAnalyzer's to report.
-                let Some(gw) = find(cx.of(NETWORKING, "Gateway"), &gw_ns, &gw_name) else {
+                let Some(gw) = cx.find(NETWORKING, "Gateway", &gw_ns, &gw_name) else {
                     continue;
                 };
                 let selector = gateway_selector(gw);
