@@ -186,7 +186,8 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The value of `key` in a Secret: `data` (base64) or `stringData` (plain).
+/// The value of `key` in a Secret: `data` (base64; the loader refuses a Secret whose
+/// `data` is not), else `stringData` (plain).
 pub fn secret_value(secret: &Resource, key: &str) -> Option<Vec<u8>> {
     if let Some(v) = secret.raw["data"][key].as_str() {
         return decode_base64(v).ok();

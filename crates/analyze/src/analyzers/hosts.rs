@@ -43,7 +43,7 @@ pub fn split_scoped(scoped: &str) -> (&str, &str) {
 
 /// `(namespace, name)` of a Service FQDN `name.namespace.svc.cluster.local`.
 pub fn name_from_fqdn(fqdn: &str) -> Option<(String, String)> {
-    let rest = fqdn.strip_suffix(".svc.cluster.local")?;
+    let rest = fqdn.strip_suffix(KUBE_DOMAIN)?.strip_suffix('.')?;
     let (name, namespace) = rest.rsplit_once('.')?;
     (!name.is_empty() && !namespace.is_empty()).then(|| (namespace.to_string(), name.to_string()))
 }
