@@ -84,16 +84,17 @@ impl<'a> Context<'a> {
         self.of_kind(kind).filter(move |r| r.group() == group)
     }
 
-    /// The resource of `kind` in `group` named `namespace/name`.
+    /// The first resource of `kind` in `group` named `namespace/name`, where an empty
+    /// `namespace` means none written.
     pub fn find<'s>(
         &'s self,
         group: &'s str,
         kind: &str,
-        namespace: Option<&str>,
+        namespace: &str,
         name: &str,
     ) -> Option<&'s Resource> {
         self.of(group, kind)
-            .find(|r| r.meta.name == name && r.meta.namespace.as_deref() == namespace)
+            .find(|r| r.meta.name == name && r.meta.namespace.as_deref().unwrap_or("") == namespace)
     }
 }
 

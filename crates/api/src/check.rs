@@ -104,6 +104,19 @@ impl Checker {
     }
 }
 
+/// The messages of the errors `f` reports on a fresh [`Checker`] (warnings are left
+/// out): what the rule modules' tests compare.
+#[cfg(test)]
+pub(crate) fn error_messages(f: impl FnOnce(&mut Checker)) -> Vec<String> {
+    let mut c = Checker::new("spec");
+    f(&mut c);
+    c.into_findings()
+        .into_iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| f.message)
+        .collect()
+}
+
 /// Rules that many resources share. Each returns `Err(message)` describing what would be valid.
 pub mod rules {
     use std::net::IpAddr;

@@ -256,9 +256,7 @@ pub enum SelectorOperator {
 impl LabelSelector {
     /// True when `labels` satisfy every part of the selector.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        crate::meta::selector_matches(&self.match_labels, labels)
             && self.match_expressions.iter().all(|e| {
                 let value = labels.get(&e.key);
                 match e.operator {

@@ -44,10 +44,17 @@ pub struct WorkloadSelector {
 impl WorkloadSelector {
     /// True when every label of the selector is on the workload.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        selector_matches(&self.match_labels, labels)
     }
+}
+
+/// Kubernetes equality-selector semantics: every `key: value` of `selector` is among
+/// `labels`, so an empty selector matches everything.
+pub fn selector_matches(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// `targetRef` / `targetRefs`: a reference to a Kubernetes Gateway API object or Service.

@@ -3,27 +3,18 @@
 //! rejected, valid configuration and Istio's samples must load without errors.
 //!
 //! Set `TRELLIS_CORPUS` to the corpus root (the folder holding `istio/`) to use
-//! another copy; without a corpus the tests print a line and pass.
+//! another copy (see `common`); without a corpus the tests print a line and pass.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::{diagnose, file_name, header, istio_corpus, kind_of, read, seed_examples, yaml_files};
 use trellis_api::{Diagnostic, Severity, load_str};
-
-fn corpus() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("TRELLIS_CORPUS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .map(|p| p.join("istio"))
-        .find(|p| p.join("validation").is_dir())
-}
 
 macro_rules! corpus_or_skip {
     () => {
-        match corpus() {
+        match istio_corpus() {
             Some(c) => c,
             None => {
                 println!("skipped: the Istio corpus is not present (set TRELLIS_CORPUS)");
@@ -33,16 +24,6 @@ macro_rules! corpus_or_skip {
     };
 }
 
-/// Everything found in `text`: load diagnostics and each resource's validation.
-fn diagnose(file: &str, text: &str) -> Vec<Diagnostic> {
-    let loaded = load_str(file, text);
-    let mut out = loaded.diagnostics;
-    for r in &loaded.resources {
-        out.extend(r.validate());
-    }
-    out
-}
-
 fn errors(diags: &[Diagnostic]) -> Vec<&Diagnostic> {
     diags
         .iter()
@@ -50,40 +31,12 @@ fn errors(diags: &[Diagnostic]) -> Vec<&Diagnostic> {
         .collect()
 }
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
+/// The YAML files below `dir` whose names `keep` accepts, sorted.
 fn files(dir: &Path, keep: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| (n.ends_with(".yaml") || n.ends_with(".yml")) && keep(n))
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// The value of a `# key: value` header line.
-fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines()
-        .take_while(|l| l.starts_with('#'))
-        .find_map(|l| l.strip_prefix("# ")?.strip_prefix(key)?.strip_prefix(':'))
-        .map(|v| v.trim().trim_matches('"'))
+    yaml_files(dir)
+        .into_iter()
+        .filter(|p| keep(&file_name(p)))
+        .collect()
 }
 
 const MY_KINDS: &[&str] = &[
@@ -103,12 +56,7 @@ const MY_KINDS: &[&str] = &[
 fn my_errors(diags: &[Diagnostic]) -> Vec<String> {
     errors(diags)
         .into_iter()
-        .filter(|d| {
-            d.resource
-                .as_deref()
-                .and_then(|r| r.split_whitespace().next())
-                .is_some_and(|k| MY_KINDS.contains(&k))
-        })
+        .filter(|d| MY_KINDS.contains(&kind_of(d)))
         .map(ToString::to_string)
         .collect()
 }
@@ -132,13 +80,16 @@ fn hand_written_invalid_cases_are_rejected() {
             misses.push(format!(
                 "{} ({}): accepted",
                 path.display(),
-                header(&text, "rule").unwrap_or("?")
+                header(&text, "rule").unwrap_or_else(|| "?".into())
             ));
             continue;
         }
         let expected = header(&text, "expect-webhook-error-contains")
             .or_else(|| header(&text, "expect-crd-error-contains"));
-        if expected.is_none_or(|e| errs.iter().any(|d| d.message.contains(e))) {
+        if expected
+            .as_deref()
+            .is_none_or(|e| errs.iter().any(|d| d.message.contains(e)))
+        {
             worded += 1;
         } else {
             println!(
@@ -280,7 +231,7 @@ fn examples_and_samples_load_without_errors() {
         &root.join("config-examples/pilot-testdata-config"),
         &|n| n.starts_with("authn") || n.starts_with("peer-authn"),
     ));
-    let seed = root.join("../../seed/examples");
+    let seed = seed_examples();
     for name in ["06-peerauthentication.yaml", "07-authorizationpolicy.yaml"] {
         let p = seed.join(name);
         if p.is_file() {

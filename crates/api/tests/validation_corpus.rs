@@ -2,13 +2,17 @@
 //! (at least one error from loading or validation), and every valid document, sample
 //! and seed example must load and validate without errors (warnings are fine).
 //!
-//! The corpus lives outside the repository; set `TRELLIS_ISTIO_CORPUS` and
-//! `TRELLIS_SEED_EXAMPLES` to point elsewhere. When it is absent the test says so
-//! and passes. Misses are listed per kind; only kinds in `ENFORCED_KINDS` fail it.
+//! The corpus lives outside the repository; set `TRELLIS_ISTIO_CORPUS` (or
+//! `TRELLIS_CORPUS`, see `common`) and `TRELLIS_SEED_EXAMPLES` to point elsewhere.
+//! When it is absent the test says so and passes. Misses are listed per kind; only
+//! kinds in `ENFORCED_KINDS` fail it.
+
+mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::{diagnose, file_name, header, istio_corpus, kind_of, read, seed_examples, yaml_files};
 use trellis_api::values::Duration;
 use trellis_api::yaml::{self, Value};
 use trellis_api::{Resource, Severity, Spec, load_str};
@@ -36,20 +40,6 @@ const ENFORCED_KINDS: &[&str] = &[
 /// crd-testdata files for kinds Trellis reports as ignored rather than typing.
 const IGNORED_FIXTURES: &[&str] = &["envoyfilter", "wasm", "proxyconfig", "workloadgroup"];
 
-fn corpus_dir() -> PathBuf {
-    std::env::var_os("TRELLIS_ISTIO_CORPUS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/istio"),
-        PathBuf::from,
-    )
-}
-
-fn seed_dir() -> PathBuf {
-    std::env::var_os("TRELLIS_SEED_EXAMPLES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seed/examples"),
-        PathBuf::from,
-    )
-}
-
 /// Enforced unless the kind is known and not in the list (file-level errors count).
 fn enforced(kind: &str) -> bool {
     kind.is_empty() || ENFORCED_KINDS.contains(&kind)
@@ -57,29 +47,11 @@ fn enforced(kind: &str) -> bool {
 
 /// Every error found loading and validating `text`, as (kind, message).
 fn errors(file: &str, text: &str) -> Vec<(String, String)> {
-    let loaded = load_str(file, text);
-    let kind_of = |resource: &Option<String>| {
-        resource
-            .as_deref()
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or("")
-            .to_string()
-    };
-    let mut out: Vec<(String, String)> = loaded
-        .diagnostics
+    diagnose(file, text)
         .iter()
         .filter(|d| d.severity == Severity::Error)
-        .map(|d| (kind_of(&d.resource), d.to_string()))
-        .collect();
-    out.extend(
-        loaded
-            .resources
-            .iter()
-            .flat_map(Resource::validate)
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| (kind_of(&d.resource), d.to_string())),
-    );
-    out
+        .map(|d| (kind_of(d).to_string(), d.to_string()))
+        .collect()
 }
 
 /// Results of one group of cases.
@@ -122,56 +94,12 @@ impl Tally {
     }
 }
 
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// The value of a `# key: value` header line, unquoted.
-fn header<'a>(text: &'a str, key: &str) -> Option<String> {
-    let prefix = format!("# {key}:");
-    let line: &'a str = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()))?;
-    let value = line.trim();
-    let unquoted = value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .map(|v| v.replace("\\\"", "\"").replace("\\\\", "\\"))
-        .or_else(|| {
-            value
-                .strip_prefix('\'')
-                .and_then(|v| v.strip_suffix('\''))
-                .map(|v| v.replace("''", "'"))
-        });
-    Some(unquoted.unwrap_or_else(|| value.to_string()))
-}
-
 /// Hand-written invalid cases: each file must produce at least one error.
 fn invalid_cases(corpus: &Path, wording: &mut Tally) -> Tally {
     let mut tally = Tally::default();
     for path in yaml_files(&corpus.join("validation/invalid")) {
         let text = read(&path);
-        let name = path
-            .file_name()
-            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let name = file_name(&path);
         let kind = header(&text, "kind").unwrap_or_default();
         let found = errors(&name, &text);
         tally.record(!found.is_empty(), &kind, || {
@@ -218,9 +146,7 @@ fn fixture_docs(text: &str) -> Vec<(String, String)> {
 fn crd_fixtures(corpus: &Path) -> (Tally, Tally) {
     let (mut invalid, mut valid) = (Tally::default(), Tally::default());
     for path in yaml_files(&corpus.join("validation/crd-testdata")) {
-        let name = path
-            .file_name()
-            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let name = file_name(&path);
         let stem = name.split('-').next().unwrap_or("");
         if IGNORED_FIXTURES.contains(&stem) {
             println!("skipping {name}: its kind is reported as ignored by Trellis");
@@ -359,14 +285,10 @@ fn valid_files(dir: &Path, base: &Path, tally: &mut Tally) {
 
 #[test]
 fn istio_validation_corpus() {
-    let corpus = corpus_dir();
-    if !corpus.join("validation").is_dir() {
-        println!(
-            "Istio corpus not found at {}; skipping the validation corpus test",
-            corpus.display()
-        );
+    let Some(corpus) = istio_corpus() else {
+        println!("Istio corpus not found; skipping the validation corpus test");
         return;
-    }
+    };
     println!(
         "validation corpus at {}; enforced kinds: {ENFORCED_KINDS:?}",
         corpus.display()
@@ -385,7 +307,7 @@ fn istio_validation_corpus() {
     let mut samples = Tally::default();
     valid_files(&corpus.join("samples"), &corpus, &mut samples);
     failing += samples.report("Istio samples accepted (samples/)");
-    let seeds = seed_dir();
+    let seeds = seed_examples();
     if seeds.is_dir() {
         let mut tally = Tally::default();
         valid_files(&seeds, &seeds, &mut tally);

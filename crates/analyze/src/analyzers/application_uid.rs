@@ -3,7 +3,8 @@
 use serde_json::Value;
 use trellis_api::Resource;
 
-use crate::analyzers::util_c::{PROXY_CONTAINER, is_control_plane};
+use super::control_plane::is_control_plane;
+use super::workloads::{PROXY_CONTAINER, pods};
 use crate::messages::INVALID_APPLICATION_UID;
 use crate::{Analyzer, Context, Reporter};
 
@@ -23,7 +24,7 @@ impl Analyzer for ApplicationUidAnalyzer {
     }
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
-        for pod in cx.of("", "Pod") {
+        for pod in pods(cx) {
             check(pod, &pod.raw["spec"], "spec", out);
         }
         for deploy in cx.of("apps", "Deployment") {

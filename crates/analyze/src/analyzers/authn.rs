@@ -1,6 +1,7 @@
 //! Authentication analyzers.
 
-use super::util_b::{full_name, str_of};
+use super::json::text;
+use super::names::full_name;
 use crate::messages::JWKS_URI_FETCH_UNRESTRICTED;
 use crate::{Analyzer, Context, Reporter};
 
@@ -44,12 +45,13 @@ impl Analyzer for BlockedCidrsAnalyzer {
                 continue;
             }
             let containers = &deployment.raw["spec"]["template"]["spec"]["containers"];
-            let configured =
-                containers.as_array().into_iter().flatten().any(|c| {
-                    c["env"].as_array().into_iter().flatten().any(|e| {
-                        str_of(&e["name"]) == BLOCKED_CIDRS && !str_of(&e["value"]).is_empty()
-                    })
-                });
+            let configured = containers.as_array().into_iter().flatten().any(|c| {
+                c["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| text(&e["name"]) == BLOCKED_CIDRS && !text(&e["value"]).is_empty())
+            });
             if configured {
                 continue;
             }

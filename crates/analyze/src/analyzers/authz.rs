@@ -1,13 +1,13 @@
 //! Authorization analyzers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use trellis_api::Resource;
 
-use super::util_b::{
-    namespaces, ns_of, pod_in_ambient, pod_in_mesh, selector_matches, selector_text, string_list,
-    string_map,
-};
+use super::json::{string_map, texts};
+use super::names::ns_of;
+use super::selectors::{Labels, selector_matches, selector_text};
+use super::workloads::{INJECTION_LABEL, namespaces, pod_in_ambient, pods, workload_in_mesh};
 use crate::messages::{NO_MATCHING_WORKLOADS_FOUND, REFERENCED_RESOURCE_NOT_FOUND};
 use crate::{Analyzer, Context, Reporter};
 
@@ -29,14 +29,12 @@ fn namespace_matches(ns: &str, pattern: &str) -> bool {
     ns.eq_ignore_ascii_case(pattern)
 }
 
-type LabelSet = BTreeMap<String, String>;
-
 impl AuthorizationPoliciesAnalyzer {
     fn check_workloads(
         &self,
         ap: &Resource,
         root: &str,
-        workloads: &HashMap<&str, Vec<&LabelSet>>,
+        workloads: &HashMap<&str, Vec<&Labels>>,
         out: &mut Reporter,
     ) {
         let spec = &ap.raw["spec"];
@@ -85,7 +83,7 @@ impl AuthorizationPoliciesAnalyzer {
             let froms = rule["from"].as_array().into_iter().flatten();
             for (j, from) in froms.enumerate() {
                 for field in ["namespaces", "notNamespaces"] {
-                    let patterns = string_list(&from["source"][field]);
+                    let patterns = texts(&from["source"][field]);
                     for (k, pattern) in patterns.iter().enumerate() {
                         if known.iter().any(|ns| namespace_matches(ns, pattern)) {
                             continue;
@@ -120,10 +118,22 @@ impl Analyzer for AuthorizationPoliciesAnalyzer {
         let mut known: Vec<&str> = namespaces.keys().copied().collect();
         known.sort_unstable();
         // namespace -> labels of its pods that Istio enforces policy for
-        let mut workloads: HashMap<&str, Vec<&LabelSet>> = HashMap::new();
-        for pod in cx.of("", "Pod") {
+        let mut workloads: HashMap<&str, Vec<&Labels>> = HashMap::new();
+        for pod in pods(cx) {
             let list = workloads.entry(ns_of(pod)).or_default();
-            if pod_in_mesh(pod, &namespaces) || pod_in_ambient(pod) {
+            // Unlike deployment.MultiServiceAnalyzer, only `istio-injection=enabled`
+            // enrols a namespace here; a revision label does not.
+            let namespace_injects = || {
+                namespaces.get(ns_of(pod)).is_some_and(|n| {
+                    n.meta
+                        .labels
+                        .get(INJECTION_LABEL)
+                        .is_some_and(|v| v == "enabled")
+                })
+            };
+            let in_mesh =
+                workload_in_mesh(&pod.raw["metadata"], &pod.raw["spec"], namespace_injects);
+            if in_mesh || pod_in_ambient(pod) {
                 list.push(&pod.meta.labels);
             }
         }

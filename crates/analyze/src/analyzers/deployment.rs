@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::analyzers::util_c::{
-    full_name, ns_of, services_selecting, string_map, target_port_text, workload_in_mesh,
+use super::json::string_map;
+use super::names::{full_name, ns_of};
+use super::workloads::{
+    namespace_injection, namespace_named, services_selecting, target_port_text, workload_in_mesh,
 };
 use crate::messages::{DEPLOYMENT_ASSOCIATED_TO_MULTIPLE_SERVICES, DEPLOYMENT_CONFLICTING_PORTS};
 use crate::{Analyzer, Context, Reporter};
@@ -24,7 +26,12 @@ impl Analyzer for MultiServiceAnalyzer {
         for deploy in cx.of("apps", "Deployment") {
             let template = &deploy.raw["spec"]["template"];
             let ns = ns_of(deploy);
-            if !workload_in_mesh(cx, ns, &template["metadata"], &template["spec"]) {
+            let namespace_injects = || {
+                namespace_named(cx, ns)
+                    .and_then(namespace_injection)
+                    .unwrap_or(false)
+            };
+            if !workload_in_mesh(&template["metadata"], &template["spec"], namespace_injects) {
                 continue;
             }
             let pod_labels = string_map(&template["metadata"]["labels"]);

@@ -4,10 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
+use trellis_api::Resource;
 
-use super::util_b::{
-    ServiceHosts, full_name, ns_of, selector_matches, str_of, string_list, string_map,
-};
+use super::hosts::ServiceHosts;
+use super::json::{scalar_text, string_map, text, texts};
+use super::names::{NETWORKING, full_name, ns_of};
+use super::selectors::{Labels, selector_matches};
+use super::workloads::pods;
 use crate::messages::{
     DESTINATION_RULE_SUBSET_NOT_SELECT_PODS, NO_SERVER_CERTIFICATE_VERIFICATION_DESTINATION_LEVEL,
     NO_SERVER_CERTIFICATE_VERIFICATION_PORT_LEVEL, UNKNOWN_DESTINATION_RULE_HOST,
@@ -20,16 +23,16 @@ pub struct CaCertificateAnalyzer;
 /// The TLS mode of a `tls:` block when it originates TLS and leaves the server
 /// unverified; `None` when the block is fine.
 fn unverified_mode(tls: &Value, has_workload_selector: bool) -> Option<&str> {
-    let mode = str_of(&tls["mode"]);
+    let mode = text(&tls["mode"]);
     if mode != "SIMPLE" && mode != "MUTUAL" {
         return None;
     }
-    if !str_of(&tls["caCertificates"]).is_empty() {
+    if !text(&tls["caCertificates"]).is_empty() {
         return None;
     }
     // A credentialName bound to selected workloads carries its own CA (the secret's
     // ca.crt), so Istio accepts it there.
-    if !str_of(&tls["credentialName"]).is_empty() && has_workload_selector {
+    if !text(&tls["credentialName"]).is_empty() && has_workload_selector {
         return None;
     }
     Some(mode)
@@ -45,9 +48,9 @@ impl Analyzer for CaCertificateAnalyzer {
     }
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
-        for dr in cx.of("networking.istio.io", "DestinationRule") {
+        for dr in cx.of(NETWORKING, "DestinationRule") {
             let spec = &dr.raw["spec"];
-            let host = str_of(&spec["host"]);
+            let host = text(&spec["host"]);
             let selected = !spec["workloadSelector"].is_null();
             let policy = &spec["trafficPolicy"];
             if let Some(mode) = unverified_mode(&policy["tls"], selected) {
@@ -66,8 +69,7 @@ impl Analyzer for CaCertificateAnalyzer {
             let ports = policy["portLevelSettings"].as_array().into_iter().flatten();
             for (i, port) in ports.enumerate() {
                 if let Some(mode) = unverified_mode(&port["tls"], selected) {
-                    let number = super::util_b::scalar_text(&port["port"]["number"])
-                        .unwrap_or_else(|| "?".into());
+                    let number = scalar_text(&port["port"]["number"]).unwrap_or_else(|| "?".into());
                     out.report(
                         &NO_SERVER_CERTIFICATE_VERIFICATION_PORT_LEVEL,
                         dr,
@@ -99,12 +101,9 @@ const TOPOLOGY_LABELS: &[&str] = &[
 
 /// The pod's labels plus the topology labels of its node, as the endpoints Istio
 /// builds for it carry them. Empty node label values are not copied.
-fn endpoint_labels(
-    pod: &trellis_api::Resource,
-    nodes: &HashMap<&str, &BTreeMap<String, String>>,
-) -> BTreeMap<String, String> {
+fn endpoint_labels(pod: &Resource, nodes: &HashMap<&str, &Labels>) -> Labels {
     let mut labels = pod.meta.labels.clone();
-    let node_name = str_of(&pod.raw["spec"]["nodeName"]);
+    let node_name = text(&pod.raw["spec"]["nodeName"]);
     if node_name.is_empty() {
         return labels;
     }
@@ -119,6 +118,16 @@ fn endpoint_labels(
     labels
 }
 
+/// The labels a ServiceEntry's `workloadSelector` adds to every subset's selector
+/// (none for a Kubernetes Service, whose endpoints its own selector picks).
+fn workload_labels(target: &Resource) -> Labels {
+    if target.kind == "ServiceEntry" {
+        string_map(&target.raw["spec"]["workloadSelector"]["labels"])
+    } else {
+        Labels::new()
+    }
+}
+
 impl Analyzer for SubsetSelectPodAnalyzer {
     fn name(&self) -> &'static str {
         "destinationrule.SubsetSelectPodAnalyzer"
@@ -130,18 +139,15 @@ impl Analyzer for SubsetSelectPodAnalyzer {
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
         let services = ServiceHosts::new(cx);
-        let nodes: HashMap<&str, &BTreeMap<String, String>> = cx
+        let nodes: HashMap<&str, &Labels> = cx
             .of("", "Node")
             .map(|n| (n.meta.name.as_str(), &n.meta.labels))
             .collect();
-        let endpoints: Vec<BTreeMap<String, String>> = cx
-            .of("", "Pod")
-            .map(|p| endpoint_labels(p, &nodes))
-            .collect();
-        for dr in cx.of("networking.istio.io", "DestinationRule") {
+        let endpoints: Vec<Labels> = pods(cx).map(|p| endpoint_labels(p, &nodes)).collect();
+        for dr in cx.of(NETWORKING, "DestinationRule") {
             let spec = &dr.raw["spec"];
-            let host = str_of(&spec["host"]);
-            let export_to = string_list(&spec["exportTo"]);
+            let host = text(&spec["host"]);
+            let export_to = texts(&spec["exportTo"]);
             let Some(target) = services.lookup(ns_of(dr), &export_to, host) else {
                 out.report(
                     &UNKNOWN_DESTINATION_RULE_HOST,
@@ -159,10 +165,10 @@ impl Analyzer for SubsetSelectPodAnalyzer {
             // Subsets are keyed by name; a repeated name keeps the last definition.
             let mut subsets: BTreeMap<&str, (usize, &Value)> = BTreeMap::new();
             for (i, subset) in spec["subsets"].as_array().into_iter().flatten().enumerate() {
-                subsets.insert(str_of(&subset["name"]), (i, subset));
+                subsets.insert(text(&subset["name"]), (i, subset));
             }
             for (name, (i, subset)) in subsets {
-                let mut selector = target.workload_labels.clone();
+                let mut selector = workload_labels(target);
                 selector.extend(string_map(&subset["labels"]));
                 // Like Istio, a matching pod in any namespace will do.
                 if endpoints.iter().any(|l| selector_matches(&selector, l)) {

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::Value;
 use trellis_api::Resource;
 
-use super::util_a::{
-    NETWORKING, check_certificate, find, full_name, gateway_selector, items, join_name, now, ns,
-    number, parse_selector, pods, secret_certificate, selector_matches, selector_string, services,
-    short_or_full, string_map, text, texts,
-};
+use super::certs::{check_certificate, now, secret_certificate};
+use super::json::{items, number, string_map, text, texts};
+use super::names::{NETWORKING, full_name, join_name, ns_of, short_or_full};
+use super::selectors::{Labels, gateway_selector, parse_selector, selector_matches, selector_text};
+use super::workloads::{pods, pods_selected, services};
 use crate::messages::{
     CONFLICTING_GATEWAYS, GATEWAY_DUPLICATE_CERTIFICATE, GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
     INVALID_GATEWAY_CREDENTIAL, REFERENCED_RESOURCE_NOT_FOUND,
@@ -25,16 +25,16 @@ fn servers(gw: &Resource) -> &[Value] {
     items(&gw.raw["spec"]["servers"])
 }
 
-fn describe_selector(selector: &BTreeMap<String, String>) -> String {
+fn describe_selector(selector: &Labels) -> String {
     if selector.is_empty() {
         "an empty selector".to_string()
     } else {
-        format!("selector `{}`", selector_string(selector))
+        format!("selector `{}`", selector_text(selector))
     }
 }
 
 /// Reports a Gateway whose selector matches no Pod.
-fn report_no_workload(out: &mut Reporter, gw: &Resource, selector: &BTreeMap<String, String>) {
+fn report_no_workload(out: &mut Reporter, gw: &Resource, selector: &Labels) {
     out.report(
         &REFERENCED_RESOURCE_NOT_FOUND,
         gw,
@@ -63,15 +63,15 @@ impl Analyzer for IngressGatewayPortAnalyzer {
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
         let mut services_by_ns: HashMap<&str, Vec<&Resource>> = HashMap::new();
         for svc in services(cx) {
-            services_by_ns.entry(ns(svc)).or_default().push(svc);
+            services_by_ns.entry(ns_of(svc)).or_default().push(svc);
         }
         for gw in gateways(cx) {
             let selector = gateway_selector(gw);
             let mut matched = 0;
             let mut ports = BTreeSet::new();
-            for pod in pods(cx).filter(|p| selector_matches(&selector, &p.meta.labels)) {
+            for pod in pods_selected(cx, &selector) {
                 matched += 1;
-                for svc in services_by_ns.get(ns(pod)).into_iter().flatten() {
+                for svc in services_by_ns.get(ns_of(pod)).into_iter().flatten() {
                     let svc_selector = string_map(&svc.raw["spec"]["selector"]);
                     if !selector_matches(&svc_selector, &pod.meta.labels) {
                         continue;
@@ -142,7 +142,7 @@ impl Analyzer for ConflictingGatewayAnalyzer {
         let mut by_key: BTreeMap<(String, u64), BTreeMap<String, Vec<ServerHosts>>> =
             BTreeMap::new();
         for gw in gateways(cx) {
-            let selector = selector_string(&gateway_selector(gw));
+            let selector = selector_text(&gateway_selector(gw));
             for server in servers(gw) {
                 let port = number(&server["port"]["number"]);
                 by_key
@@ -159,7 +159,7 @@ impl Analyzer for ConflictingGatewayAnalyzer {
         for gw in gateways(cx) {
             let name = full_name(gw);
             let selector = gateway_selector(gw);
-            let sel = selector_string(&selector);
+            let sel = selector_text(&selector);
             // Selectors that pick the same workload: equal, or one contained in the
             // other with a Pod matched by both.
             let mut same_workload = Vec::new();
@@ -255,10 +255,7 @@ impl Analyzer for SecretAnalyzer {
         for gw in gateways(cx) {
             let selector = gateway_selector(gw);
             // The credential is read where the gateway runs, not where the Gateway is.
-            let workload_ns = pods(cx)
-                .find(|p| selector_matches(&selector, &p.meta.labels))
-                .map(ns)
-                .unwrap_or("");
+            let workload_ns = pods_selected(cx, &selector).next().map(ns_of).unwrap_or("");
             if workload_ns.is_empty() {
                 report_no_workload(out, gw, &selector);
                 continue;
@@ -270,7 +267,7 @@ impl Analyzer for SecretAnalyzer {
                 }
                 let path = format!("spec.servers[{i}].tls.credentialName");
                 let (secret_ns, secret_name) = short_or_full(workload_ns, credential);
-                let Some(secret) = find(cx.of("", "Secret"), &secret_ns, &secret_name) else {
+                let Some(secret) = cx.find("", "Secret", &secret_ns, &secret_name) else {
                     out.report(
                         &REFERENCED_RESOURCE_NOT_FOUND,
                         gw,
@@ -339,7 +336,7 @@ impl Analyzer for CertificateAnalyzer {
             let selector = gateway_selector(gw);
             // Gateways whose selector includes all of this one's labels.
             let peers = gateways(cx).filter(|other| {
-                full_name(other) != name && selector_is_subset(&selector, &gateway_selector(other))
+                full_name(other) != name && selector_matches(&selector, &gateway_selector(other))
             });
             for other in peers {
                 for mine in servers(gw) {
@@ -365,11 +362,6 @@ impl Analyzer for CertificateAnalyzer {
             }
         }
     }
-}
-
-/// True when every label of `a` is in `b` with the same value.
-fn selector_is_subset(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
-    a.iter().all(|(k, v)| b.get(k) == Some(v))
 }
 
 #[cfg(test)]

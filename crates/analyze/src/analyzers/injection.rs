@@ -4,9 +4,11 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::analyzers::util_c::{
-    DATAPLANE_MODE_LABEL, INJECT_KEY, INJECTION_LABEL, REVISION_LABEL, has_proxy, ns_of,
-    scalar_text,
+use super::control_plane::istio_config_maps;
+use super::json::scalar_text;
+use super::names::ns_of;
+use super::workloads::{
+    DATAPLANE_MODE_LABEL, INJECT_KEY, INJECTION_LABEL, REVISION_LABEL, has_proxy, pods,
 };
 use crate::messages::{
     NAMESPACE_INJECTION_ENABLED_BY_DEFAULT, NAMESPACE_MULTIPLE_INJECTION_LABELS,
@@ -107,7 +109,7 @@ impl Analyzer for InjectionAnalyzer {
             }
         }
 
-        for pod in cx.of("", "Pod") {
+        for pod in pods(cx) {
             if !injected.contains(ns_of(pod)) {
                 continue;
             }
@@ -144,11 +146,7 @@ fn injection_enabled_by_default(cx: &Context<'_>, revision: Option<&str>) -> boo
         None | Some("default") => "istio-sidecar-injector".to_string(),
         Some(rev) => format!("istio-sidecar-injector-{rev}"),
     };
-    let istio_ns = cx.options().istio_namespace.as_str();
-    cx.of("", "ConfigMap")
-        .filter(|c| {
-            c.meta.name == name && c.meta.namespace.as_deref().is_none_or(|n| n == istio_ns)
-        })
+    istio_config_maps(cx, &name)
         .filter_map(|c| c.raw["data"]["values"].as_str())
         .filter_map(|text| serde_json::from_str::<Value>(text).ok())
         .any(|values| values["sidecarInjectorWebhook"]["enableNamespacesByDefault"] == true)

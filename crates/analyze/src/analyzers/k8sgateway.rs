@@ -1,6 +1,9 @@
 //! Checks of policies next to Kubernetes Gateway API gateways.
 
-use super::util_a::{items, ns, pods, string_map};
+use super::json::{items, string_map};
+use super::names::ns_of;
+use super::selectors::selector_matches;
+use super::workloads::pods;
 use crate::messages::INEFFECTIVE_SELECTOR;
 use crate::{Analyzer, Context, Reporter};
 
@@ -42,11 +45,8 @@ impl Analyzer for SelectorAnalyzer {
                     continue;
                 }
                 let selector = string_map(&spec["selector"]["matchLabels"]);
-                for pod in gateway_pods.iter().filter(|p| ns(p) == ns(policy)) {
-                    if !selector
-                        .iter()
-                        .all(|(k, v)| pod.meta.labels.get(k) == Some(v))
-                    {
+                for pod in gateway_pods.iter().filter(|p| ns_of(p) == ns_of(policy)) {
+                    if !selector_matches(&selector, &pod.meta.labels) {
                         continue;
                     }
                     let gateway = &pod.meta.labels[GATEWAY_NAME_LABEL];

@@ -1,12 +1,23 @@
-//! The registry of analyzers, one module per resource family, named as Istio names them.
+//! The registry of analyzers, one module per resource family, named as Istio names them,
+//! and the helpers they share: raw JSON fields (`json`), resource names (`names`),
+//! label selectors (`selectors`), hosts (`hosts`), workloads (`workloads`), the
+//! control plane's own resources (`control_plane`) and certificates (`certs`).
 
 use crate::Analyzer;
+
+// --- shared helpers ---
+pub mod certs;
+pub mod control_plane;
+pub mod hosts;
+pub mod json;
+pub mod names;
+pub mod selectors;
+pub mod workloads;
 
 // --- h-ana-a ---
 pub mod gateway;
 pub mod k8sgateway;
 pub mod schema;
-pub mod util_a;
 pub mod virtualservice;
 
 // --- h-ana-b ---
@@ -15,7 +26,6 @@ pub mod authz;
 pub mod destinationrule;
 pub mod serviceentry;
 pub mod sidecar;
-pub mod util_b;
 
 // --- h-ana-c ---
 pub mod annotations;
@@ -26,7 +36,6 @@ pub mod deprecation;
 pub mod injection;
 pub mod service;
 pub mod telemetry;
-pub mod util_c;
 
 /// Every analyzer Trellis has, in the order they run.
 pub static ALL: &[&dyn Analyzer] = &[

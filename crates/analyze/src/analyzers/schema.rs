@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use trellis_api::check::Severity;
 
-use super::util_a::{NETWORKING, items, number, text};
+use super::json::{items, number, text};
+use super::names::NETWORKING;
 use crate::messages::{
     SCHEMA_VALIDATION_ERROR, VIRTUAL_SERVICE_INEFFECTIVE_MATCH, VIRTUAL_SERVICE_UNREACHABLE_RULE,
 };

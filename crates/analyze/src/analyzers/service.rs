@@ -1,9 +1,8 @@
 //! `service.*`: checks on Kubernetes Services.
 
-use crate::analyzers::util_c::{
-    full_name, is_control_plane, is_generated_by_gateway_controller, service_port_protocol,
-    target_port_text,
-};
+use super::control_plane::{is_control_plane, is_generated_by_gateway_controller};
+use super::names::full_name;
+use super::workloads::{service_port_protocol, services, target_port_text};
 use crate::messages::{
     EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME, PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
 };
@@ -22,7 +21,7 @@ impl Analyzer for PortNameAnalyzer {
     }
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
-        for svc in cx.of("", "Service") {
+        for svc in services(cx) {
             let labels = &svc.meta.labels;
             if is_control_plane(labels) || is_generated_by_gateway_controller(labels) {
                 continue;

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use super::util_b::{export_scopes, full_name, ns_of, str_of, string_list};
+use super::hosts::export_scopes;
+use super::json::{scalar_text, text, texts};
+use super::names::{NETWORKING, full_name, ns_of};
 use crate::messages::{CONFLICTING_SERVICE_ENTRY_PROTOCOL, SERVICE_ENTRY_ADDRESSES_REQUIRED};
 use crate::{Analyzer, Context, Reporter};
 
@@ -20,7 +22,7 @@ impl Analyzer for ProtocolAddressesAnalyzer {
     }
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
-        for se in cx.of("networking.istio.io", "ServiceEntry") {
+        for se in cx.of(NETWORKING, "ServiceEntry") {
             let has = |v: &serde_json::Value| v.as_array().is_some_and(|a| !a.is_empty());
             // Addresses written by the user, or allocated by the control plane (status).
             if has(&se.raw["spec"]["addresses"]) || has(&se.raw["status"]["addresses"]) {
@@ -28,7 +30,7 @@ impl Analyzer for ProtocolAddressesAnalyzer {
             }
             let ports = se.raw["spec"]["ports"].as_array().into_iter().flatten();
             for (i, port) in ports.enumerate() {
-                let protocol = str_of(&port["protocol"]);
+                let protocol = text(&port["protocol"]);
                 if !(protocol.is_empty() || protocol.eq_ignore_ascii_case("TCP")) {
                     continue;
                 }
@@ -46,7 +48,7 @@ impl Analyzer for ProtocolAddressesAnalyzer {
                          services, but the ServiceEntry lists none; add spec.addresses (a VIP \
                          or CIDR), give the port an HTTP or TLS protocol, or turn on DNS \
                          address auto-allocation",
-                        super::util_b::scalar_text(&port["number"]).unwrap_or_else(|| "?".into())
+                        scalar_text(&port["number"]).unwrap_or_else(|| "?".into())
                     ),
                 );
             }
@@ -67,20 +69,20 @@ impl Analyzer for ConflictingServiceEntryProtocolAnalyzer {
     }
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
-        let entries: Vec<_> = cx.of("networking.istio.io", "ServiceEntry").collect();
+        let entries: Vec<_> = cx.of(NETWORKING, "ServiceEntry").collect();
         // (scope, host, port) -> [(protocol, index into entries)]
         let mut index: BTreeMap<(String, String, u64), Vec<(String, usize)>> = BTreeMap::new();
         for (n, se) in entries.iter().enumerate() {
             let spec = &se.raw["spec"];
-            let scopes = export_scopes(&string_list(&spec["exportTo"]), ns_of(se));
-            let hosts = string_list(&spec["hosts"]);
+            let scopes = export_scopes(&texts(&spec["exportTo"]), ns_of(se));
+            let hosts = texts(&spec["hosts"]);
             let ports: Vec<(u64, String)> = spec["ports"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .map(|p| {
                     let number = p["number"].as_u64().unwrap_or(0);
-                    (number, str_of(&p["protocol"]).to_ascii_uppercase())
+                    (number, text(&p["protocol"]).to_ascii_uppercase())
                 })
                 .collect();
             for scope in &scopes {

@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use trellis_api::Resource;
 
-use super::util_b::{
-    namespace_in_ambient, namespaces, ns_of, pod_in_ambient, selector_matches, selector_text,
-    string_map,
-};
+use super::json::string_map;
+use super::names::{NETWORKING, name_list, ns_of};
+use super::selectors::{selector_matches, selector_text};
+use super::workloads::{namespace_in_ambient, namespaces, pod_in_ambient, pods};
 use crate::messages::{
     CONFLICTING_SIDECAR_WORKLOAD_SELECTORS, INEFFECTIVE_POLICY,
     MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS, REFERENCED_RESOURCE_NOT_FOUND,
@@ -21,13 +21,6 @@ use crate::{Analyzer, Context, Reporter};
 /// is part of this analyzer now, so there is no separate one.
 pub struct SelectorAnalyzer;
 
-fn names(list: &[&Resource]) -> String {
-    list.iter()
-        .map(|r| r.meta.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Analyzer for SelectorAnalyzer {
     fn name(&self) -> &'static str {
         "sidecar.SelectorAnalyzer"
@@ -39,13 +32,13 @@ impl Analyzer for SelectorAnalyzer {
     }
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
-        let pods: Vec<&Resource> = cx.of("", "Pod").collect();
+        let pods: Vec<&Resource> = pods(cx).collect();
         // pod index -> the Sidecars selecting it, in input order
         let mut selected: BTreeMap<usize, Vec<&Resource>> = BTreeMap::new();
         // namespace -> Sidecars without a workload selector
         let mut defaults: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
 
-        for sc in cx.of("networking.istio.io", "Sidecar") {
+        for sc in cx.of(NETWORKING, "Sidecar") {
             let selector = string_map(&sc.raw["spec"]["workloadSelector"]["labels"]);
             if selector.is_empty() {
                 defaults.entry(ns_of(sc)).or_default().push(sc);
@@ -106,7 +99,7 @@ impl Analyzer for SelectorAnalyzer {
                     format!(
                         "Sidecars {} in namespace {:?} all select pod {}, and which one applies \
                          is undefined; make their workload selectors disjoint",
-                        names(sidecars),
+                        name_list(sidecars),
                         ns_of(pod),
                         pod.meta.name
                     ),
@@ -142,7 +135,7 @@ impl Analyzer for SelectorAnalyzer {
                             "Sidecars {} in namespace {ns:?} have no workload selector, and which \
                              one applies is undefined; keep one and give the others a \
                              workloadSelector",
-                            names(sidecars)
+                            name_list(sidecars)
                         ),
                     );
                 }

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use trellis_api::Resource;
 
-use crate::analyzers::util_c::{
-    full_name, mesh_config, ns_of, pods_matching, selector_text, string_map,
-};
+use super::control_plane::mesh_config;
+use super::json::string_map;
+use super::names::{full_name, name_list, ns_of};
+use super::selectors::selector_text;
+use super::workloads::pods_matching;
 use crate::messages::{
     CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS, DEPRECATED, INVALID_TELEMETRY_PROVIDER,
     MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS, REFERENCED_RESOURCE_NOT_FOUND,
@@ -17,13 +19,6 @@ use crate::{Analyzer, Context, Reporter};
 
 fn telemetries<'a>(cx: &'a Context<'_>) -> impl Iterator<Item = &'a Resource> + 'a {
     cx.of("telemetry.istio.io", "Telemetry")
-}
-
-fn names(list: &[&Resource]) -> String {
-    list.iter()
-        .map(|r| r.meta.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Access logging entries that would log nowhere: no provider, and the mesh names no default.
@@ -129,7 +124,7 @@ impl Analyzer for SelectorAnalyzer {
                     format!(
                         "Telemetries {} in namespace {ns} all select pod {pod}, and which one \
                          applies is undefined; make their selectors disjoint or merge them",
-                        names(list)
+                        name_list(list)
                     ),
                 );
             }
@@ -173,7 +168,7 @@ impl Analyzer for DefaultSelectorAnalyzer {
                         "Telemetries {} in namespace {ns} have no workload selector, so each \
                          claims every workload and which one applies is undefined; keep one \
                          namespace-wide Telemetry and give the others a selector",
-                        names(list)
+                        name_list(list)
                     ),
                 );
             }

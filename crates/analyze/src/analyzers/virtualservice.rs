@@ -7,12 +7,14 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde_json::Value;
 use trellis_api::Resource;
 
-use super::util_a::{
-    EXPORT_ALL, EXPORT_LOCAL, GATEWAY_API, MESH_GATEWAY, NETWORKING, exports_to_all, find,
-    full_name, gateway_selector, host_matches, is_absent, is_wildcard, items, join_name,
-    names_for_namespace, ns, number, pods, resource_name_from_host, scoped_fqdn, selector_matches,
-    services, short_or_full, split_scoped, string_map, text, texts, to_fqdn,
+use super::hosts::{
+    EXPORT_ALL, ServiceHosts, export_scopes, host_matches, is_wildcard, names_for_namespace,
+    resource_name_from_host, scoped_fqdn, split_scoped, to_fqdn,
 };
+use super::json::{items, number, string_map, text, texts};
+use super::names::{GATEWAY_API, NETWORKING, full_name, join_name, ns_of, short_or_full};
+use super::selectors::{gateway_selector, selector_matches};
+use super::workloads::pods_selected;
 use crate::messages::{
     CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS, INGRESS_ROUTE_RULES_NOT_AFFECTED,
     JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN, REFERENCED_INTERNAL_GATEWAY,
@@ -20,6 +22,9 @@ use crate::messages::{
     VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
 };
 use crate::{Analyzer, Context, Reporter};
+
+/// The gateway name that means "the sidecars of the mesh".
+const MESH_GATEWAY: &str = "mesh";
 
 fn virtual_services<'c>(cx: &'c Context<'_>) -> impl Iterator<Item = &'c Resource> + 'c {
     cx.of(NETWORKING, "VirtualService")
@@ -64,7 +69,7 @@ fn route_destinations(vs: &Resource) -> Vec<Destination<'_>> {
 fn mirror_destinations(vs: &Resource) -> Vec<Destination<'_>> {
     let mut out = Vec::new();
     for (i, rule) in items(&vs.raw["spec"]["http"]).iter().enumerate() {
-        if !is_absent(&rule["mirror"]) {
+        if !rule["mirror"].is_null() {
             out.push(Destination {
                 value: &rule["mirror"],
                 path: format!("spec.http[{i}].mirror"),
@@ -104,7 +109,7 @@ impl Analyzer for GatewayAnalyzer {
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
         for vs in virtual_services(cx) {
-            let vs_ns = ns(vs);
+            let vs_ns = ns_of(vs);
             let vs_hosts = texts(&vs.raw["spec"]["hosts"]);
             for (i, gw_ref) in texts(&vs.raw["spec"]["gateways"]).iter().enumerate() {
                 if gw_ref == MESH_GATEWAY {
@@ -125,10 +130,10 @@ impl Analyzer for GatewayAnalyzer {
                     continue;
                 }
                 let (gw_ns, gw_name) = short_or_full(vs_ns, gw_ref);
-                let istio_gw = find(cx.of(NETWORKING, "Gateway"), &gw_ns, &gw_name);
+                let istio_gw = cx.find(NETWORKING, "Gateway", &gw_ns, &gw_name);
                 let kube_gw = match istio_gw {
                     Some(_) => None,
-                    None => find(cx.of(GATEWAY_API, "Gateway"), &gw_ns, &gw_name),
+                    None => cx.find(GATEWAY_API, "Gateway", &gw_ns, &gw_name),
                 };
                 if istio_gw.is_none() && kube_gw.is_none() {
                     out.report(
@@ -169,7 +174,7 @@ impl Analyzer for GatewayAnalyzer {
 
 /// The hosts of a Gateway's servers with `./` and `*/` prefixes resolved.
 fn gateway_hosts(gw: &Resource) -> Vec<String> {
-    let gw_ns = ns(gw);
+    let gw_ns = ns_of(gw);
     let mut out = Vec::new();
     for server in items(&gw.raw["spec"]["servers"]) {
         let mut hosts = texts(&server["hosts"]);
@@ -214,98 +219,17 @@ fn host_in_kubernetes_gateway(gw: &Resource, vs_hosts: &[String]) -> bool {
         .any(|g| vs_hosts.iter().any(|v| host_matches(g, v)))
 }
 
-/// Service hosts by the namespace scope that can see them.
-#[derive(Default)]
-struct ServiceHosts {
-    /// `scope/fqdn` -> ports.
-    exact: BTreeMap<String, Vec<u64>>,
-    /// Wildcard hosts: `(scope, suffix after the '*', ports)`.
-    wildcards: Vec<(String, String, Vec<u64>)>,
-}
-
-impl ServiceHosts {
-    fn insert(&mut self, scope: &str, namespace: &str, host: &str, ports: &[u64]) {
-        let key = scoped_fqdn(scope, namespace, host);
-        if let Some(suffix) = host.strip_prefix('*') {
-            self.wildcards
-                .retain(|(s, x, _)| !(s == scope && x == suffix));
-            self.wildcards
-                .push((scope.to_string(), suffix.to_string(), ports.to_vec()));
-        }
-        self.exact.insert(key, ports.to_vec());
-    }
-
-    /// The service a destination host names, as seen from `source_ns` with the
-    /// VirtualService's `exportTo`.
-    fn lookup(&self, source_ns: &str, export_to: &[String], host: &str) -> Option<&Vec<u64>> {
-        if let Some(s) = self.exact.get(&scoped_fqdn(EXPORT_ALL, source_ns, host)) {
-            return Some(s);
-        }
-        if export_to.is_empty() {
-            if let Some(s) = self.exact.get(&scoped_fqdn(source_ns, source_ns, host)) {
-                return Some(s);
-            }
-        } else {
-            for e in export_to {
-                let scope = if e == EXPORT_LOCAL {
-                    source_ns
-                } else {
-                    e.as_str()
-                };
-                if let Some(s) = self.exact.get(&scoped_fqdn(scope, source_ns, host)) {
-                    return Some(s);
-                }
-            }
-        }
-        // Wildcard ServiceEntry hosts visible here.
-        let bare = host.strip_prefix('*').unwrap_or(host);
-        self.wildcards.iter().find_map(|(scope, suffix, ports)| {
-            ((scope == EXPORT_ALL || scope == source_ns) && bare.ends_with(suffix.as_str()))
-                .then_some(ports)
-        })
-    }
-}
-
-/// Every ServiceEntry host and Kubernetes Service, keyed by the scope that can see it.
-fn service_hosts(cx: &Context<'_>) -> ServiceHosts {
-    let mut out = ServiceHosts::default();
-    for se in cx.of(NETWORKING, "ServiceEntry") {
-        let se_ns = ns(se);
-        let ports: Vec<u64> = items(&se.raw["spec"]["ports"])
-            .iter()
-            .map(|p| number(&p["number"]))
-            .collect();
-        let export_to = texts(&se.raw["spec"]["exportTo"]);
-        for host in texts(&se.raw["spec"]["hosts"]) {
-            if exports_to_all(&export_to) {
-                out.insert(EXPORT_ALL, se_ns, &host, &ports);
-                continue;
-            }
-            for e in &export_to {
-                let scope = if e == EXPORT_LOCAL { se_ns } else { e.as_str() };
-                out.insert(scope, se_ns, &host, &ports);
-            }
-        }
-    }
-    for svc in services(cx) {
-        let svc_ns = ns(svc);
-        let ports: Vec<u64> = items(&svc.raw["spec"]["ports"])
-            .iter()
-            .map(|p| number(&p["port"]))
-            .collect();
-        let scopes: Vec<&str> = match svc.meta.annotations.get("networking.istio.io/exportTo") {
-            None => vec![EXPORT_ALL],
-            Some(a) if a.is_empty() => vec![EXPORT_ALL],
-            Some(a) => a
-                .split(',')
-                .map(|e| if e == EXPORT_LOCAL { svc_ns } else { e })
-                .collect(),
-        };
-        for scope in scopes {
-            out.insert(scope, svc_ns, &svc.meta.name, &ports);
-        }
-    }
-    out
+/// The ports a Service (`port`) or ServiceEntry (`number`) exposes.
+fn service_ports(target: &Resource) -> Vec<u64> {
+    let field = if target.kind == "ServiceEntry" {
+        "number"
+    } else {
+        "port"
+    };
+    items(&target.raw["spec"]["ports"])
+        .iter()
+        .map(|p| number(&p[field]))
+        .collect()
 }
 
 /// `virtualservice.DestinationHostAnalyzer`: destination hosts must be Services or
@@ -322,10 +246,10 @@ impl Analyzer for DestinationHostAnalyzer {
     }
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
-        let hosts = service_hosts(cx);
+        let hosts = ServiceHosts::new(cx);
         let subset_destinations = subset_destinations(cx);
         for vs in virtual_services(cx) {
-            let vs_ns = ns(vs);
+            let vs_ns = ns_of(vs);
             let export_to = texts(&vs.raw["spec"]["exportTo"]);
             let all = route_destinations(vs)
                 .into_iter()
@@ -333,7 +257,7 @@ impl Analyzer for DestinationHostAnalyzer {
             for d in all {
                 let host = d.host();
                 let what = if d.mirror { "mirror host" } else { "host" };
-                let Some(ports) = hosts.lookup(vs_ns, &export_to, host) else {
+                let Some(target) = hosts.lookup(vs_ns, &export_to, host) else {
                     if host.is_empty() {
                         out.report(
                             &REFERENCED_RESOURCE_NOT_FOUND,
@@ -361,7 +285,7 @@ impl Analyzer for DestinationHostAnalyzer {
                     );
                     continue;
                 };
-                check_port(out, vs, &d, ports);
+                check_port(out, vs, &d, &service_ports(target));
             }
             check_ingress_subsets(out, vs, &subset_destinations);
         }
@@ -371,7 +295,7 @@ impl Analyzer for DestinationHostAnalyzer {
 fn check_port(out: &mut Reporter, vs: &Resource, d: &Destination<'_>, ports: &[u64]) {
     let host = d.host();
     let port = &d.value["port"];
-    if is_absent(port) {
+    if port.is_null() {
         if ports.len() > 1 {
             let list: Vec<String> = ports.iter().map(u64::to_string).collect();
             out.report(
@@ -441,7 +365,7 @@ fn check_ingress_subsets(
     for (i, rule) in items(&vs.raw["spec"]["http"]).iter().enumerate() {
         for (j, route) in items(&rule["route"]).iter().enumerate() {
             let d = &route["destination"];
-            if is_absent(d) || !text(&d["subset"]).is_empty() {
+            if d.is_null() || !text(&d["subset"]).is_empty() {
                 continue;
             }
             let host = text(&d["host"]);
@@ -478,7 +402,7 @@ impl Analyzer for DestinationRuleAnalyzer {
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
         let mut defined: HashSet<(String, String, String)> = HashSet::new();
         for dr in cx.of(NETWORKING, "DestinationRule") {
-            let dr_ns = ns(dr);
+            let dr_ns = ns_of(dr);
             let host = to_fqdn(dr_ns, text(&dr.raw["spec"]["host"]));
             let (n, name) = resource_name_from_host(dr_ns, &host);
             for subset in items(&dr.raw["spec"]["subsets"]) {
@@ -486,7 +410,7 @@ impl Analyzer for DestinationRuleAnalyzer {
             }
         }
         for vs in virtual_services(cx) {
-            let vs_ns = ns(vs);
+            let vs_ns = ns_of(vs);
             let all = route_destinations(vs)
                 .into_iter()
                 .chain(mirror_destinations(vs));
@@ -535,19 +459,13 @@ impl Analyzer for ConflictingMeshGatewayHostsAnalyzer {
             if !gateways.is_empty() && !gateways.iter().any(|g| g == MESH_GATEWAY) {
                 continue;
             }
-            let vs_ns = ns(vs);
+            let vs_ns = ns_of(vs);
             let export_to = texts(&vs.raw["spec"]["exportTo"]);
-            let scopes: BTreeSet<&str> = if exports_to_all(&export_to) {
-                [EXPORT_ALL].into()
-            } else {
-                export_to
-                    .iter()
-                    .map(|e| if e == EXPORT_LOCAL { vs_ns } else { e.as_str() })
-                    .collect()
-            };
-            for scope in scopes {
+            for scope in export_scopes(&export_to, vs_ns) {
                 for host in texts(&vs.raw["spec"]["hosts"]) {
-                    let list = by_host.entry(scoped_fqdn(scope, vs_ns, &host)).or_default();
+                    let list = by_host
+                        .entry(scoped_fqdn(&scope, vs_ns, &host))
+                        .or_default();
                     if !list.iter().any(|r| std::ptr::eq(*r, vs)) {
                         list.push(vs);
                     }
@@ -658,7 +576,7 @@ impl Analyzer for JwtClaimRouteAnalyzer {
         let mut request_authn: BTreeMap<&str, Vec<BTreeMap<String, String>>> = BTreeMap::new();
         for ra in cx.of("security.istio.io", "RequestAuthentication") {
             request_authn
-                .entry(ns(ra))
+                .entry(ns_of(ra))
                 .or_default()
                 .push(string_map(&ra.raw["spec"]["selector"]["matchLabels"]));
         }
@@ -667,19 +585,19 @@ impl Analyzer for JwtClaimRouteAnalyzer {
             let Some(key) = jwt_claim_key(vs) else {
                 continue;
             };
-            let vs_ns = ns(vs);
+            let vs_ns = ns_of(vs);
             for gw_ref in texts(&vs.raw["spec"]["gateways"]) {
                 if gw_ref == MESH_GATEWAY {
                     continue;
                 }
                 let (gw_ns, gw_name) = short_or_full(vs_ns, &gw_ref);
                 // A missing Gateway is the GatewayAnalyzer's to report.
-                let Some(gw) = find(cx.of(NETWORKING, "Gateway"), &gw_ns, &gw_name) else {
+                let Some(gw) = cx.find(NETWORKING, "Gateway", &gw_ns, &gw_name) else {
                     continue;
                 };
                 let selector = gateway_selector(gw);
-                for pod in pods(cx).filter(|p| selector_matches(&selector, &p.meta.labels)) {
-                    let covered = [istio_ns, ns(pod)]
+                for pod in pods_selected(cx, &selector) {
+                    let covered = [istio_ns, ns_of(pod)]
                         .iter()
                         .flat_map(|n| request_authn.get(n).into_iter().flatten())
                         .any(|sel| selector_matches(sel, &pod.meta.labels));
@@ -696,10 +614,10 @@ impl Analyzer for JwtClaimRouteAnalyzer {
                                  namespace {})",
                                 join_name(&gw_ns, &gw_name),
                                 full_name(pod),
-                                if ns(pod) == istio_ns || ns(pod).is_empty() {
+                                if ns_of(pod) == istio_ns || ns_of(pod).is_empty() {
                                     format!("`{istio_ns}`")
                                 } else {
-                                    format!("`{istio_ns}` or `{}`", ns(pod))
+                                    format!("`{istio_ns}` or `{}`", ns_of(pod))
                                 }
                             ),
                         );
@@ -723,38 +641,5 @@ mod tests {
             "gateway-istio-autogenerated-k8s-gateway-http"
         ));
         assert!(!is_internal_gateway_reference("istio-system/ingress"));
-    }
-
-    #[test]
-    fn wildcard_service_entries_are_found_in_scope() {
-        let mut hosts = ServiceHosts::default();
-        hosts.insert(EXPORT_ALL, "default", "*.eu.bookinfo.com", &[80]);
-        hosts.insert("other", "other", "*", &[]);
-        hosts.insert(EXPORT_ALL, "default", "reviews", &[9080]);
-        hosts.insert("default", "other", "abc.bookinfo.com", &[]);
-        assert!(
-            hosts
-                .lookup("default", &[], "reviews.eu.bookinfo.com")
-                .is_some()
-        );
-        assert!(hosts.lookup("default", &[], "*.eu.bookinfo.com").is_some());
-        assert!(hosts.lookup("default", &[], "reviews").is_some());
-        assert!(hosts.lookup("x", &[], "reviews").is_none());
-        assert!(
-            hosts
-                .lookup("x", &[], "reviews.default.svc.cluster.local")
-                .is_some()
-        );
-        assert!(hosts.lookup("third", &[], "bogus").is_none());
-        assert!(hosts.lookup("other", &[], "anything.com").is_some());
-        assert!(hosts.lookup("default", &[], "abc.bookinfo.com").is_some());
-        assert!(hosts.lookup("third", &[], "abc.bookinfo.com").is_none());
-        // The VirtualService's own exportTo decides where it looks.
-        let bogus = vec!["bogus".to_string()];
-        assert!(
-            hosts
-                .lookup("default", &bogus, "abc.bookinfo.com")
-                .is_none()
-        );
     }
 }

@@ -433,16 +433,7 @@ impl Protocol {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn errors(f: impl FnOnce(&mut Checker)) -> Vec<String> {
-        let mut c = Checker::new("spec");
-        f(&mut c);
-        c.into_findings()
-            .into_iter()
-            .filter(|f| f.severity == crate::Severity::Error)
-            .map(|f| format!("{}: {}", f.path, f.message))
-            .collect()
-    }
+    use crate::check::error_messages as errors;
 
     #[test]
     fn string_match_allows_one_kind_and_rejects_empty_prefix() {

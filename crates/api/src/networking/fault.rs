@@ -155,16 +155,7 @@ impl HttpFaultInjection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn errors(f: impl FnOnce(&mut Checker)) -> Vec<String> {
-        let mut c = Checker::new("fault");
-        f(&mut c);
-        c.into_findings()
-            .into_iter()
-            .filter(|f| f.severity == crate::Severity::Error)
-            .map(|f| f.message)
-            .collect()
-    }
+    use crate::check::error_messages as errors;
 
     #[test]
     fn fault_percentages_and_statuses() {

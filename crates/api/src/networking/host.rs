@@ -165,13 +165,15 @@ pub(crate) fn namespace_slash_host(host: &str, gateway: bool) -> Vec<String> {
     errors
 }
 
-fn is_wildcarded(host: &str) -> bool {
+/// True for `*` and `*.example.com` (any host written with a leading `*`).
+pub fn is_wildcard(host: &str) -> bool {
     host.starts_with('*')
 }
 
-/// True when two hosts can name the same service (one covers the other).
-pub(crate) fn host_matches(a: &str, b: &str) -> bool {
-    match (is_wildcarded(a), is_wildcarded(b)) {
+/// True when two hosts can name the same service: equal names, or a wildcard that
+/// covers the other name (of two wildcards, the wider one covers the narrower).
+pub fn host_matches(a: &str, b: &str) -> bool {
+    match (is_wildcard(a), is_wildcard(b)) {
         (true, true) => {
             if a.len() < b.len() {
                 b[1..].ends_with(&a[1..])
@@ -185,9 +187,9 @@ pub(crate) fn host_matches(a: &str, b: &str) -> bool {
     }
 }
 
-/// True when every name `a` covers is also covered by `b`.
-pub(crate) fn host_subset_of(a: &str, b: &str) -> bool {
-    match (is_wildcarded(a), is_wildcarded(b)) {
+/// True when every name `a` covers is also covered by `b` (`b` may be a wildcard).
+pub fn host_subset_of(a: &str, b: &str) -> bool {
+    match (is_wildcard(a), is_wildcard(b)) {
         (true, true) => a.len() >= b.len() && a[1..].ends_with(&b[1..]),
         (true, false) => false,
         (false, true) => a.ends_with(&b[1..]),
@@ -270,6 +272,28 @@ mod tests {
             "billing.example.org",
             "payments.example.com"
         ));
+    }
+
+    #[test]
+    fn wildcard_hosts_match_like_istio() {
+        assert!(host_matches("*.example.com", "web.example.com"));
+        assert!(host_matches("web.example.com", "*.example.com"));
+        assert!(!host_matches("*.example.com", "example.com"));
+        assert!(host_matches("*", "anything.org"));
+        assert!(host_matches("*.d", "*.productpage.d"));
+        assert!(host_matches("*.productpage.d", "*.d"));
+        assert!(!host_matches("*.productpage.b", "*.productpage"));
+        assert!(!host_matches("a.com", "b.com"));
+        assert!(host_matches("a.com", "a.com"));
+    }
+
+    #[test]
+    fn wildcards_cover_their_suffix() {
+        assert!(host_subset_of("a.example.com", "*.example.com"));
+        assert!(host_subset_of("*.b.example.com", "*.example.com"));
+        assert!(host_subset_of("anything.at.all", "*"));
+        assert!(!host_subset_of("example.org", "*.example.com"));
+        assert!(host_subset_of("a.com", "a.com"));
     }
 
     #[test]

@@ -383,16 +383,7 @@ impl CorsPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn errors(f: impl FnOnce(&mut Checker)) -> Vec<String> {
-        let mut c = Checker::new("http");
-        f(&mut c);
-        c.into_findings()
-            .into_iter()
-            .filter(|f| f.severity == crate::Severity::Error)
-            .map(|f| f.message)
-            .collect()
-    }
+    use crate::check::error_messages as errors;
 
     #[test]
     fn retry_on_accepts_policies_and_status_codes() {

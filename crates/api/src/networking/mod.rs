@@ -5,7 +5,7 @@ mod common;
 mod destination_rule;
 mod fault;
 mod gateway;
-mod host;
+pub mod host;
 mod http_policy;
 mod http_route;
 mod load_balancer;

@@ -362,16 +362,7 @@ impl ClientTlsSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn errors(f: impl FnOnce(&mut Checker)) -> Vec<String> {
-        let mut c = Checker::new("tls");
-        f(&mut c);
-        c.into_findings()
-            .into_iter()
-            .filter(|f| f.severity == crate::Severity::Error)
-            .map(|f| f.message)
-            .collect()
-    }
+    use crate::check::error_messages as errors;
 
     #[test]
     fn simple_tls_needs_certificate_or_credential() {

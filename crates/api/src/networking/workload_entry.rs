@@ -113,15 +113,10 @@ impl WorkloadEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::error_messages;
 
     fn errors(we: &WorkloadEntry) -> Vec<String> {
-        let mut c = Checker::new("spec");
-        we.validate(&ObjectMeta::default(), &mut c);
-        c.into_findings()
-            .into_iter()
-            .filter(|f| f.severity == crate::Severity::Error)
-            .map(|f| f.message)
-            .collect()
+        error_messages(|c| we.validate(&ObjectMeta::default(), c))
     }
 
     #[test]

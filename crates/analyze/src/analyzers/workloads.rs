@@ -1,19 +1,16 @@
-//! Helpers shared by the workload-facing analyzers: labels and selectors, which
-//! pods and services go together, whether a workload carries the sidecar, service
-//! port protocols, and the mesh config when the input carries one.
-//!
-//! Everything reads `Resource::raw` (the document as written), so the helpers work
-//! whatever the typed spec of a kind looks like.
+//! Pods, Services and Namespaces as the mesh sees them: which pods a selector picks
+//! and which Services front a pod, whether a workload runs the sidecar (or ambient
+//! mode), and the protocol Istio gives a Service port.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use serde_json::Value;
 use trellis_api::Resource;
 
+use super::json::{scalar_text, string_map};
+use super::names::ns_of;
+use super::selectors::{Labels, selector_matches};
 use crate::Context;
-
-/// Labels, annotations or a `matchLabels` selector.
-pub type Labels = BTreeMap<String, String>;
 
 /// The container Istio injects.
 pub const PROXY_CONTAINER: &str = "istio-proxy";
@@ -26,53 +23,22 @@ pub const INJECT_KEY: &str = "sidecar.istio.io/inject";
 /// The label that puts a namespace or pod in ambient mode.
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 
-/// The text of a scalar as Kubernetes reads label and annotation values
-/// (an unquoted `true` or `8080` in YAML still means the text).
-pub fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+/// The Pods of the input (core Kubernetes).
+pub fn pods<'c>(cx: &'c Context<'_>) -> impl Iterator<Item = &'c Resource> + 'c {
+    cx.of("", "Pod")
 }
 
-/// A JSON object of scalars as a string map (anything else reads as empty).
-pub fn string_map(v: &Value) -> Labels {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| scalar_text(v).map(|t| (k.clone(), t)))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The Services of the input (core Kubernetes).
+pub fn services<'c>(cx: &'c Context<'_>) -> impl Iterator<Item = &'c Resource> + 'c {
+    cx.of("", "Service")
 }
 
-/// Whether an equality selector matches a set of labels (an empty selector matches all).
-pub fn selector_matches(selector: &Labels, labels: &Labels) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
-/// Renders a selector the way `kubectl` does: `a=b,c=d`.
-pub fn selector_text(selector: &Labels) -> String {
-    selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The namespace of a resource, as a string (empty when none is written).
-pub fn ns_of(r: &Resource) -> &str {
-    r.meta.namespace.as_deref().unwrap_or("")
-}
-
-/// `namespace/name`, or just `name` without a namespace.
-pub fn full_name(r: &Resource) -> String {
-    match r.meta.namespace.as_deref() {
-        Some(ns) if !ns.is_empty() => format!("{ns}/{}", r.meta.name),
-        _ => r.meta.name.clone(),
-    }
+/// Pods in any namespace whose labels match `selector`.
+pub fn pods_selected<'a>(
+    cx: &'a Context<'_>,
+    selector: &'a Labels,
+) -> impl Iterator<Item = &'a Resource> + 'a {
+    pods(cx).filter(move |p| selector_matches(selector, &p.meta.labels))
 }
 
 /// Pods in `namespace` whose labels match `selector`.
@@ -81,8 +47,7 @@ pub fn pods_matching<'a>(
     namespace: &'a str,
     selector: &'a Labels,
 ) -> impl Iterator<Item = &'a Resource> + 'a {
-    cx.of("", "Pod")
-        .filter(move |p| ns_of(p) == namespace && selector_matches(selector, &p.meta.labels))
+    pods_selected(cx, selector).filter(move |p| ns_of(p) == namespace)
 }
 
 /// Services in `namespace` whose (non-empty) selector matches `pod_labels`.
@@ -92,32 +57,22 @@ pub fn services_selecting<'a>(
     namespace: &'a str,
     pod_labels: &'a Labels,
 ) -> impl Iterator<Item = &'a Resource> + 'a {
-    cx.of("", "Service").filter(move |s| {
+    services(cx).filter(move |s| {
         let selector = string_map(&s.raw["spec"]["selector"]);
         ns_of(s) == namespace && !selector.is_empty() && selector_matches(&selector, pod_labels)
     })
 }
 
-/// The Namespace resource called `name`, when the input has one.
+/// The `metadata.name` → Namespace resource index (a repeated name keeps the last).
+pub fn namespaces<'a>(cx: &'a Context<'_>) -> HashMap<&'a str, &'a Resource> {
+    cx.of("", "Namespace")
+        .map(|n| (n.meta.name.as_str(), n))
+        .collect()
+}
+
+/// The first Namespace resource called `name`, when the input has one.
 pub fn namespace_named<'a>(cx: &'a Context<'_>, name: &str) -> Option<&'a Resource> {
     cx.of("", "Namespace").find(|n| n.meta.name == name)
-}
-
-/// Resources Istio's installation owns (labelled `istio: ...` or `release: istio`).
-pub fn is_control_plane(labels: &Labels) -> bool {
-    labels.contains_key("istio") || labels.get("release").is_some_and(|v| v == "istio")
-}
-
-/// Resources the Istio gateway controller generated (gateways, waypoints, east-west).
-pub fn is_generated_by_gateway_controller(labels: &Labels) -> bool {
-    matches!(
-        labels.get("gateway.istio.io/managed").map(String::as_str),
-        Some(
-            "istio.io-gateway-controller"
-                | "istio.io-mesh-controller"
-                | "istio.io-eastwest-controller"
-        )
-    )
 }
 
 /// Whether a pod spec already carries the proxy: a container (or a native sidecar
@@ -131,10 +86,9 @@ pub fn has_proxy(pod_spec: &Value) -> bool {
 }
 
 /// Whether the namespace asks for injection: `Some(true)` for `istio-injection=enabled`
-/// or a revision label, `Some(false)` for another value, `None` when it says nothing
-/// (or the namespace is not in the input).
-pub fn namespace_injection(cx: &Context<'_>, namespace: &str) -> Option<bool> {
-    let ns = namespace_named(cx, namespace)?;
+/// or a revision label, `Some(false)` for another value of `istio-injection`, `None`
+/// when it says nothing.
+pub fn namespace_injection(ns: &Resource) -> Option<bool> {
     let labels = &ns.meta.labels;
     match labels.get(INJECTION_LABEL) {
         Some(v) => Some(v == "enabled"),
@@ -142,9 +96,14 @@ pub fn namespace_injection(cx: &Context<'_>, namespace: &str) -> Option<bool> {
     }
 }
 
-/// Whether a workload (a pod, or a pod template) runs with the sidecar: it has one
-/// already, or its label / annotation asks for one, or else its namespace does.
-pub fn workload_in_mesh(cx: &Context<'_>, namespace: &str, meta: &Value, pod_spec: &Value) -> bool {
+/// Whether a workload (a pod, or a pod template: its raw `metadata` and `spec`) runs
+/// with the sidecar: it has one already, or its `sidecar.istio.io/inject` label (else
+/// annotation) says `true`; when the workload says nothing, `namespace_injects` decides.
+pub fn workload_in_mesh(
+    meta: &Value,
+    pod_spec: &Value,
+    namespace_injects: impl FnOnce() -> bool,
+) -> bool {
     if has_proxy(pod_spec) {
         return true;
     }
@@ -153,19 +112,30 @@ pub fn workload_in_mesh(cx: &Context<'_>, namespace: &str, meta: &Value, pod_spe
             return v == "true";
         }
     }
-    namespace_injection(cx, namespace).unwrap_or(false)
+    namespace_injects()
 }
 
-/// The mesh config, when the input carries Istio's `istio` ConfigMap (key `mesh`)
-/// in the control plane namespace, as `istioctl analyze` reads it from a cluster.
-pub fn mesh_config(cx: &Context<'_>) -> Option<Value> {
-    let istio_ns = cx.options().istio_namespace.as_str();
-    let cm = cx.of("", "ConfigMap").find(|c| {
-        c.meta.name == "istio" && c.meta.namespace.as_deref().is_none_or(|n| n == istio_ns)
-    })?;
-    let text = cm.raw["data"]["mesh"].as_str()?;
-    let doc = trellis_api::yaml::parse(text).ok()?.into_iter().next()?;
-    Some(doc.root.to_json())
+/// True when the pod's traffic is redirected to ztunnel (ambient mode).
+pub fn pod_in_ambient(pod: &Resource) -> bool {
+    pod.meta
+        .annotations
+        .get("ambient.istio.io/redirection")
+        .is_some_and(|v| v == "enabled")
+}
+
+/// True when the namespace is labelled for ambient mode and not also for sidecar
+/// injection (an injection or revision label wins).
+pub fn namespace_in_ambient(ns: &Resource) -> bool {
+    let labels = &ns.meta.labels;
+    if labels.get(INJECTION_LABEL).is_some_and(|v| v == "enabled") {
+        return false;
+    }
+    if labels.get(REVISION_LABEL).is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    labels
+        .get(DATAPLANE_MODE_LABEL)
+        .is_some_and(|v| v == "ambient")
 }
 
 /// The protocol Istio gives a Service port, from its `appProtocol` or the prefix of
@@ -223,28 +193,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn empty_selector_matches_everything_and_values_must_be_equal() {
-        let pod = labels(&[("app", "a"), ("version", "v1")]);
-        assert!(selector_matches(&Labels::new(), &pod));
-        assert!(selector_matches(&labels(&[("app", "a")]), &pod));
-        assert!(!selector_matches(&labels(&[("app", "b")]), &pod));
-        assert!(!selector_matches(&labels(&[("tier", "a")]), &pod));
-    }
-
-    #[test]
-    fn unquoted_scalars_read_as_text() {
-        let m = string_map(&json!({"a": true, "b": 3, "c": "x", "d": null}));
-        assert_eq!(m, labels(&[("a", "true"), ("b", "3"), ("c", "x")]));
-    }
-
     #[test]
     fn port_protocols_follow_istio_naming() {
         let p = |v: Value| service_port_protocol(&v);
@@ -287,5 +235,18 @@ mod tests {
             &json!({"containers": [{"name": "istio-proxy"}]})
         ));
         assert!(!has_proxy(&json!({})));
+    }
+
+    #[test]
+    fn the_workload_speaks_before_its_namespace() {
+        let spec = json!({"containers": [{"name": "app", "image": "app"}]});
+        let meta = |labels: Value, annotations: Value| json!({"labels": labels, "annotations": annotations});
+        let opt_out = meta(json!({INJECT_KEY: "false"}), json!({INJECT_KEY: "true"}));
+        assert!(!workload_in_mesh(&opt_out, &spec, || true));
+        let opt_in = meta(json!({}), json!({INJECT_KEY: true}));
+        assert!(workload_in_mesh(&opt_in, &spec, || false));
+        let silent = meta(json!({}), json!({}));
+        assert!(workload_in_mesh(&silent, &spec, || true));
+        assert!(!workload_in_mesh(&silent, &spec, || false));
     }
 }
