@@ -16,7 +16,14 @@ const MAGLEV_SIZE: usize = 65_537;
 const RING_SIZE: usize = 1024;
 
 /// The compiled balancer of one cluster.
-pub enum Balancer {
+pub struct Balancer {
+    algorithm: Algorithm,
+    /// Below this share of healthy endpoints, ejections are ignored (Envoy's panic
+    /// threshold, Istio's `minHealthPercent`); 0 never panics.
+    panic_threshold: u32,
+}
+
+enum Algorithm {
     RoundRobin { order: Vec<usize> },
     LeastRequest,
     Random { order: Vec<usize> },
@@ -26,20 +33,15 @@ pub enum Balancer {
 
 impl Balancer {
     /// Builds the tables for `endpoints` with their `weights`.
-    pub fn build(lb: &LoadBalancer, endpoints: &[Arc<EndpointState>], weights: &[u32]) -> Self {
-        let order = weighted_order(weights);
-        match lb {
-            LoadBalancer::RoundRobin | LoadBalancer::Passthrough => Balancer::RoundRobin { order },
-            LoadBalancer::LeastRequest => Balancer::LeastRequest,
-            LoadBalancer::Random => Balancer::Random { order },
-            LoadBalancer::ConsistentHash(policy) => match policy.algorithm {
-                HashAlgorithm::RingHash => Balancer::Ring {
-                    ring: build_ring(endpoints, weights),
-                },
-                HashAlgorithm::Maglev => Balancer::Maglev {
-                    table: build_maglev(endpoints, weights),
-                },
-            },
+    pub fn build(
+        lb: &LoadBalancer,
+        endpoints: &[Arc<EndpointState>],
+        weights: &[u32],
+        min_health_percent: u32,
+    ) -> Self {
+        Balancer {
+            algorithm: Algorithm::build(lb, endpoints, weights),
+            panic_threshold: min_health_percent,
         }
     }
 
@@ -52,27 +54,61 @@ impl Balancer {
         hash: Option<u64>,
         avoid: &[usize],
     ) -> Option<usize> {
+        let panic = self.panic_threshold > 0 && {
+            let healthy = endpoints.iter().filter(|e| !e.is_ejected()).count();
+            healthy * 100 < self.panic_threshold as usize * endpoints.len()
+        };
+        self.algorithm.pick(state, endpoints, hash, avoid, panic)
+    }
+}
+
+impl Algorithm {
+    fn build(lb: &LoadBalancer, endpoints: &[Arc<EndpointState>], weights: &[u32]) -> Self {
+        let order = weighted_order(weights);
+        match lb {
+            LoadBalancer::RoundRobin | LoadBalancer::Passthrough => Algorithm::RoundRobin { order },
+            LoadBalancer::LeastRequest => Algorithm::LeastRequest,
+            LoadBalancer::Random => Algorithm::Random { order },
+            LoadBalancer::ConsistentHash(policy) => match policy.algorithm {
+                HashAlgorithm::RingHash => Algorithm::Ring {
+                    ring: build_ring(endpoints, weights),
+                },
+                HashAlgorithm::Maglev => Algorithm::Maglev {
+                    table: build_maglev(endpoints, weights),
+                },
+            },
+        }
+    }
+
+    fn pick(
+        &self,
+        state: &ClusterState,
+        endpoints: &[Arc<EndpointState>],
+        hash: Option<u64>,
+        avoid: &[usize],
+        panic: bool,
+    ) -> Option<usize> {
         if endpoints.is_empty() {
             return None;
         }
-        let usable = |i: usize| !endpoints[i].is_ejected() && !avoid.contains(&i);
-        let healthy = |i: usize| !endpoints[i].is_ejected();
+        let healthy = |i: usize| panic || !endpoints[i].is_ejected();
+        let usable = |i: usize| healthy(i) && !avoid.contains(&i);
         let choice = match self {
-            Balancer::RoundRobin { order } => {
+            Algorithm::RoundRobin { order } => {
                 let start = state.round_robin.fetch_add(1, Ordering::Relaxed);
                 scan(order.len(), start, |k| order[k], usable)
             }
-            Balancer::Random { order } => {
+            Algorithm::Random { order } => {
                 let start = rand::below(order.len() as u64) as usize;
                 scan(order.len(), start, |k| order[k], usable)
             }
-            Balancer::LeastRequest => least_request(endpoints, &usable),
-            Balancer::Ring { ring } => {
+            Algorithm::LeastRequest => least_request(endpoints, &usable),
+            Algorithm::Ring { ring } => {
                 let h = hash.unwrap_or_else(rand::next_u64);
                 let start = ring.partition_point(|(point, _)| *point < h) % ring.len().max(1);
                 scan(ring.len(), start, |k| ring[k].1, usable)
             }
-            Balancer::Maglev { table } => {
+            Algorithm::Maglev { table } => {
                 let h = hash.unwrap_or_else(rand::next_u64);
                 let i = table[(h % table.len() as u64) as usize] as usize;
                 if usable(i) {
@@ -87,7 +123,7 @@ impl Balancer {
             if avoid.is_empty() {
                 None
             } else {
-                self.pick(state, endpoints, hash, &[])
+                self.pick(state, endpoints, hash, &[], panic)
                     .filter(|i| healthy(*i))
             }
         })
@@ -232,7 +268,7 @@ mod tests {
     #[test]
     fn round_robin_visits_every_endpoint_evenly() {
         let (state, eps) = cluster(3);
-        let b = Balancer::build(&LoadBalancer::RoundRobin, &eps, &[1, 1, 1]);
+        let b = Balancer::build(&LoadBalancer::RoundRobin, &eps, &[1, 1, 1], 0);
         let mut counts = [0; 3];
         for _ in 0..300 {
             counts[b.pick(&state, &eps, None, &[]).expect("pick")] += 1;
@@ -248,7 +284,7 @@ mod tests {
                 key: Default::default(),
                 algorithm: algorithm.clone(),
             });
-            let b = Balancer::build(&lb, &eps, &[1, 1, 1, 1]);
+            let b = Balancer::build(&lb, &eps, &[1, 1, 1, 1], 0);
             let mut seen = [0; 4];
             for key in 0..2000u64 {
                 let h = rand::hash(&key.to_le_bytes());
@@ -263,11 +299,34 @@ mod tests {
     #[test]
     fn retries_avoid_hosts_already_tried() {
         let (state, eps) = cluster(2);
-        let b = Balancer::build(&LoadBalancer::Random, &eps, &[1, 1]);
+        let b = Balancer::build(&LoadBalancer::Random, &eps, &[1, 1], 0);
         for _ in 0..50 {
             assert_eq!(b.pick(&state, &eps, None, &[0]), Some(1));
         }
         // With every host tried, a retry may reuse one.
         assert!(b.pick(&state, &eps, None, &[0, 1]).is_some());
+    }
+
+    #[test]
+    fn below_min_health_ejections_are_ignored() {
+        use crate::state::{Outcome, record_outcome};
+        let (state, eps) = cluster(3);
+        let policy = trellis_model::OutlierDetection {
+            consecutive_5xx: 1,
+            base_ejection_ms: 60_000,
+            max_ejection_percent: 100,
+            ..Default::default()
+        };
+        for e in &eps[..2] {
+            record_outcome(&state, &eps, e, Some(&policy), Outcome::Status(500));
+        }
+        let strict = Balancer::build(&LoadBalancer::RoundRobin, &eps, &[1, 1, 1], 0);
+        assert!((0..30).all(|_| strict.pick(&state, &eps, None, &[]) == Some(2)));
+        // One healthy of three is below 50%: the proxy panics and uses every endpoint.
+        let panicking = Balancer::build(&LoadBalancer::RoundRobin, &eps, &[1, 1, 1], 50);
+        let picked: std::collections::BTreeSet<usize> = (0..30)
+            .filter_map(|_| panicking.pick(&state, &eps, None, &[]))
+            .collect();
+        assert_eq!(picked.len(), 3);
     }
 }

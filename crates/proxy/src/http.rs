@@ -212,6 +212,18 @@ async fn route_and_forward(
     };
     log.peers = Some(listener.unrouted_labels.clone());
 
+    let cors_origin = match &route.model.cors {
+        Some(policy) => {
+            if let Some(reply) =
+                crate::cors::preflight(policy, &route.cors_origins, req.method(), req.headers())
+            {
+                return reply;
+            }
+            crate::cors::allowed_origin(&route.cors_origins, req.headers()).cloned()
+        }
+        None => None,
+    };
+
     if let Some(fault) = &route.model.fault {
         if let Some(delay) = &fault.delay
             && rand::chance(delay.percent)
@@ -305,6 +317,9 @@ async fn route_and_forward(
     );
     apply_header_ops(&mut parts.headers, &route.model.response_headers);
     apply_header_ops(&mut parts.headers, &weighted.response_headers);
+    if let (Some(policy), Some(origin)) = (&route.model.cors, cors_origin) {
+        crate::cors::decorate(policy, origin, &mut parts.headers);
+    }
     if let Some(cookie) = new_affinity_cookie(&cluster) {
         parts.headers.append(header::SET_COOKIE, cookie);
     }

@@ -10,6 +10,7 @@ mod access_log;
 mod admin;
 mod balance;
 mod body;
+mod cors;
 mod flags;
 mod http;
 mod listener;

@@ -125,6 +125,8 @@ pub struct RouteRt {
     pub pick: Option<WeightedPick>,
     pub mirrors: Vec<(Arc<ClusterRt>, f64)>,
     pub uri_regex: Option<(Regex, String)>,
+    /// Compiled `corsPolicy.allowOrigins`.
+    pub cors_origins: Vec<crate::matcher::Matcher>,
 }
 
 /// A compiled cluster joined to its state.
@@ -174,7 +176,8 @@ impl Snapshot {
                 ));
             }
             state.retain(&addrs);
-            let balancer = Balancer::build(&c.lb, &endpoints, &weights);
+            let min_health = c.outlier.as_ref().map_or(0, |o| o.min_health_percent);
+            let balancer = Balancer::build(&c.lb, &endpoints, &weights, min_health);
             let service_labels = peer_labels(
                 reporter,
                 source,
@@ -314,12 +317,21 @@ fn compile_table(
                     .iter()
                     .filter_map(|m| clusters.get(&m.cluster).map(|c| (c.clone(), m.percent)))
                     .collect();
+                let cors_origins = match &r.cors {
+                    Some(c) => c
+                        .allow_origins
+                        .iter()
+                        .map(crate::matcher::Matcher::compile)
+                        .collect::<Result<Vec<_>, _>>()?,
+                    None => Vec::new(),
+                };
                 Ok(RouteRt {
                     model: r.clone(),
                     matchers,
                     pick,
                     mirrors,
                     uri_regex,
+                    cors_origins,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;

@@ -592,3 +592,82 @@ async fn headers_are_edited_and_uri_rewritten() {
         "response header removed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_is_answered_and_responses_carry_the_origin() {
+    let v1 = Upstream::start("v1");
+    let port = free_port();
+    let route = Route {
+        action: forward(&[("v1", 100)]),
+        cors: Some(CorsPolicy {
+            allow_origins: vec![StringMatch::Exact("https://shop.example.com".into())],
+            allow_methods: vec!["GET".into(), "POST".into()],
+            allow_headers: vec!["x-token".into()],
+            expose_headers: vec![],
+            max_age_secs: Some(600),
+            allow_credentials: Some(true),
+        }),
+        ..Default::default()
+    };
+    let (_proxy, addr) = start(
+        config(
+            port,
+            vec![route],
+            vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
+        ),
+        None,
+    )
+    .await;
+    let mut client = Client::new(addr);
+    let preflight = http::Request::builder()
+        .method("OPTIONS")
+        .uri("/cart")
+        .header("host", "reviews")
+        .header("origin", "https://shop.example.com")
+        .header("access-control-request-method", "POST")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let before = v1.hits.load(Ordering::Relaxed);
+    let r = client.send(preflight).await.expect("preflight");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.headers
+            .get("access-control-allow-methods")
+            .map(|v| v.as_bytes()),
+        Some(&b"GET,POST"[..])
+    );
+    assert_eq!(
+        r.headers
+            .get("access-control-max-age")
+            .map(|v| v.as_bytes()),
+        Some(&b"600"[..])
+    );
+    assert_eq!(
+        v1.hits.load(Ordering::Relaxed),
+        before,
+        "the proxy answers the preflight itself"
+    );
+    let r = client
+        .get(
+            "reviews",
+            "/cart",
+            &[("origin", "https://shop.example.com")],
+        )
+        .await
+        .expect("request");
+    assert_eq!(
+        r.headers
+            .get("access-control-allow-origin")
+            .map(|v| v.as_bytes()),
+        Some(&b"https://shop.example.com"[..])
+    );
+    let r = client
+        .get(
+            "reviews",
+            "/cart",
+            &[("origin", "https://evil.example.com")],
+        )
+        .await
+        .expect("request");
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+}
