@@ -4,7 +4,9 @@
 mod apps;
 mod cmd;
 mod inputs;
+mod local;
 mod output;
+mod signals;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +36,10 @@ enum Command {
     Analyze(cmd::analyze::Args),
     /// Check and explain the bundled demo mesh (a bookstore with a 90/10 canary).
     Demo(cmd::demo::Args),
+    /// Run a directory of manifests as a local mesh of processes, each with a sidecar.
+    Up(cmd::up::Args),
+    /// Stop the mesh that `trellis up` started.
+    Down,
     /// Run the data plane (sidecar or gateway), standalone from a directory of YAML.
     Proxy(Box<cmd::proxy::Args>),
     /// Run an HTTP/1.1 and h2c server that answers every request with JSON about it.
@@ -49,6 +55,8 @@ fn main() {
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
+        Command::Up(args) => cmd::up::run(args),
+        Command::Down => cmd::up::down(),
         Command::Echo(args) => apps::echo::run(args),
         Command::Bookinfo(args) => apps::bookinfo::run(args),
     };

@@ -224,15 +224,31 @@ fn unknown_analyzer_is_a_usage_error_with_a_hint() {
 }
 
 #[test]
-fn demo_checks_the_bundled_mesh() {
-    let out = trellis(&["demo"], None);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("validate: 0 errors"), "{stdout}");
-    assert!(
-        stdout.contains("reviews v1 90%, reviews v2 10%"),
-        "{stdout}"
+fn demo_runs_the_mesh_and_reports_where_requests_go() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+        .to_string();
+    let out = trellis(
+        &[
+            "demo",
+            "--duration",
+            "3",
+            "--rate",
+            "40",
+            "--gateway-port",
+            &port,
+        ],
+        None,
     );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("mesh ready"), "{stdout}");
+    assert!(stdout.contains("reviews for everyone"), "{stdout}");
+    assert!(stdout.contains("reviews for beta"), "{stdout}");
+    assert!(stdout.contains("failed requests: 0"), "{stdout}");
     let printed = trellis(&["demo", "--print"], None);
     let check = trellis(&["validate", "-f", "-"], Some(&text(&printed.stdout)));
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));

@@ -84,6 +84,13 @@ impl Proxy {
     /// Compiles `config` and starts the workers and the admin thread.
     pub fn start(config: ProxyConfig, options: Options) -> Result<Proxy, String> {
         let registry = state::Registry::default();
+        // Fail now, with the address, rather than in a worker thread later.
+        for l in &config.listeners {
+            if let Some(addr) = l.bind {
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| format!("cannot listen on {addr} ({}): {e}", l.name))?;
+            }
+        }
         let snapshot = Snapshot::compile(config, &registry)?;
         let (changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {

@@ -1,15 +1,22 @@
-//! `trellis demo`: the bundled bookstore application and the seed's traffic
-//! configuration, checked end to end and explained.
-//!
-//! Today it loads, validates and analyzes the demo manifests and prints the routing
-//! they ask for. Running the mesh itself (proxies, control plane, live traffic) is
-//! not built yet; the command says so rather than pretending.
+//! `trellis demo`: the bundled bookstore (productpage → details, reviews → ratings;
+//! reviews v1, v2, v3) run as a local mesh with the seed's traffic rules — the 90/10
+//! canary of reviews and `x-user-type: beta` pinned to v2 — under light steady traffic,
+//! with a live summary of where requests go. Ctrl-C stops it.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use trellis_analyze::{Level, Options};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use trellis_analyze::{Level, Options as AnalyzeOptions};
 use trellis_api::{Loaded, Severity, load_str};
 
+use crate::local::{GATEWAY_IP, LocalMesh, Options};
 use crate::output;
 
 const BOOKINFO: &str = include_str!("../../../../demo/bookinfo.yaml");
@@ -17,12 +24,29 @@ const TRAFFIC: &str = include_str!("../../../../demo/traffic.yaml");
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  trellis demo            check and explain the demo mesh
-  trellis demo --print    print the demo manifests, to edit and feed to `trellis validate -f -`")]
+  trellis demo                         run the demo mesh until Ctrl-C
+  trellis demo --duration 30 --rate 50
+  trellis demo --print > demo.yaml     the manifests, to edit and run with `trellis up`")]
 pub struct Args {
-    /// Print the bundled manifests instead of checking them.
+    /// Print the bundled manifests and exit.
     #[arg(long)]
     pub print: bool,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<u64>,
+    /// Requests per second the demo sends through the gateway.
+    #[arg(long, default_value_t = 20)]
+    pub rate: u32,
+    /// Host port of the ingress gateway.
+    #[arg(long, default_value_t = 8080)]
+    pub gateway_port: u16,
+}
+
+/// Where the demo's requests went, by kind of user and reviews version.
+#[derive(Default)]
+struct Tally {
+    by: BTreeMap<(&'static str, String), u64>,
+    failed: u64,
 }
 
 /// Runs the demo.
@@ -32,6 +56,7 @@ pub fn run(args: &Args) -> i32 {
         let _ = write!(out, "{BOOKINFO}---\n{TRAFFIC}");
         return 0;
     }
+    let stop = crate::signals::stop_flag();
     let mut loaded = Loaded::default();
     loaded.extend(load_str("demo/bookinfo.yaml", BOOKINFO));
     loaded.extend(load_str("demo/traffic.yaml", TRAFFIC));
@@ -44,113 +69,191 @@ pub fn run(args: &Args) -> i32 {
         .filter(|p| p.severity == Severity::Error)
         .count();
     let messages =
-        trellis_analyze::analyze(&loaded.resources, &Options::default()).unwrap_or_default();
+        trellis_analyze::analyze(&loaded.resources, &AnalyzeOptions::default()).unwrap_or_default();
     let h = output::OK;
     let _ = writeln!(
         out,
-        "{h}Trellis demo{h:#}: a bookstore (productpage → details, reviews → ratings) with the seed's traffic rules\n"
+        "{h}Trellis demo{h:#}: a bookstore (productpage → details, reviews → ratings) with the seed's traffic rules"
     );
     let _ = writeln!(
         out,
-        "{} resources loaded from the bundled manifests",
-        loaded.resources.len()
-    );
-    let _ = writeln!(out, "  validate: {errors} errors");
-    let _ = writeln!(
-        out,
-        "  analyze:  {} errors, {} warnings, {} infos",
+        "  {} resources: validate {errors} errors; analyze {} errors, {} warnings",
+        loaded.resources.len(),
         messages.iter().filter(|m| m.level == Level::Error).count(),
         messages
             .iter()
             .filter(|m| m.level == Level::Warning)
-            .count(),
-        messages.iter().filter(|m| m.level == Level::Info).count()
+            .count()
     );
-    for p in &problems {
-        let _ = writeln!(out, "    {p}");
-    }
-    for m in &messages {
-        let _ = writeln!(out, "    {m}");
-    }
-    let _ = writeln!(out, "\nWorkloads:");
-    for r in loaded.resources.iter().filter(|r| r.kind == "Deployment") {
-        let labels = &r.raw["spec"]["template"]["metadata"]["labels"];
-        let _ = writeln!(
-            out,
-            "  {:<16} app={:<12} version={}",
-            r.meta.name,
-            labels["app"].as_str().unwrap_or("?"),
-            labels["version"].as_str().unwrap_or("?")
-        );
-    }
-    let _ = writeln!(out, "\nRouting:");
-    for r in loaded
-        .resources
-        .iter()
-        .filter(|r| r.kind == "VirtualService")
-    {
-        let hosts: Vec<&str> = r.raw["spec"]["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| h.as_str())
-            .collect();
-        let _ = writeln!(out, "  {} ({})", r.meta.name, hosts.join(", "));
-        for rule in r.raw["spec"]["http"].as_array().into_iter().flatten() {
-            let when = describe_match(&rule["match"]);
-            let to: Vec<String> = rule["route"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|d| {
-                    let dest = &d["destination"];
-                    let subset = dest["subset"]
-                        .as_str()
-                        .map(|s| format!(" {s}"))
-                        .unwrap_or_default();
-                    let weight = d["weight"]
-                        .as_i64()
-                        .map(|w| format!(" {w}%"))
-                        .unwrap_or_default();
-                    format!("{}{subset}{weight}", dest["host"].as_str().unwrap_or("?"))
-                })
-                .collect();
-            let _ = writeln!(out, "    {when:<28} → {}", to.join(", "));
+    if errors > 0 {
+        for p in &problems {
+            let _ = writeln!(out, "    {p}");
         }
+        return 1;
     }
-    let w = output::WARNING;
+    let started = Instant::now();
+    let options = Options {
+        gateway_port: args.gateway_port,
+        log_dir: super::up::fresh_log_dir(),
+    };
+    let mesh = match LocalMesh::start(&loaded.resources, options)
+        .and_then(|m| m.wait_ready(Duration::from_secs(20)).map(|()| m))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
+            return 1;
+        }
+    };
+    super::up::print_summary(&mesh, started.elapsed());
     let _ = writeln!(
         out,
-        "\n{w}Not yet running:{w:#} the proxy (issue 3) and the control plane with `trellis up` (issue 4)\n\
-         are still being built, so this demo checks and explains the mesh but sends no traffic.\n\
-         Try `trellis demo --print | trellis validate -f -` and edit the manifests to see the errors Trellis gives."
+        "\n  routing: reviews → 90% v1, 10% v2; requests with `x-user-type: beta` → v2\n  try: curl -H 'host: app.example.com' http://{}/productpage\n",
+        mesh.gateway
     );
-    if errors > 0 { 1 } else { 0 }
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let traffic_stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (tally, traffic_stop, gateway, rate) = (
+            tally.clone(),
+            traffic_stop.clone(),
+            mesh.gateway,
+            args.rate.max(1),
+        );
+        std::thread::spawn(move || send_traffic(gateway, rate, &tally, &traffic_stop))
+    };
+    let deadline = args
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let live = std::io::stdout().is_terminal();
+    let mut printed_lines = 0;
+    let mut last_print = Instant::now();
+    while !stop.load(Ordering::Acquire) && deadline.is_none_or(|d| Instant::now() < d) {
+        std::thread::sleep(Duration::from_millis(200));
+        if live {
+            let text = summary(&tally.lock().unwrap_or_else(|e| e.into_inner()), &mesh);
+            if printed_lines > 0 {
+                let _ = write!(out, "\x1b[{printed_lines}A\x1b[J");
+            }
+            printed_lines = text.lines().count();
+            let _ = write!(out, "{text}");
+        } else if last_print.elapsed() >= Duration::from_secs(5) {
+            last_print = Instant::now();
+            let _ = write!(
+                out,
+                "{}",
+                summary(&tally.lock().unwrap_or_else(|e| e.into_inner()), &mesh)
+            );
+        }
+    }
+    traffic_stop.store(true, Ordering::Release);
+    let _ = traffic.join();
+    if !live {
+        let _ = write!(
+            out,
+            "{}",
+            summary(&tally.lock().unwrap_or_else(|e| e.into_inner()), &mesh)
+        );
+    }
+    let _ = writeln!(out, "stopping {} pods…", mesh.plan.pods.len());
+    drop(mesh);
+    0
 }
 
-fn describe_match(matches: &serde_json::Value) -> String {
-    let Some(list) = matches.as_array() else {
-        return "otherwise".into();
-    };
-    let parts: Vec<String> = list
-        .iter()
-        .flat_map(|m| {
-            m["headers"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(name, cond)| {
-                    let (op, value) = cond
-                        .as_object()
-                        .and_then(|c| c.iter().next())
-                        .map_or(("", ""), |(k, v)| (k.as_str(), v.as_str().unwrap_or("")));
-                    format!("{name} {op} {value}")
-                })
-        })
-        .collect();
-    if parts.is_empty() {
-        "when matched".into()
-    } else {
-        format!("when {}", parts.join(" and "))
+fn summary(t: &Tally, mesh: &LocalMesh) -> String {
+    let mut s = String::new();
+    for user in ["everyone", "beta"] {
+        let total: u64 =
+            t.by.iter()
+                .filter(|((u, _), _)| *u == user)
+                .map(|(_, n)| n)
+                .sum();
+        let parts: Vec<String> = t
+            .by
+            .iter()
+            .filter(|((u, _), _)| *u == user)
+            .map(|((_, v), n)| format!("{v} {n} ({:.1}%)", 100.0 * *n as f64 / total.max(1) as f64))
+            .collect();
+        s.push_str(&format!(
+            "  reviews for {user:<9} {total:>6} requests: {}\n",
+            if parts.is_empty() {
+                "-".to_string()
+            } else {
+                parts.join(", ")
+            }
+        ));
     }
+    let restarts: u32 = mesh.restarts().iter().sum();
+    s.push_str(&format!(
+        "  failed requests: {}   app restarts: {restarts}   metrics: http://{GATEWAY_IP}:15020/stats/prometheus\n",
+        t.failed
+    ));
+    s
+}
+
+/// Sends `rate` requests a second through the gateway until `stop`; one in ten as a beta user.
+fn send_traffic(gateway: SocketAddr, rate: u32, tally: &Mutex<Tally>, stop: &AtomicBool) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let mut sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
+        let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+        let mut n: u64 = 0;
+        while !stop.load(Ordering::Acquire) {
+            let next = tokio::time::Instant::now() + interval;
+            n += 1;
+            let beta = n.is_multiple_of(10);
+            let version = request(&mut sender, gateway, beta).await;
+            {
+                let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+                match version {
+                    Some(v) => {
+                        *t.by
+                            .entry((if beta { "beta" } else { "everyone" }, v))
+                            .or_insert(0) += 1
+                    }
+                    None => t.failed += 1,
+                }
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    });
+}
+
+/// One request; the reviews version that answered, or `None` on failure.
+async fn request(
+    sender: &mut Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    gateway: SocketAddr,
+    beta: bool,
+) -> Option<String> {
+    if sender.as_ref().is_none_or(|s| s.is_closed()) {
+        let stream = tokio::net::TcpStream::connect(gateway).await.ok()?;
+        let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        *sender = Some(s);
+    }
+    let s = sender.as_mut()?;
+    s.ready().await.ok()?;
+    let mut req = http::Request::builder()
+        .uri("/api/v1/products/0")
+        .header("host", "app.example.com");
+    if beta {
+        req = req.header("x-user-type", "beta");
+    }
+    let response = s
+        .send_request(req.body(Full::new(Bytes::new())).ok()?)
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    json["versions"]["reviews"].as_str().map(str::to_string)
 }

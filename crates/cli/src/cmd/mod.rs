@@ -3,4 +3,5 @@
 pub mod analyze;
 pub mod demo;
 pub mod proxy;
+pub mod up;
 pub mod validate;

@@ -1,0 +1,235 @@
+//! `trellis up DIR` and `trellis down`: run the manifests in a directory as a local
+//! mesh — every Deployment replica a process on its own loopback address behind its own
+//! sidecar, an ingress gateway on a host port — and follow edits to the directory.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use trellis_api::{Resource, Severity};
+
+use crate::local::{GATEWAY_IP, LocalMesh, Options};
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  trellis up ./manifests                   run it; Ctrl-C (or `trellis down`) stops everything
+  trellis up ./manifests --gateway-port 9000
+  curl -H 'host: app.example.com' http://127.0.0.1:8080/   through the ingress gateway
+
+Each pod gets a pod IP (127.0.1.N) where its sidecar listens and an app IP (127.0.2.N)
+where its process listens (LISTEN is set for it). Apps reach services through their
+sidecar: HTTP_PROXY=http://POD_IP:15001 is set, so `http://reviews:9080/` just works.
+Sidecar admin: http://POD_IP:15000/config_dump; metrics: http://POD_IP:15020/stats/prometheus.")]
+pub struct Args {
+    /// Directory (or file) of Kubernetes and Istio manifests.
+    pub dir: PathBuf,
+    /// Host port for the ingress gateway's port 80.
+    #[arg(long, default_value_t = 8080)]
+    pub gateway_port: u16,
+    /// Where the apps' output goes (default: a fresh temporary directory).
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+}
+
+/// Where `trellis up` records its process id for `trellis down`.
+fn pid_file() -> PathBuf {
+    std::env::temp_dir().join("trellis-up.pid")
+}
+
+/// Loads and validates a directory; errors are listed with file and line.
+pub fn load_valid(paths: &[PathBuf]) -> Result<Vec<Resource>, String> {
+    let (loaded, _) = crate::inputs::load(paths);
+    let mut problems: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    for r in &loaded.resources {
+        problems.extend(
+            r.validate()
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| d.to_string()),
+        );
+    }
+    if problems.is_empty() {
+        Ok(loaded.resources)
+    } else {
+        Err(format!(
+            "the configuration is invalid:\n  {}",
+            problems.join("\n  ")
+        ))
+    }
+}
+
+/// Default log directory: a new folder under the system's temporary directory.
+pub fn fresh_log_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("trellis-up-{}", std::process::id()))
+}
+
+/// Runs the mesh until Ctrl-C, SIGTERM or `trellis down`.
+pub fn run(args: &Args) -> i32 {
+    let mut err = anstream::stderr();
+    // Before any child starts: a Ctrl-C from now on stops everything cleanly.
+    let stop = crate::signals::stop_flag();
+    let resources = match load_valid(std::slice::from_ref(&args.dir)) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
+            return 1;
+        }
+    };
+    let started = Instant::now();
+    let options = Options {
+        gateway_port: args.gateway_port,
+        log_dir: args.log_dir.clone().unwrap_or_else(fresh_log_dir),
+    };
+    let mesh = match LocalMesh::start(&resources, options) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
+            return 1;
+        }
+    };
+    if let Err(e) = mesh.wait_ready(Duration::from_secs(20)) {
+        let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
+        return 1;
+    }
+    print_summary(&mesh, started.elapsed());
+    let _ = std::fs::write(pid_file(), std::process::id().to_string());
+    let mut seen = fingerprint(&args.dir);
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = fingerprint(&args.dir);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match load_valid(std::slice::from_ref(&args.dir)).and_then(|r| mesh.update(&r)) {
+            Ok(v) => {
+                let _ = writeln!(
+                    err,
+                    "{s}applied{s:#} the changed configuration (version {v})",
+                    s = output::OK
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    err,
+                    "{s}rejected{s:#} the change; the running configuration stays: {e}",
+                    s = output::ERROR
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        anstream::stdout(),
+        "stopping {} pods…",
+        mesh.plan.pods.len()
+    );
+    drop(mesh);
+    let _ = std::fs::remove_file(pid_file());
+    0
+}
+
+/// Prints the pods, the gateway and how to talk to them.
+pub fn print_summary(mesh: &LocalMesh, took: Duration) {
+    let mut out = anstream::stdout();
+    let s = output::OK;
+    let _ = writeln!(
+        out,
+        "{s}mesh ready{s:#} in {:.1}s: {} pods with sidecars, ingress gateway on http://{}",
+        took.as_secs_f64(),
+        mesh.plan.pods.len(),
+        mesh.gateway
+    );
+    let _ = writeln!(
+        out,
+        "\n  {:<22} {:<12} {:<12} {:<9} PORTS",
+        "POD", "POD IP", "APP IP", "VERSION"
+    );
+    for p in &mesh.plan.pods {
+        let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
+        let _ = writeln!(
+            out,
+            "  {:<22} {:<12} {:<12} {:<9} {}",
+            p.name,
+            p.pod_ip,
+            p.app_ip,
+            p.labels.get("version").map_or("-", String::as_str),
+            ports.join(",")
+        );
+    }
+    if let Some(p) = mesh.plan.pods.first() {
+        let _ = writeln!(
+            out,
+            "\n  send a request as {}:  curl -x http://{}:15001 http://SERVICE:PORT/",
+            p.name, p.pod_ip
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  gateway metrics: http://{GATEWAY_IP}:15020/stats/prometheus   app logs: {}",
+        mesh.log_dir.display()
+    );
+}
+
+/// `trellis down`: stops the mesh that `trellis up` started.
+pub fn down() -> i32 {
+    let Ok(pid) = std::fs::read_to_string(pid_file()) else {
+        let _ = writeln!(
+            anstream::stderr(),
+            "no running `trellis up` found ({} is absent)",
+            pid_file().display()
+        );
+        return 1;
+    };
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", pid.trim()])
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            let _ = writeln!(
+                anstream::stdout(),
+                "asked trellis up (pid {}) to stop",
+                pid.trim()
+            );
+            0
+        }
+        _ => {
+            let _ = std::fs::remove_file(pid_file());
+            let _ = writeln!(
+                anstream::stderr(),
+                "trellis up (pid {}) is not running",
+                pid.trim()
+            );
+            1
+        }
+    }
+}
+
+/// Names, sizes and modification times of every file under `path`.
+pub fn fingerprint(path: &std::path::Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&p) {
+                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        } else {
+            out.push((
+                p,
+                meta.len(),
+                meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+            ));
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,123 @@
+//! Turning ordinary manifests into a local mesh plan: each Deployment replica becomes
+//! a pod with two loopback addresses — the pod IP, where its sidecar listens (inbound
+//! on the container ports, outbound on 15001, admin 15000, metrics 15020), and an app
+//! IP, where the app itself listens — so no privileges and no port juggling are needed.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use trellis_api::{Resource, Spec};
+
+/// Most pods one local mesh may run (the loopback plan has room for 250).
+pub const MAX_PODS: usize = 250;
+
+/// One process of one replica.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// `reviews-v2-0`
+    pub name: String,
+    pub deployment: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    /// Where the sidecar listens; what the mesh sees.
+    pub pod_ip: IpAddr,
+    /// Where the app listens.
+    pub app_ip: IpAddr,
+    /// Container ports the app serves (inbound listeners front them).
+    pub ports: Vec<u16>,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Pods in a stable order.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub pods: Vec<Pod>,
+}
+
+/// Plans the pods of every Deployment in `resources`.
+pub fn plan(resources: &[Resource]) -> Result<Plan, String> {
+    let mut pods = Vec::new();
+    for r in resources {
+        let Spec::Deployment(d) = &r.spec else {
+            continue;
+        };
+        let replicas = d.spec.replicas.unwrap_or(1).max(0) as usize;
+        let template = &d.spec.template;
+        let Some(container) = template.spec.containers.first() else {
+            return Err(format!(
+                "Deployment {}: the pod template has no containers",
+                r.meta.name
+            ));
+        };
+        if template.spec.containers.len() > 1 {
+            tracing::warn!(deployment = %r.meta.name, "only the first container of a pod runs in local mode");
+        }
+        let mut command: Vec<String> = container
+            .command
+            .iter()
+            .chain(container.args.iter())
+            .cloned()
+            .collect();
+        if command.is_empty() {
+            return Err(format!(
+                "Deployment {}: container {} has no `command`; local mode runs commands, not images",
+                r.meta.name, container.name
+            ));
+        }
+        if command[0] == "trellis" {
+            command[0] = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "trellis".into());
+        }
+        let env: Vec<(String, String)> = container
+            .env
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect();
+        let ports: Vec<u16> = container
+            .ports
+            .iter()
+            .map(|p| p.container_port.clamp(1, 65535) as u16)
+            .collect();
+        for i in 0..replicas {
+            let n = pods.len();
+            if n >= MAX_PODS {
+                return Err(format!(
+                    "more than {MAX_PODS} pods; local mode runs at most {MAX_PODS}"
+                ));
+            }
+            pods.push(Pod {
+                name: format!("{}-{i}", r.meta.name),
+                deployment: r.meta.name.clone(),
+                namespace: r.meta.namespace_or_default().to_string(),
+                labels: template.metadata.labels.clone(),
+                service_account: template.spec.service_account().to_string(),
+                pod_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, (n + 1) as u8)),
+                app_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 2, (n + 1) as u8)),
+                ports: ports.clone(),
+                command: command.clone(),
+                env: env.clone(),
+            });
+        }
+    }
+    Ok(Plan { pods })
+}
+
+impl Plan {
+    /// The workloads compilation sees: each pod at its pod IP (where its sidecar listens).
+    pub fn workloads(&self) -> Vec<trellis_compile::Workload> {
+        self.pods
+            .iter()
+            .map(|p| trellis_compile::Workload {
+                name: p.deployment.clone(),
+                namespace: p.namespace.clone(),
+                labels: p.labels.clone(),
+                address: Some(p.pod_ip),
+                ports: BTreeMap::new(),
+                service_account: p.service_account.clone(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,237 @@
+//! `trellis up` as a user runs it: the demo manifests as a local mesh of real
+//! processes, traffic through the ingress gateway, and canary steps applied by editing
+//! the directory while traffic flows.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SIGTERM lets `trellis up` stop its apps; fall back to SIGKILL.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn within(count: u64, n: u64, p: f64, k: f64) -> bool {
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    (count as f64 - n as f64 * p).abs() <= k * sd
+}
+
+const CANARY: &str = "apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        x-user-type: {exact: beta}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: V1
+    - destination: {host: reviews, subset: v2}
+      weight: V2
+";
+
+struct Client {
+    gateway: SocketAddr,
+    sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    /// The reviews version behind one product page, or `None` when the request failed.
+    async fn version(&mut self, beta: bool) -> Option<String> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            let stream = tokio::net::TcpStream::connect(self.gateway).await.ok()?;
+            let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .ok()?;
+            tokio::spawn(conn);
+            self.sender = Some(s);
+        }
+        let s = self.sender.as_mut()?;
+        s.ready().await.ok()?;
+        let mut req = http::Request::builder()
+            .uri("/api/v1/products/0")
+            .header("host", "app.example.com");
+        if beta {
+            req = req.header("x-user-type", "beta");
+        }
+        let response = s
+            .send_request(req.body(Full::new(Bytes::new())).ok()?)
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        json["versions"]["reviews"].as_str().map(str::to_string)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_split_holds_and_moves_while_traffic_flows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifests = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["demo", "--print"])
+        .output()
+        .expect("demo --print");
+    std::fs::write(dir.path().join("app.yaml"), &manifests.stdout).expect("write");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args([
+            "up",
+            dir.path().to_str().expect("path"),
+            "--gateway-port",
+            &port.to_string(),
+        ])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("trellis up");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let _up = Running(child);
+    let (tx, rx) = mpsc::channel();
+    for pipe in [
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let mut ready_line = None;
+    while Instant::now() < deadline && ready_line.is_none() {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains("mesh ready") {
+                ready_line = Some(line);
+            } else {
+                seen.push(line);
+            }
+        }
+    }
+    let ready_line =
+        ready_line.unwrap_or_else(|| panic!("trellis up never became ready: {seen:?}"));
+    println!("{ready_line}");
+    let gateway: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+
+    // 2,000 requests: 90/10 within binomial tolerance; beta always reaches v2.
+    let mut client = Client {
+        gateway,
+        sender: None,
+    };
+    let n = 2000;
+    let mut v2 = 0;
+    for _ in 0..n {
+        let v = client
+            .version(false)
+            .await
+            .expect("request through the gateway");
+        v2 += u64::from(v == "v2");
+    }
+    assert!(within(v2, n, 0.10, 4.5), "v2 got {v2} of {n}");
+    for _ in 0..50 {
+        assert_eq!(client.version(true).await.as_deref(), Some("v2"));
+    }
+
+    // Canary steps while traffic flows: 95/5, then 50/50; nothing fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let background = {
+        let (stop, failures) = (stop.clone(), failures.clone());
+        tokio::spawn(async move {
+            let mut c = Client {
+                gateway,
+                sender: None,
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if c.version(false).await.is_none() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    for (w1, w2) in [(95, 5), (50, 50)] {
+        let text = String::from_utf8_lossy(&manifests.stdout).into_owned();
+        let canary = CANARY
+            .replace("V1", &w1.to_string())
+            .replace("V2", &w2.to_string());
+        // Replace the reviews VirtualService of the bundled traffic file with this step.
+        let start = text
+            .find("kind: VirtualService\nmetadata:\n  name: reviews")
+            .expect("reviews VirtualService");
+        let doc_start = text[..start].rfind("---").map_or(0, |i| i + 4);
+        let doc_end = text[start..].find("---").map_or(text.len(), |i| start + i);
+        let edited = format!("{}{}{}", &text[..doc_start], canary, &text[doc_end..]);
+        let changed_at = Instant::now();
+        std::fs::write(dir.path().join("app.yaml"), edited).expect("write");
+        // The split must move within a second (plus the directory poll interval).
+        let mut moved = false;
+        while changed_at.elapsed() < Duration::from_millis(1500) && !moved {
+            let mut hits = 0;
+            for _ in 0..200 {
+                hits += u64::from(client.version(false).await.as_deref() == Some("v2"));
+            }
+            moved = within(hits, 200, f64::from(w2) / 100.0, 4.5);
+        }
+        assert!(moved, "split did not move to {w1}/{w2} in time");
+        let mut v2 = 0;
+        let n = 1000;
+        for _ in 0..n {
+            v2 += u64::from(client.version(false).await.as_deref() == Some("v2"));
+        }
+        assert!(
+            within(v2, n, f64::from(w2) / 100.0, 4.5),
+            "{w1}/{w2}: v2 got {v2} of {n}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    background.await.expect("background traffic");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed during the canary steps"
+    );
+}
