@@ -56,6 +56,8 @@ impl ClusterState {
 pub struct Pooled {
     pub sender: hyper::client::conn::http1::SendRequest<ProxyBody>,
     pub uses: u32,
+    /// When it was returned to the pool (`now_ms`), for the idle timeout.
+    pub idle_since_ms: u64,
 }
 
 /// Per-endpoint state.

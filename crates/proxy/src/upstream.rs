@@ -68,6 +68,7 @@ async fn send_h1(
                     .push(Pooled {
                         sender,
                         uses: uses + 1,
+                        idle_since_ms: crate::state::now_ms(),
                     });
                 state.released.notify_one();
             }
@@ -84,7 +85,7 @@ async fn acquire_h1(
     let deadline = tokio::time::Instant::now() + MAX_QUEUE_WAIT;
     let mut queued = false;
     let result = loop {
-        if let Some(p) = take_idle(endpoint) {
+        if let Some(p) = take_idle(endpoint, cluster.model.pool.idle_timeout_ms) {
             break Ok((p.sender, p.uses));
         }
         if try_reserve_connection(state, cluster.model.pool.max_connections) {
@@ -111,8 +112,15 @@ async fn acquire_h1(
     result
 }
 
-fn take_idle(endpoint: &EndpointState) -> Option<Pooled> {
+/// The most recently returned usable connection. Connections idle longer than
+/// `idle_timeout_ms` (DestinationRule `http.idleTimeout`; 0 = no limit) are dropped,
+/// which closes them.
+fn take_idle(endpoint: &EndpointState, idle_timeout_ms: u64) -> Option<Pooled> {
     let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+    if idle_timeout_ms > 0 {
+        let now = crate::state::now_ms();
+        idle.retain(|p| now.saturating_sub(p.idle_since_ms) < idle_timeout_ms);
+    }
     while let Some(p) = idle.pop() {
         if p.sender.is_ready() {
             return Some(p);

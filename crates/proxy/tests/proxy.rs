@@ -671,3 +671,54 @@ async fn cors_preflight_is_answered_and_responses_carry_the_origin() {
         .expect("request");
     assert!(r.headers.get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_are_reused_until_their_idle_timeout() {
+    let v1 = Upstream::start("v1");
+    let port = free_port();
+    let mut c = cluster("v1", vec![endpoint(v1.addr, "v1")]);
+    c.pool.idle_timeout_ms = 300;
+    let (_proxy, addr) = start(
+        config(
+            port,
+            vec![Route {
+                action: forward(&[("v1", 100)]),
+                ..Default::default()
+            }],
+            vec![c],
+        ),
+        None,
+    )
+    .await;
+    let mut client = Client::new(addr);
+    for _ in 0..5 {
+        assert_eq!(
+            client
+                .get("reviews", "/", &[])
+                .await
+                .expect("request")
+                .status,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        v1.connections.load(Ordering::Relaxed),
+        1,
+        "back-to-back requests share one upstream connection"
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(
+        client
+            .get("reviews", "/", &[])
+            .await
+            .expect("request")
+            .status,
+        200
+    );
+    assert_eq!(
+        v1.connections.load(Ordering::Relaxed),
+        2,
+        "an idle connection past its timeout is not reused"
+    );
+}

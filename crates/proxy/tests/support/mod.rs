@@ -34,6 +34,8 @@ pub struct Upstream {
     pub hits: Arc<AtomicU32>,
     /// When > 0, answer this status to every request (for outlier tests).
     pub forced_status: Arc<AtomicU32>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicU32>,
 }
 
 impl Upstream {
@@ -43,7 +45,8 @@ impl Upstream {
         let addr = std_listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicU32::new(0));
         let forced_status = Arc::new(AtomicU32::new(0));
-        let (h, f) = (hits.clone(), forced_status.clone());
+        let connections = Arc::new(AtomicU32::new(0));
+        let (h, f, c) = (hits.clone(), forced_status.clone(), connections.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -55,6 +58,7 @@ impl Upstream {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
+                    c.fetch_add(1, Ordering::Relaxed);
                     let (h, f) = (h.clone(), f.clone());
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
@@ -71,6 +75,7 @@ impl Upstream {
             addr,
             hits,
             forced_status,
+            connections,
         }
     }
 }
