@@ -50,7 +50,7 @@ pub async fn handle(
         .find(|l| l.model.name == conn.listener.model.name)
         .cloned()
         .unwrap_or_else(|| conn.listener.clone());
-    let mut log = Log::start(&req, start);
+    let mut log = Log::start(&req, start, conn.shared.access_log);
     let response = route_and_forward(&conn, &listener, req, &mut log).await;
     Ok(log.finish(&conn.shared, response))
 }
@@ -60,7 +60,7 @@ struct Log {
     start: Instant,
     method: Method,
     path: String,
-    authority: String,
+    authority: Arc<str>,
     version: Version,
     protocol: Protocol,
     request_bytes: u64,
@@ -74,16 +74,20 @@ struct Log {
 }
 
 impl Log {
-    fn start(req: &Request<Incoming>, start: Instant) -> Self {
+    fn start(req: &Request<Incoming>, start: Instant, access_log: bool) -> Self {
         Log {
             start,
             method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            authority: authority_of(req.uri(), req.headers()).to_string(),
+            // Kept only for the access log.
+            path: if access_log {
+                req.uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string()
+            } else {
+                String::new()
+            },
+            authority: Arc::from(authority_of(req.uri(), req.headers())),
             version: req.version(),
             protocol: if is_grpc(req.headers()) {
                 Protocol::Grpc
@@ -107,7 +111,12 @@ impl Log {
         mut response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let flags = self.flags;
-        if let Ok(v) = HeaderValue::from_str(&flags.to_string()) {
+        let value = if flags.is_empty() {
+            Ok(HeaderValue::from_static("-"))
+        } else {
+            HeaderValue::from_str(&flags.to_string())
+        };
+        if let Ok(v) = value {
             response
                 .headers_mut()
                 .insert(HeaderName::from_static("x-response-flags"), v);
