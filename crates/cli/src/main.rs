@@ -39,7 +39,7 @@ enum Command {
     /// Run a directory of manifests as a local mesh of processes, each with a sidecar.
     Up(cmd::up::Args),
     /// Stop the mesh that `trellis up` started.
-    Down,
+    Down(cmd::up::DownArgs),
     /// Run the data plane (sidecar or gateway), standalone from a directory of YAML.
     Proxy(Box<cmd::proxy::Args>),
     /// Run an HTTP/1.1 and h2c server that answers every request with JSON about it.
@@ -56,7 +56,7 @@ fn main() {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Up(args) => cmd::up::run(args),
-        Command::Down => cmd::up::down(),
+        Command::Down(args) => cmd::up::down(args),
         Command::Echo(args) => apps::echo::run(args),
         Command::Bookinfo(args) => apps::bookinfo::run(args),
     };

@@ -13,6 +13,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+/// A local mesh owns fixed loopback addresses (pod IPs 127.0.1.N, the gateway's
+/// 127.0.3.1), so the tests here run one mesh at a time.
+static ONE_MESH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Running(Child);
 
 impl Drop for Running {
@@ -103,7 +107,10 @@ impl Client {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard serialises whole tests; nothing else in this test takes the lock.
+#[allow(clippy::await_holding_lock)]
 async fn canary_split_holds_and_moves_while_traffic_flows() {
+    let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let manifests = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["demo", "--print"])
@@ -233,5 +240,80 @@ async fn canary_split_holds_and_moves_while_traffic_flows() {
         failures.load(Ordering::Relaxed),
         0,
         "requests failed during the canary steps"
+    );
+}
+
+#[test]
+fn crashed_apps_are_restarted_and_down_stops_the_mesh() {
+    let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("crasher.yaml"),
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: crasher}
+spec:
+  selector: {matchLabels: {app: crasher}}
+  template:
+    metadata: {labels: {app: crasher}}
+    spec:
+      containers:
+      - name: crasher
+        command: [sh, -c, 'sleep 0.1; exit 3']
+",
+    )
+    .expect("write");
+    let port = free_port().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args([
+            "up",
+            dir.path().to_str().expect("path"),
+            "--gateway-port",
+            &port,
+        ])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("trellis up");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut up = Running(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut restarts = 0;
+    while Instant::now() < deadline && restarts < 2 {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && line.contains("pod crasher-0: app exited")
+        {
+            restarts += 1;
+        }
+    }
+    assert_eq!(restarts, 2, "the crashing app is restarted like a pod");
+    let down = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["down", "--gateway-port", &port])
+        .output()
+        .expect("trellis down");
+    assert_eq!(
+        down.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut exited = None;
+    while Instant::now() < deadline && exited.is_none() {
+        exited = up.0.try_wait().expect("wait");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        exited.and_then(|s| s.code()),
+        Some(0),
+        "trellis up stops cleanly after trellis down"
     );
 }

@@ -32,9 +32,17 @@ pub struct Args {
     pub log_dir: Option<PathBuf>,
 }
 
-/// Where `trellis up` records its process id for `trellis down`.
-fn pid_file() -> PathBuf {
-    std::env::temp_dir().join("trellis-up.pid")
+/// Where `trellis up` records its process id for `trellis down`: one file per gateway
+/// port, so several meshes can run side by side.
+fn pid_file(gateway_port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("trellis-up-{gateway_port}.pid"))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {
+    /// The gateway port of the mesh to stop (as given to `trellis up`).
+    #[arg(long, default_value_t = 8080)]
+    pub gateway_port: u16,
 }
 
 /// Loads and validates a directory; errors are listed with file and line.
@@ -93,12 +101,12 @@ pub fn run(args: &Args) -> i32 {
             return 1;
         }
     };
+    let _ = std::fs::write(pid_file(args.gateway_port), std::process::id().to_string());
     if let Err(e) = mesh.wait_ready(Duration::from_secs(20)) {
         let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
         return 1;
     }
     print_summary(&mesh, started.elapsed());
-    let _ = std::fs::write(pid_file(), std::process::id().to_string());
     let mut seen = fingerprint(&args.dir);
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(250));
@@ -130,7 +138,7 @@ pub fn run(args: &Args) -> i32 {
         mesh.plan.pods.len()
     );
     drop(mesh);
-    let _ = std::fs::remove_file(pid_file());
+    let _ = std::fs::remove_file(pid_file(args.gateway_port));
     0
 }
 
@@ -138,12 +146,17 @@ pub fn run(args: &Args) -> i32 {
 pub fn print_summary(mesh: &LocalMesh, took: Duration) {
     let mut out = anstream::stdout();
     let s = output::OK;
+    let gateway = if mesh.gateway_serves {
+        format!("ingress gateway on http://{}", mesh.gateway)
+    } else {
+        "no Gateway selects the ingress gateway (istio: ingressgateway), so it serves nothing"
+            .to_string()
+    };
     let _ = writeln!(
         out,
-        "{s}mesh ready{s:#} in {:.1}s: {} pods with sidecars, ingress gateway on http://{}",
+        "{s}mesh ready{s:#} in {:.1}s: {} pods with sidecars, {gateway}",
         took.as_secs_f64(),
         mesh.plan.pods.len(),
-        mesh.gateway
     );
     let _ = writeln!(
         out,
@@ -177,12 +190,13 @@ pub fn print_summary(mesh: &LocalMesh, took: Duration) {
 }
 
 /// `trellis down`: stops the mesh that `trellis up` started.
-pub fn down() -> i32 {
-    let Ok(pid) = std::fs::read_to_string(pid_file()) else {
+pub fn down(args: &DownArgs) -> i32 {
+    let file = pid_file(args.gateway_port);
+    let Ok(pid) = std::fs::read_to_string(&file) else {
         let _ = writeln!(
             anstream::stderr(),
             "no running `trellis up` found ({} is absent)",
-            pid_file().display()
+            file.display()
         );
         return 1;
     };
@@ -199,7 +213,7 @@ pub fn down() -> i32 {
             0
         }
         _ => {
-            let _ = std::fs::remove_file(pid_file());
+            let _ = std::fs::remove_file(&file);
             let _ = writeln!(
                 anstream::stderr(),
                 "trellis up (pid {}) is not running",

@@ -33,6 +33,8 @@ pub struct Options {
 pub struct LocalMesh {
     pub plan: Plan,
     pub gateway: SocketAddr,
+    /// False when no Gateway resource selects the ingress gateway (nothing listens).
+    pub gateway_serves: bool,
     pub log_dir: PathBuf,
     sidecars: Vec<Proxy>,
     gateway_proxy: Proxy,
@@ -61,6 +63,10 @@ impl LocalMesh {
             (443, options.gateway_port.saturating_add(363)),
         ]);
         let (gw_config, notes) = trellis_compile::gateway(&mesh, &gateway_identity(), &port_map, 1);
+        let gateway_serves = gw_config
+            .listeners
+            .iter()
+            .any(|l| l.bind.is_some_and(|b| b.port() == options.gateway_port));
         for n in notes {
             tracing::warn!(resource = %n.resource, "{}", n.message);
         }
@@ -95,6 +101,7 @@ impl LocalMesh {
             .collect::<Result<Vec<_>, String>>()?;
         Ok(LocalMesh {
             gateway: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), options.gateway_port),
+            gateway_serves,
             log_dir: options.log_dir,
             plan,
             sidecars,
@@ -119,7 +126,9 @@ impl LocalMesh {
                     .map(move |port| (p.name.clone(), SocketAddr::new(p.app_ip, *port)))
             })
             .collect();
-        waiting.push(("ingress gateway".into(), self.gateway));
+        if self.gateway_serves {
+            waiting.push(("ingress gateway".into(), self.gateway));
+        }
         while !waiting.is_empty() {
             waiting.retain(|(_, addr)| {
                 TcpStream::connect_timeout(addr, Duration::from_millis(100)).is_err()
