@@ -88,6 +88,9 @@ pub struct Options {
     /// manifests analyze as the mesh they will become (Trellis's local mode runs
     /// them exactly so). Istio's own harness analyzes only the Pods it is given.
     pub pods_from_deployments: bool,
+    /// Istio's mesh config (what `istioctl analyze --meshConfigFile` reads); when absent,
+    /// analyzers look for the `istio` ConfigMap among the inputs.
+    pub mesh_config: Option<serde_json::Value>,
 }
 
 impl Default for Options {
@@ -98,6 +101,7 @@ impl Default for Options {
             add_ingress_gateway: true,
             only: Vec::new(),
             pods_from_deployments: true,
+            mesh_config: None,
         }
     }
 }

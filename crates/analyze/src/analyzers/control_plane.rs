@@ -20,13 +20,32 @@ pub fn istio_config_maps<'a>(
     })
 }
 
-/// The mesh config, when the input carries Istio's `istio` ConfigMap (key `mesh`)
-/// in the control plane namespace, as `istioctl analyze` reads it from a cluster.
+/// The mesh config: the one given in the options, else Istio's `istio` ConfigMap
+/// (key `mesh`) in the control plane namespace, as `istioctl analyze` reads it.
 pub fn mesh_config(cx: &Context<'_>) -> Option<Value> {
+    if let Some(given) = &cx.options().mesh_config {
+        return Some(given.clone());
+    }
     let cm = istio_config_maps(cx, "istio").next()?;
     let text = cm.raw["data"]["mesh"].as_str()?;
     let doc = trellis_api::yaml::parse(text).ok()?.into_iter().next()?;
     Some(doc.root.to_json())
+}
+
+/// True when the mesh config turns on DNS capture with address auto-allocation
+/// (`ISTIO_META_DNS_CAPTURE` and `ISTIO_META_DNS_AUTO_ALLOCATE` in proxy metadata), so
+/// ServiceEntries get addresses without writing them.
+pub fn auto_allocates_addresses(cx: &Context<'_>) -> bool {
+    let Some(mesh) = mesh_config(cx) else {
+        return false;
+    };
+    let meta = &mesh["defaultConfig"]["proxyMetadata"];
+    let on = |key: &str| {
+        meta[key]
+            .as_str()
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    };
+    on("ISTIO_META_DNS_CAPTURE") && on("ISTIO_META_DNS_AUTO_ALLOCATE")
 }
 
 /// Resources Istio's installation owns (labelled `istio: ...` or `release: istio`).

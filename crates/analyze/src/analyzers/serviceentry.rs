@@ -22,6 +22,9 @@ impl Analyzer for ProtocolAddressesAnalyzer {
     }
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
+        if super::control_plane::auto_allocates_addresses(cx) {
+            return;
+        }
         for se in cx.of(NETWORKING, "ServiceEntry") {
             let has = |v: &serde_json::Value| v.as_array().is_some_and(|a| !a.is_empty());
             // Addresses written by the user, or allocated by the control plane (status).

@@ -45,6 +45,13 @@ pub struct Args {
     /// The namespace the control plane runs in.
     #[arg(long, default_value = "istio-system")]
     pub istio_namespace: String,
+    /// Istio's mesh config (YAML), as `istioctl analyze --meshConfigFile` takes it.
+    #[arg(
+        long = "meshConfigFile",
+        visible_alias = "mesh-config-file",
+        value_name = "FILE"
+    )]
+    pub mesh_config_file: Option<PathBuf>,
     /// Lowest level to show.
     #[arg(long, value_enum, default_value = "info")]
     pub output_threshold: Threshold,
@@ -72,11 +79,32 @@ pub fn run(args: &Args) -> i32 {
     for d in &load_errors {
         let _ = writeln!(err, "{s}error{s:#}: {d}", s = output::ERROR);
     }
+    let mesh_config = match &args.mesh_config_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                trellis_api::yaml::parse(&text)
+                    .map_err(|e| format!("line {}: {}", e.line, e.message))
+            }) {
+            Ok(docs) => docs.into_iter().next().map(|d| d.root.to_json()),
+            Err(e) => {
+                let _ = writeln!(
+                    err,
+                    "{s}error{s:#}: {}: {e}",
+                    path.display(),
+                    s = output::ERROR
+                );
+                return 2;
+            }
+        },
+    };
     let options = Options {
         default_namespace: Some(args.namespace.clone()),
         istio_namespace: args.istio_namespace.clone(),
         add_ingress_gateway: true,
         pods_from_deployments: true,
+        mesh_config,
         only: args.analyzers.clone(),
     };
     let messages = match trellis_analyze::analyze(&loaded.resources, &options) {
