@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use trellis_api::networking::{DestinationRule, Gateway, Location, Protocol, VirtualService};
+use trellis_api::networking::{
+    DestinationRule, Gateway, Location, Protocol, Sidecar, VirtualService,
+};
 use trellis_api::values::IntOrString;
 use trellis_api::{Resource, Spec};
 
@@ -24,6 +26,8 @@ pub struct Service {
     /// Listed endpoints (ServiceEntry `endpoints`).
     pub endpoints: Vec<Workload>,
     pub external: bool,
+    /// Namespaces that may see this service (`exportTo`); empty means all.
+    pub export_to: Vec<String>,
 }
 
 /// One port of a service.
@@ -64,6 +68,7 @@ pub struct Mesh {
     pub virtual_services: Vec<(Resource, VirtualService)>,
     pub destination_rules: Vec<(Resource, DestinationRule)>,
     pub gateways: Vec<(Resource, Gateway)>,
+    pub sidecars: Vec<(Resource, Sidecar)>,
 }
 
 /// `reviews` seen from namespace `default` → `reviews.default.svc.cluster.local`.
@@ -127,6 +132,17 @@ impl Mesh {
                         selector: (!s.spec.selector.is_empty()).then(|| s.spec.selector.clone()),
                         endpoints: Vec::new(),
                         external: false,
+                        export_to: r
+                            .meta
+                            .annotations
+                            .get("networking.istio.io/exportTo")
+                            .map(|v| {
+                                v.split(',')
+                                    .map(|s| s.trim().to_string())
+                                    .filter(|s| !s.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                     });
                 }
                 Spec::ServiceEntry(se) => {
@@ -170,6 +186,7 @@ impl Mesh {
                             selector: se.workload_selector.as_ref().map(|s| s.labels.clone()),
                             endpoints: endpoints.clone(),
                             external: se.location == Some(Location::MeshExternal),
+                            export_to: se.export_to.clone(),
                         });
                     }
                 }
@@ -217,6 +234,7 @@ impl Mesh {
                     mesh.destination_rules.push((r.clone(), (**dr).clone()))
                 }
                 Spec::Gateway(g) => mesh.gateways.push((r.clone(), (**g).clone())),
+                Spec::Sidecar(sc) => mesh.sidecars.push((r.clone(), (**sc).clone())),
                 _ => {}
             }
         }
@@ -247,6 +265,15 @@ impl Mesh {
             .chain(selected)
             .filter(move |w| subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
     }
+}
+
+/// True when something exported to `export_to` (written in `owner_ns`) is visible from
+/// `viewer_ns`: empty or `*` means everyone, `.` the owner's namespace, `~` no one.
+pub fn exported(export_to: &[String], owner_ns: &str, viewer_ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == viewer_ns || (e == "." && owner_ns == viewer_ns))
 }
 
 /// Istio's protocol selection by port name: `http`, `http-web`, `grpc-api`, ...

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use trellis_model as model;
 
-use crate::mesh::{DOMAIN, Mesh, Service, ServicePort, fqdn, host_matches};
+use crate::mesh::{DOMAIN, Mesh, Service, ServicePort, exported, fqdn, host_matches};
 use crate::route::{Collected, Scope, bound_here, destination, http_routes};
 use crate::{Note, ProxyIdentity};
 
@@ -30,7 +30,12 @@ pub fn sidecar(
     let mut out = Collected::default();
     let mut vhosts = Vec::new();
     let mut claimed: BTreeSet<String> = BTreeSet::new();
-    for service in &mesh.services {
+    let egress = egress_hosts(mesh, who);
+    for service in mesh
+        .services
+        .iter()
+        .filter(|s| visible(s, who, egress.as_deref()))
+    {
         let default_port = default_http_port(service);
         for port in service.ports.iter().filter(|p| p.is_http()) {
             let scope = Scope {
@@ -157,6 +162,7 @@ fn routes_for(
     let vs = scope.mesh.virtual_services.iter().find(|(r, vs)| {
         let ns = r.meta.namespace_or_default();
         bound_here(ns, vs, None)
+            && exported(&vs.export_to, ns, scope.node_namespace)
             && vs
                 .hosts
                 .iter()
@@ -199,6 +205,64 @@ fn routes_for(
         }),
         ..Default::default()
     }]
+}
+
+/// The root namespace, whose namespace-wide Sidecar is the mesh-wide default.
+const ROOT_NAMESPACE: &str = "istio-system";
+
+/// The egress hosts (`namespace/host`, namespace resolved) of the Sidecar that applies
+/// to `who`: one selecting its labels in its namespace, else its namespace's default,
+/// else the root namespace's default. `None` when no Sidecar applies (everything visible).
+fn egress_hosts(mesh: &Mesh, who: &ProxyIdentity) -> Option<Vec<(String, String)>> {
+    fn in_ns<'a>(
+        mesh: &'a Mesh,
+        ns: &'a str,
+    ) -> impl Iterator<Item = &'a (trellis_api::Resource, trellis_api::networking::Sidecar)> + 'a
+    {
+        mesh.sidecars
+            .iter()
+            .filter(move |(r, _)| r.meta.namespace_or_default() == ns)
+    }
+    let selected = in_ns(mesh, &who.namespace)
+        .find(|(_, sc)| {
+            sc.workload_selector.as_ref().is_some_and(|sel| {
+                !sel.labels.is_empty()
+                    && sel.labels.iter().all(|(k, v)| who.labels.get(k) == Some(v))
+            })
+        })
+        .or_else(|| in_ns(mesh, &who.namespace).find(|(_, sc)| sc.workload_selector.is_none()))
+        .or_else(|| in_ns(mesh, ROOT_NAMESPACE).find(|(_, sc)| sc.workload_selector.is_none()))?;
+    let (r, sc) = selected;
+    let own_ns = r.meta.namespace_or_default();
+    Some(
+        sc.egress
+            .iter()
+            .flat_map(|e| e.hosts.iter())
+            .filter_map(|h| {
+                let (ns, host) = h.split_once('/')?;
+                let ns = if ns == "." {
+                    own_ns.to_string()
+                } else {
+                    ns.to_string()
+                };
+                Some((ns, host.to_string()))
+            })
+            .collect(),
+    )
+}
+
+/// Whether `who` may reach `service`: exported to its namespace and, when a Sidecar
+/// applies, named by one of its egress hosts (`~` names nothing).
+fn visible(service: &Service, who: &ProxyIdentity, egress: Option<&[(String, String)]>) -> bool {
+    if !exported(&service.export_to, &service.namespace, &who.namespace) {
+        return false;
+    }
+    let Some(hosts) = egress else { return true };
+    hosts.iter().any(|(ns, host)| {
+        ns != "~"
+            && (ns == "*" || *ns == service.namespace)
+            && host_matches(host, &service.hostname)
+    })
 }
 
 /// The names an app may use for a service: `reviews` (same namespace), `reviews.ns`,

@@ -244,3 +244,69 @@ fn seed_canary_and_fault_examples_compile() {
         Some((5.0, Some(500)))
     );
 }
+
+#[test]
+fn sidecar_egress_and_export_to_scope_what_a_proxy_sees() {
+    let extra = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: billing, namespace: finance}
+spec:
+  selector: {app: billing}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: secret
+  namespace: default
+  annotations: {networking.istio.io/exportTo: "."}
+spec:
+  selector: {app: secret}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+"#;
+    let mut resources = trellis_api::load_str("app.yaml", APP).resources;
+    let loaded = trellis_api::load_str("extra.yaml", extra);
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    resources.extend(loaded.resources);
+    let mesh = Mesh::new(&resources, vec![]);
+    let domains = |who: &ProxyIdentity| -> Vec<String> {
+        let (config, _) = sidecar(&mesh, who, "127.0.0.1:15001".parse().expect("addr"), &[], 1);
+        config.route_tables[0]
+            .virtual_hosts
+            .iter()
+            .flat_map(|v| v.domains.clone())
+            .collect()
+    };
+    let in_default = domains(&who(&[]));
+    assert!(
+        in_default.iter().any(|d| d == "reviews:9080"),
+        "{in_default:?}"
+    );
+    assert!(
+        in_default.iter().any(|d| d == "secret:8080"),
+        "exported to its own namespace: {in_default:?}"
+    );
+    assert!(
+        !in_default.iter().any(|d| d.starts_with("billing")),
+        "the Sidecar's egress hides other namespaces: {in_default:?}"
+    );
+    let mut elsewhere = who(&[]);
+    elsewhere.namespace = "finance".into();
+    let in_finance = domains(&elsewhere);
+    assert!(
+        in_finance.iter().any(|d| d == "billing:8080"),
+        "{in_finance:?}"
+    );
+    assert!(
+        !in_finance.iter().any(|d| d.starts_with("secret")),
+        "exportTo '.' hides it from other namespaces: {in_finance:?}"
+    );
+}
