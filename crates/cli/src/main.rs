@@ -42,6 +42,18 @@ enum Command {
     Down(cmd::up::DownArgs),
     /// Run the data plane (sidecar or gateway), standalone from a directory of YAML.
     Proxy(Box<cmd::proxy::Args>),
+    /// Run the control plane: watch manifests, compile per-proxy config, push it over gRPC.
+    ControlPlane(cmd::control::ControlPlaneArgs),
+    /// Add or change resources in the running mesh (refused whole if any is invalid).
+    Apply(cmd::control::ApplyArgs),
+    /// Remove resources from the running mesh.
+    Delete(cmd::control::ApplyArgs),
+    /// List or show the resources the control plane holds.
+    Get(cmd::control::GetArgs),
+    /// Whether each proxy runs the configuration last pushed to it (SYNCED / STALE / NOT SENT).
+    ProxyStatus(cmd::control::ProxyStatusArgs),
+    /// Show a proxy's listeners, routes, clusters or endpoints as last pushed.
+    ProxyConfig(cmd::control::ProxyConfigArgs),
     /// Run an HTTP/1.1 and h2c server that answers every request with JSON about it.
     Echo(apps::echo::Args),
     /// Run one service of the bookstore demo application (productpage, details, reviews, ratings).
@@ -57,6 +69,12 @@ fn main() {
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Up(args) => cmd::up::run(args),
         Command::Down(args) => cmd::up::down(args),
+        Command::ControlPlane(args) => cmd::control::control_plane(args),
+        Command::Apply(args) => cmd::control::apply(args, false),
+        Command::Delete(args) => cmd::control::apply(args, true),
+        Command::Get(args) => cmd::control::get(args),
+        Command::ProxyStatus(args) => cmd::control::proxy_status(args),
+        Command::ProxyConfig(args) => cmd::control::proxy_config(args),
         Command::Echo(args) => apps::echo::run(args),
         Command::Bookinfo(args) => apps::bookinfo::run(args),
     };

@@ -124,6 +124,8 @@ async fn canary_split_holds_and_moves_while_traffic_flows() {
             dir.path().to_str().expect("path"),
             "--gateway-port",
             &port.to_string(),
+            "--control-plane-port",
+            &control_plane_port().to_string(),
         ])
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -270,6 +272,8 @@ spec:
             dir.path().to_str().expect("path"),
             "--gateway-port",
             &port,
+            "--control-plane-port",
+            &control_plane_port().to_string(),
         ])
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -315,5 +319,260 @@ spec:
         exited.and_then(|s| s.code()),
         Some(0),
         "trellis up stops cleanly after trellis down"
+    );
+}
+
+/// Two free ports P and P − 2 (the control plane's API and gRPC ports).
+fn control_plane_port() -> u16 {
+    for _ in 0..50 {
+        let p = free_port();
+        if p > 2 && TcpListener::bind(("127.0.0.1", p - 2)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free pair of ports for the control plane");
+}
+
+fn trellis(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run trellis")
+}
+
+/// Waits until every proxy reports SYNCED; returns the status list.
+fn wait_synced(api: &str, proxies: usize, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let out = trellis(&["proxy-status", "-o", "json", "--control-plane", api]);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.len() == proxies && list.iter().all(|p| p["state"] == "SYNCED") {
+                assert_eq!(out.status.code(), Some(0), "all synced exits 0");
+                return v;
+            }
+            last = v;
+        } else {
+            last = serde_json::Value::String(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("proxies did not all become SYNCED within {limit:?}: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
+    let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifests = trellis(&["demo", "--print"]);
+    std::fs::write(dir.path().join("app.yaml"), &manifests.stdout).expect("write");
+    let port = free_port();
+    let cp = control_plane_port();
+    let api = format!("127.0.0.1:{cp}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args([
+            "up",
+            dir.path().to_str().expect("path"),
+            "--gateway-port",
+            &port.to_string(),
+            "--control-plane-port",
+            &cp.to_string(),
+        ])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("trellis up");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let _up = Running(child);
+    let (tx, rx) = mpsc::channel();
+    for pipe in [
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                // Shown when the test fails.
+                println!("trellis up: {line}");
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pid = None;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline && pid.is_none() {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if let Some(rest) = line.split("control plane (pid ").nth(1) {
+                pid = rest.split(')').next().and_then(|p| p.parse::<u32>().ok());
+            }
+            seen.push(line);
+        }
+    }
+    let pid = pid.unwrap_or_else(|| panic!("no control plane pid printed: {seen:?}"));
+    // The demo: 6 pods with sidecars and the ingress gateway.
+    let before = wait_synced(&api, 7, Duration::from_secs(10));
+    let gateway: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let background = {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        tokio::spawn(async move {
+            let mut c = Client {
+                gateway,
+                sender: None,
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match c.version(false).await {
+                    Some(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    None => failures.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+
+    // Kill the control plane under traffic: the proxies keep their last good config.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let during = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        ok.load(Ordering::Relaxed) > during + 50,
+        "traffic keeps flowing while the control plane is down"
+    );
+    // `trellis up` restarts it (0.5 s back-off); the proxies reconnect and resync.
+    let after = wait_synced(&api, 7, Duration::from_secs(15));
+    let version = |v: &serde_json::Value| -> u64 {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["version"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(
+        version(&after) > version(&before),
+        "versions keep increasing across a control-plane restart: {before} then {after}"
+    );
+
+    // `trellis apply` goes through the new control plane: all traffic to v3.
+    // (Files to apply live outside the watched directory.)
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let all_v3 = elsewhere.path().join("v3.yaml");
+    std::fs::write(
+        &all_v3,
+        CANARY
+            .replace(
+                "subset: v1}\n      weight: V1",
+                "subset: v3}\n      weight: 100",
+            )
+            .replace(
+                "    - destination: {host: reviews, subset: v2}\n      weight: V2\n",
+                "",
+            ),
+    )
+    .expect("write");
+    let applied = trellis(&[
+        "apply",
+        "-f",
+        all_v3.to_str().expect("path"),
+        "--control-plane",
+        &api,
+    ]);
+    assert_eq!(
+        applied.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&applied.stdout)
+            .contains("virtualservice/reviews (default) configured")
+    );
+    let mut client = Client {
+        gateway,
+        sender: None,
+    };
+    let changed_at = Instant::now();
+    let mut moved = false;
+    while changed_at.elapsed() < Duration::from_secs(1) && !moved {
+        let mut v3 = 0;
+        for _ in 0..20 {
+            v3 += u32::from(client.version(false).await.as_deref() == Some("v3"));
+        }
+        moved = v3 == 20;
+    }
+    assert!(moved, "the applied route took effect within a second");
+
+    // An invalid apply is refused with validate's message and changes nothing.
+    let bad = elsewhere.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        CANARY
+            .replace("weight: V1", "wieght: 50")
+            .replace("V2", "50"),
+    )
+    .expect("write");
+    let refused = trellis(&[
+        "apply",
+        "-f",
+        bad.to_str().expect("path"),
+        "--control-plane",
+        &api,
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains("bad.yaml:")
+            && text.contains("unknown field `wieght`")
+            && text.contains("nothing was changed"),
+        "{text}"
+    );
+
+    // The applied resource survives another control-plane restart.
+    let pid2 = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut found = None;
+        while found.is_none() && Instant::now() < deadline {
+            let out = Command::new("pgrep")
+                .args(["-f", &format!("control-plane .*--http {api}")])
+                .output()
+                .expect("pgrep");
+            found = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .find(|p| *p != pid);
+        }
+        found.expect("the restarted control plane")
+    };
+    Command::new("kill")
+        .args(["-KILL", &pid2.to_string()])
+        .status()
+        .expect("kill");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_synced(&api, 7, Duration::from_secs(15));
+    for _ in 0..50 {
+        assert_eq!(client.version(false).await.as_deref(), Some("v3"));
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    background.await.expect("background traffic");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed while the control plane was down or restarting ({} succeeded)",
+        ok.load(Ordering::Relaxed)
     );
 }

@@ -144,6 +144,22 @@ impl Proxy {
 
     /// Swaps in a new config. On error the running config stays in force (a NACK).
     pub fn update(&self, config: ProxyConfig) -> Result<(), String> {
+        // A listener on a new address must be able to bind there, or the whole config
+        // is refused (the running one stays), rather than failing later in a worker.
+        let running = self.shared.snapshot.load();
+        for l in &config.listeners {
+            if let Some(addr) = l.bind
+                && !running
+                    .config
+                    .listeners
+                    .iter()
+                    .any(|r| r.bind == Some(addr))
+            {
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| format!("cannot listen on {addr} ({}): {e}", l.name))?;
+            }
+        }
+        drop(running);
         let snapshot = Snapshot::compile(config, &self.shared.registry)?;
         self.shared.snapshot.store(Arc::new(snapshot));
         self.shared.changes.send_modify(|v| *v += 1);

@@ -40,6 +40,10 @@ pub struct Args {
     /// Host port of the ingress gateway.
     #[arg(long, default_value_t = 8080)]
     pub gateway_port: u16,
+    /// Port of the control plane's API on 127.0.0.1 (`trellis apply` talks to it;
+    /// proxies connect to this port − 2).
+    #[arg(long, default_value_t = 15014)]
+    pub control_plane_port: u16,
 }
 
 /// Where the demo's requests went, by kind of user and reviews version.
@@ -92,9 +96,26 @@ pub fn run(args: &Args) -> i32 {
         return 1;
     }
     let started = Instant::now();
+    // The control plane serves (and watches) the demo's manifests from a directory.
+    let log_dir = super::up::fresh_log_dir();
+    let config_dir = log_dir.join("manifests");
+    let written = std::fs::create_dir_all(&config_dir)
+        .and_then(|()| std::fs::write(config_dir.join("bookinfo.yaml"), BOOKINFO))
+        .and_then(|()| std::fs::write(config_dir.join("traffic.yaml"), TRAFFIC));
+    if let Err(e) = written {
+        let _ = writeln!(
+            anstream::stderr(),
+            "{s}error{s:#}: {}: {e}",
+            config_dir.display(),
+            s = output::ERROR
+        );
+        return 1;
+    }
     let options = Options {
         gateway_port: args.gateway_port,
-        log_dir: super::up::fresh_log_dir(),
+        log_dir,
+        config_dir,
+        control_plane_port: args.control_plane_port,
     };
     let mesh = match LocalMesh::start(&loaded.resources, options)
         .and_then(|m| m.wait_ready(Duration::from_secs(20)).map(|()| m))

@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns the process exit code.
 
 pub mod analyze;
+pub mod control;
 pub mod demo;
 pub mod proxy;
 pub mod up;

@@ -37,8 +37,18 @@ Endpoints come from Pods with status.podIP, WorkloadEntries and ServiceEntry end
 Admin: http://127.0.0.1:15000/config_dump, /clusters; metrics: :15020/stats/prometheus.")]
 pub struct Args {
     /// Directory (or file) of Istio and Kubernetes YAML to compile and watch.
-    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "control_plane"])]
     pub standalone: Option<PathBuf>,
+    /// Follow a control plane (its gRPC address, e.g. 127.0.0.1:15012) instead.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "config")]
+    pub control_plane: Option<String>,
+    /// With --control-plane: this proxy's unique name (default: --name).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// With --control-plane: the workload's pod IP, which makes it an endpoint of the
+    /// Services that select its labels.
+    #[arg(long)]
+    pub pod_ip: Option<IpAddr>,
     /// A compiled ProxyConfig (JSON or YAML), instead of --standalone.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -83,6 +93,9 @@ pub struct Args {
 /// Starts the proxy and runs until killed.
 pub fn run(args: &Args) -> i32 {
     init_logging();
+    if let Some(address) = &args.control_plane {
+        return follow(args, address);
+    }
     let mut err = anstream::stderr();
     let first = match initial_config(args, 1) {
         Ok(c) => c,
@@ -138,7 +151,164 @@ pub fn run(args: &Args) -> i32 {
     0
 }
 
-fn init_logging() {
+/// Applies pushes from a control plane: the first starts the proxy, later ones swap
+/// its config (a refused one is NACKed and the running config stays).
+pub struct Follower {
+    pub name: String,
+    pub options: Options,
+    pub proxy: Option<Proxy>,
+    /// Counts proxies that have started (the local runner waits on it).
+    pub started: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Why a first configuration could not start the proxy (the runner gives up).
+    pub failed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl trellis_control::client::Handler for Follower {
+    fn apply(&mut self, config: ProxyConfig) -> Result<(), String> {
+        match &self.proxy {
+            Some(p) => p.update(config),
+            None => {
+                let proxy = Proxy::start(config, self.options.clone()).inspect_err(|e| {
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("{}: {e}", self.name));
+                })?;
+                self.proxy = Some(proxy);
+                self.started
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                Ok(())
+            }
+        }
+    }
+
+    fn event(&mut self, event: trellis_control::client::Event) {
+        use trellis_control::client::Event;
+        match event {
+            Event::Connected | Event::Applied(_) => {
+                tracing::debug!(proxy = %self.name, ?event, "control plane");
+            }
+            Event::Refused(v, e) => {
+                tracing::warn!(proxy = %self.name, version = v, "refused a configuration (NACK): {e}");
+            }
+            Event::Disconnected(why, wait) => {
+                tracing::info!(proxy = %self.name, "control plane unreachable ({why}); keeping the running configuration, retrying in {wait:?}");
+            }
+        }
+    }
+}
+
+/// The spec a proxy announces to the control plane from its flags.
+fn spec(args: &Args) -> Result<trellis_control::ProxySpec, String> {
+    let mut labels = parse_pairs(args.labels.as_deref().unwrap_or(""), ',')?;
+    if args.role == Role::Gateway && labels.is_empty() {
+        labels.insert("istio".into(), "ingressgateway".into());
+    }
+    Ok(trellis_control::ProxySpec {
+        id: args.id.clone().unwrap_or_else(|| args.name.clone()),
+        role: match args.role {
+            Role::Gateway => trellis_model::Role::Gateway,
+            Role::Sidecar => trellis_model::Role::Sidecar,
+        },
+        identity: ProxyIdentity {
+            name: args.name.clone(),
+            namespace: args.namespace.clone(),
+            labels,
+            service_account: args.service_account.clone(),
+            bind_ip: Some(args.pod_ip.unwrap_or(args.bind)),
+        },
+        pod_ip: args.pod_ip,
+        outbound: args.listen,
+        inbound: parse_inbound(&args.inbound)?,
+        port_map: parse_port_map(&args.port_map)?,
+        named_ports: BTreeMap::new(),
+    })
+}
+
+/// `trellis proxy --control-plane`: runs until killed, reconnecting as needed.
+fn follow(args: &Args, address: &str) -> i32 {
+    let spec = match spec(args) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
+            return 2;
+        }
+    };
+    let mut follower = Follower {
+        name: spec.id.clone(),
+        options: Options {
+            workers: args.workers,
+            admin: Some(args.admin),
+            stats: Some(args.stats),
+            access_log: args.access_log,
+            ..Options::default()
+        },
+        proxy: None,
+        started: Default::default(),
+        failed: Default::default(),
+    };
+    let _ = writeln!(
+        anstream::stdout(),
+        "{s}trellis proxy{s:#} {} following the control plane at {address}; admin http://{}/",
+        spec.id,
+        args.admin,
+        s = output::OK
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
+            return 1;
+        }
+    };
+    runtime.block_on(trellis_control::client::follow(
+        address,
+        spec,
+        &mut follower,
+    ));
+    0
+}
+
+fn parse_port_map(pairs: &[String]) -> Result<BTreeMap<u16, u16>, String> {
+    let mut ports = BTreeMap::new();
+    for m in pairs {
+        let (from, to) = m
+            .split_once('=')
+            .ok_or_else(|| format!("--port-map {m}: expected FROM=TO"))?;
+        let parse = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| format!("--port-map {m}: `{p}` is not a port"))
+        };
+        ports.insert(parse(from)?, parse(to)?);
+    }
+    Ok(ports)
+}
+
+fn parse_inbound(pairs: &[String]) -> Result<Vec<Inbound>, String> {
+    let mut inbound = Vec::new();
+    for i in pairs {
+        let (listen, app) = i
+            .split_once('=')
+            .ok_or_else(|| format!("--inbound {i}: expected LISTEN=APP"))?;
+        let listen: SocketAddr = listen
+            .parse()
+            .map_err(|_| format!("--inbound {i}: `{listen}` is not an address"))?;
+        let app: SocketAddr = app
+            .parse()
+            .map_err(|_| format!("--inbound {i}: `{app}` is not an address"))?;
+        inbound.push(Inbound {
+            listen,
+            app,
+            port: app.port(),
+        });
+    }
+    Ok(inbound)
+}
+
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -203,37 +373,11 @@ fn compile(args: &Args, version: u64) -> Result<ProxyConfig, String> {
     };
     let (config, notes) = match args.role {
         Role::Gateway => {
-            let mut ports = BTreeMap::new();
-            for m in &args.port_map {
-                let (from, to) = m
-                    .split_once('=')
-                    .ok_or_else(|| format!("--port-map {m}: expected FROM=TO"))?;
-                let parse = |p: &str| {
-                    p.parse::<u16>()
-                        .map_err(|_| format!("--port-map {m}: `{p}` is not a port"))
-                };
-                ports.insert(parse(from)?, parse(to)?);
-            }
+            let ports = parse_port_map(&args.port_map)?;
             trellis_compile::gateway(&mesh, &who, &ports, version)
         }
         Role::Sidecar => {
-            let mut inbound = Vec::new();
-            for i in &args.inbound {
-                let (listen, app) = i
-                    .split_once('=')
-                    .ok_or_else(|| format!("--inbound {i}: expected LISTEN=APP"))?;
-                let listen: SocketAddr = listen
-                    .parse()
-                    .map_err(|_| format!("--inbound {i}: `{listen}` is not an address"))?;
-                let app: SocketAddr = app
-                    .parse()
-                    .map_err(|_| format!("--inbound {i}: `{app}` is not an address"))?;
-                inbound.push(Inbound {
-                    listen,
-                    app,
-                    port: app.port(),
-                });
-            }
+            let inbound = parse_inbound(&args.inbound)?;
             trellis_compile::sidecar(&mesh, &who, args.listen, &inbound, version)
         }
     };
@@ -294,24 +438,8 @@ fn watch(args: &Args, proxy: &Proxy) {
 
 /// Names, sizes and modification times of every file under the standalone path.
 fn fingerprint(args: &Args) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
-    let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = args.standalone.iter().cloned().collect();
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&p) {
-                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-            }
-        } else {
-            out.push((
-                p,
-                meta.len(),
-                meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-            ));
-        }
-    }
-    out.sort();
-    out
+    args.standalone
+        .as_deref()
+        .map(trellis_control::source::fingerprint)
+        .unwrap_or_default()
 }

@@ -30,6 +30,10 @@ pub struct Args {
     /// Where the apps' output goes (default: a fresh temporary directory).
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
+    /// Port of the control plane's API on 127.0.0.1 (`trellis apply`, `proxy-status`
+    /// and `proxy-config` talk to it; proxies connect to this port − 2).
+    #[arg(long, default_value_t = 15014)]
+    pub control_plane_port: u16,
 }
 
 /// Where `trellis up` records its process id for `trellis down`: one file per gateway
@@ -93,6 +97,8 @@ pub fn run(args: &Args) -> i32 {
     let options = Options {
         gateway_port: args.gateway_port,
         log_dir: args.log_dir.clone().unwrap_or_else(fresh_log_dir),
+        config_dir: std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone()),
+        control_plane_port: args.control_plane_port,
     };
     let mesh = match LocalMesh::start(&resources, options) {
         Ok(m) => m,
@@ -107,30 +113,10 @@ pub fn run(args: &Args) -> i32 {
         return 1;
     }
     print_summary(&mesh, started.elapsed());
-    let mut seen = fingerprint(&args.dir);
+    // The control plane watches the directory: edits take effect within a second, and
+    // a refused edit is reported here (its stderr is ours).
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(250));
-        let now = fingerprint(&args.dir);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match load_valid(std::slice::from_ref(&args.dir)).and_then(|r| mesh.update(&r)) {
-            Ok(v) => {
-                let _ = writeln!(
-                    err,
-                    "{s}applied{s:#} the changed configuration (version {v})",
-                    s = output::OK
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(
-                    err,
-                    "{s}rejected{s:#} the change; the running configuration stays: {e}",
-                    s = output::ERROR
-                );
-            }
-        }
+        std::thread::sleep(Duration::from_millis(100));
     }
     let _ = writeln!(
         anstream::stdout(),
@@ -187,6 +173,12 @@ pub fn print_summary(mesh: &LocalMesh, took: Duration) {
         "  gateway metrics: http://{GATEWAY_IP}:15020/stats/prometheus   app logs: {}",
         mesh.log_dir.display()
     );
+    let _ = writeln!(
+        out,
+        "  control plane (pid {}): API http://{}/ — try `trellis proxy-status`, `trellis apply -f FILE`",
+        mesh.control_plane_pid().unwrap_or(0),
+        mesh.control_api
+    );
 }
 
 /// `trellis down`: stops the mesh that `trellis up` started.
@@ -222,28 +214,4 @@ pub fn down(args: &DownArgs) -> i32 {
             1
         }
     }
-}
-
-/// Names, sizes and modification times of every file under `path`.
-pub fn fingerprint(path: &std::path::Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&p) {
-                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-            }
-        } else {
-            out.push((
-                p,
-                meta.len(),
-                meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-            ));
-        }
-    }
-    out.sort();
-    out
 }

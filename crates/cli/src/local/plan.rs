@@ -26,6 +26,8 @@ pub struct Pod {
     pub app_ip: IpAddr,
     /// Container ports the app serves (inbound listeners front them).
     pub ports: Vec<u16>,
+    /// Container ports that have a name (Services may target them by name).
+    pub named_ports: BTreeMap<String, u16>,
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
 }
@@ -81,6 +83,11 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, String> {
             .iter()
             .map(|p| p.container_port.clamp(1, 65535) as u16)
             .collect();
+        let named_ports: BTreeMap<String, u16> = container
+            .ports
+            .iter()
+            .filter_map(|p| Some((p.name.clone()?, p.container_port.clamp(1, 65535) as u16)))
+            .collect();
         for i in 0..replicas {
             let n = pods.len();
             if n >= MAX_PODS {
@@ -97,6 +104,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, String> {
                 pod_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, (n + 1) as u8)),
                 app_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 2, (n + 1) as u8)),
                 ports: ports.clone(),
+                named_ports: named_ports.clone(),
                 command: command.clone(),
                 env: env.clone(),
             });
@@ -115,7 +123,7 @@ impl Plan {
                 namespace: p.namespace.clone(),
                 labels: p.labels.clone(),
                 address: Some(p.pod_ip),
-                ports: BTreeMap::new(),
+                ports: p.named_ports.clone(),
                 service_account: p.service_account.clone(),
             })
             .collect()

@@ -1,19 +1,24 @@
-//! Running a planned local mesh: one in-process sidecar per pod and an ingress gateway
-//! (all `trellis_proxy::Proxy`, compiled from the same manifests), and each pod's app
-//! as a child process that is restarted, with back-off, when it exits.
+//! Running a planned local mesh: the control plane as a child process (`trellis
+//! control-plane`, watching the manifests), one in-process sidecar per pod and an
+//! ingress gateway (each a `trellis_proxy::Proxy` following the control plane over
+//! gRPC, keeping its last good config when it is away), and each pod's app as a child
+//! process. Every child is restarted, with back-off, when it exits.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use trellis_api::Resource;
 use trellis_compile::{Inbound, Mesh, ProxyIdentity};
-use trellis_proxy::{Options as ProxyOptions, Proxy};
+use trellis_control::ProxySpec;
+use trellis_proxy::Options as ProxyOptions;
+
+use crate::cmd::proxy::Follower;
 
 use super::plan::{Plan, Pod, plan};
 
@@ -27,6 +32,11 @@ pub struct Options {
     pub gateway_port: u16,
     /// Where each app's output goes (`POD.log`).
     pub log_dir: PathBuf,
+    /// The manifests the control plane serves and watches.
+    pub config_dir: PathBuf,
+    /// The control plane's HTTP API port on 127.0.0.1 (its gRPC port is this − 2,
+    /// like Istio's 15014 and 15012).
+    pub control_plane_port: u16,
 }
 
 /// A running local mesh; dropping it stops everything.
@@ -36,15 +46,16 @@ pub struct LocalMesh {
     /// False when no Gateway resource selects the ingress gateway (nothing listens).
     pub gateway_serves: bool,
     pub log_dir: PathBuf,
-    sidecars: Vec<Proxy>,
-    gateway_proxy: Proxy,
+    /// The control plane's HTTP API (for `trellis apply`, `proxy-status`).
+    pub control_api: SocketAddr,
+    control_plane: Supervised,
+    /// The runtime where every proxy follows the control plane; dropping it stops them.
+    followers: Option<tokio::runtime::Runtime>,
     apps: Vec<Supervised>,
     stop: Arc<AtomicBool>,
-    version: AtomicU32,
-    port_map: BTreeMap<u16, u16>,
 }
 
-/// One app process under supervision.
+/// One process under supervision.
 struct Supervised {
     child: Arc<Mutex<Option<Child>>>,
     pub restarts: Arc<AtomicU32>,
@@ -52,64 +63,109 @@ struct Supervised {
 }
 
 impl LocalMesh {
-    /// Plans, compiles and starts every proxy and app.
+    /// Plans, then starts the control plane, every proxy (each following the control
+    /// plane) and every app.
     pub fn start(resources: &[Resource], options: Options) -> Result<LocalMesh, String> {
         let plan = plan(resources)?;
         std::fs::create_dir_all(&options.log_dir)
             .map_err(|e| format!("{}: {e}", options.log_dir.display()))?;
-        let mesh = Mesh::new(resources, plan.workloads());
         let port_map = BTreeMap::from([
             (80, options.gateway_port),
             (443, options.gateway_port.saturating_add(363)),
         ]);
-        let (gw_config, notes) = trellis_compile::gateway(&mesh, &gateway_identity(), &port_map, 1);
+        // Whether the gateway will serve port 80 at all, for the summary and readiness.
+        let mesh = Mesh::new(resources, plan.workloads());
+        let (gw_config, _) = trellis_compile::gateway(&mesh, &gateway_identity(), &port_map, 1);
         let gateway_serves = gw_config
             .listeners
             .iter()
             .any(|l| l.bind.is_some_and(|b| b.port() == options.gateway_port));
-        for n in notes {
-            tracing::warn!(resource = %n.resource, "{}", n.message);
+        let stop = Arc::new(AtomicBool::new(false));
+
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let control_api = SocketAddr::new(localhost, options.control_plane_port);
+        let control_grpc = SocketAddr::new(localhost, options.control_plane_port.saturating_sub(2));
+        for addr in [control_api, control_grpc] {
+            std::net::TcpListener::bind(addr).map_err(|e| {
+                format!("the control plane cannot listen on {addr}: {e} (is another mesh running? try --control-plane-port)")
+            })?;
         }
-        let gateway_proxy = Proxy::start(
-            gw_config,
-            ProxyOptions {
-                admin: Some(SocketAddr::new(GATEWAY_IP, 15000)),
-                stats: Some(SocketAddr::new(GATEWAY_IP, 15020)),
-                ..ProxyOptions::default()
+        let control_plane =
+            supervise_control_plane(&options, control_grpc, control_api, stop.clone())?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("trellis-follow")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the proxies' runtime: {e}"))?;
+        let started = Arc::new(AtomicUsize::new(0));
+        let failed: Arc<Mutex<Vec<String>>> = Arc::default();
+        let grpc = control_grpc.to_string();
+        let mut specs = vec![(
+            ProxySpec {
+                id: "istio-ingressgateway".into(),
+                role: trellis_model::Role::Gateway,
+                identity: gateway_identity(),
+                pod_ip: None,
+                outbound: SocketAddr::new(GATEWAY_IP, 15001),
+                inbound: Vec::new(),
+                port_map,
+                named_ports: BTreeMap::new(),
             },
-        )
-        .map_err(|e| format!("ingress gateway: {e}"))?;
-        let mut sidecars = Vec::new();
+            GATEWAY_IP,
+        )];
         for pod in &plan.pods {
-            let (config, _) = sidecar_config(&mesh, pod, 1);
-            let proxy = Proxy::start(
-                config,
-                ProxyOptions {
-                    admin: Some(SocketAddr::new(pod.pod_ip, 15000)),
-                    stats: Some(SocketAddr::new(pod.pod_ip, 15020)),
+            specs.push((sidecar_spec(pod), pod.pod_ip));
+        }
+        let proxies = specs.len();
+        for (spec, admin_ip) in specs {
+            let mut follower = Follower {
+                name: spec.id.clone(),
+                options: ProxyOptions {
+                    admin: Some(SocketAddr::new(admin_ip, 15000)),
+                    stats: Some(SocketAddr::new(admin_ip, 15020)),
                     ..ProxyOptions::default()
                 },
-            )
-            .map_err(|e| format!("sidecar of {}: {e}", pod.name))?;
-            sidecars.push(proxy);
+                proxy: None,
+                started: started.clone(),
+                failed: failed.clone(),
+            };
+            let grpc = grpc.clone();
+            runtime.spawn(async move {
+                trellis_control::client::follow(&grpc, spec, &mut follower).await;
+            });
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while started.load(Ordering::Acquire) < proxies {
+            if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).first() {
+                return Err(format!("a proxy cannot start: {e}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "only {} of {proxies} proxies received a configuration from the control plane within 20s; see {}",
+                    started.load(Ordering::Acquire),
+                    options.log_dir.join("control-plane.log").display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
         let apps = plan
             .pods
             .iter()
             .map(|pod| supervise(pod, &options.log_dir, stop.clone()))
             .collect::<Result<Vec<_>, String>>()?;
         Ok(LocalMesh {
-            gateway: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), options.gateway_port),
+            gateway: SocketAddr::new(localhost, options.gateway_port),
             gateway_serves,
             log_dir: options.log_dir,
+            control_api,
             plan,
-            sidecars,
-            gateway_proxy,
+            control_plane,
+            followers: Some(runtime),
             apps,
             stop,
-            version: AtomicU32::new(1),
-            port_map,
         })
     }
 
@@ -150,28 +206,6 @@ impl LocalMesh {
         Ok(())
     }
 
-    /// Recompiles every proxy from `resources`; a proxy that refuses keeps its config.
-    pub fn update(&self, resources: &[Resource]) -> Result<u32, String> {
-        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
-        let mesh = Mesh::new(resources, self.plan.workloads());
-        let (gw, _) = trellis_compile::gateway(
-            &mesh,
-            &gateway_identity(),
-            &self.port_map,
-            u64::from(version),
-        );
-        self.gateway_proxy
-            .update(gw)
-            .map_err(|e| format!("ingress gateway refused the configuration: {e}"))?;
-        for (pod, proxy) in self.plan.pods.iter().zip(&self.sidecars) {
-            let (config, _) = sidecar_config(&mesh, pod, u64::from(version));
-            proxy
-                .update(config)
-                .map_err(|e| format!("sidecar of {} refused the configuration: {e}", pod.name))?;
-        }
-        Ok(version)
-    }
-
     /// How often each pod's app has been restarted.
     pub fn restarts(&self) -> Vec<u32> {
         self.apps
@@ -180,10 +214,24 @@ impl LocalMesh {
             .collect()
     }
 
-    /// Stops every app (the proxies stop with the process).
+    /// The control plane's process id (it is restarted, with a new one, if it dies).
+    pub fn control_plane_pid(&self) -> Option<u32> {
+        self.control_plane
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Child::id)
+    }
+
+    /// Stops every app and the control plane; the proxies stop with the process.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        for app in &mut self.apps {
+        for app in self
+            .apps
+            .iter_mut()
+            .chain(std::iter::once(&mut self.control_plane))
+        {
             if let Some(mut child) = app.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -191,6 +239,9 @@ impl LocalMesh {
             if let Some(t) = app.thread.take() {
                 let _ = t.join();
             }
+        }
+        if let Some(rt) = self.followers.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -214,34 +265,73 @@ fn gateway_identity() -> ProxyIdentity {
     }
 }
 
-fn sidecar_config(
-    mesh: &Mesh,
-    pod: &Pod,
-    version: u64,
-) -> (trellis_model::ProxyConfig, Vec<trellis_compile::Note>) {
-    let who = ProxyIdentity {
-        name: pod.deployment.clone(),
-        namespace: pod.namespace.clone(),
-        labels: pod.labels.clone(),
-        service_account: pod.service_account.clone(),
-        bind_ip: Some(pod.pod_ip),
+/// What a pod's sidecar tells the control plane about itself.
+fn sidecar_spec(pod: &Pod) -> ProxySpec {
+    ProxySpec {
+        id: pod.name.clone(),
+        role: trellis_model::Role::Sidecar,
+        identity: ProxyIdentity {
+            name: pod.deployment.clone(),
+            namespace: pod.namespace.clone(),
+            labels: pod.labels.clone(),
+            service_account: pod.service_account.clone(),
+            bind_ip: Some(pod.pod_ip),
+        },
+        pod_ip: Some(pod.pod_ip),
+        outbound: SocketAddr::new(pod.pod_ip, 15001),
+        inbound: pod
+            .ports
+            .iter()
+            .map(|p| Inbound {
+                listen: SocketAddr::new(pod.pod_ip, *p),
+                app: SocketAddr::new(pod.app_ip, *p),
+                port: *p,
+            })
+            .collect(),
+        port_map: BTreeMap::new(),
+        named_ports: pod.named_ports.clone(),
+    }
+}
+
+/// Runs `trellis control-plane` for this mesh as a child process, restarted if it dies.
+fn supervise_control_plane(
+    options: &Options,
+    grpc: SocketAddr,
+    api: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> Result<Supervised, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the trellis binary: {e}"))?;
+    let log_path = options.log_dir.join("control-plane.log");
+    let args: Vec<String> = vec![
+        "control-plane".into(),
+        "--config".into(),
+        options.config_dir.display().to_string(),
+        "--grpc".into(),
+        grpc.to_string(),
+        "--http".into(),
+        api.to_string(),
+        "--state".into(),
+        options.log_dir.join("applied.yaml").display().to_string(),
+        "--exit-with-parent".into(),
+    ];
+    let spawn = move || -> Result<Child, String> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        Command::new(&exe)
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log)
+            // Refused edits and NACKs are reported on the terminal of `trellis up`.
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start the control plane: {e}"))
     };
-    let inbound: Vec<Inbound> = pod
-        .ports
-        .iter()
-        .map(|p| Inbound {
-            listen: SocketAddr::new(pod.pod_ip, *p),
-            app: SocketAddr::new(pod.app_ip, *p),
-            port: *p,
-        })
-        .collect();
-    trellis_compile::sidecar(
-        mesh,
-        &who,
-        SocketAddr::new(pod.pod_ip, 15001),
-        &inbound,
-        version,
-    )
+    supervise_with("control plane".into(), Box::new(spawn), stop)
 }
 
 /// Starts `pod`'s app and restarts it when it exits, until `stop`.
@@ -251,8 +341,6 @@ fn supervise(
     stop: Arc<AtomicBool>,
 ) -> Result<Supervised, String> {
     let log_path = log_dir.join(format!("{}.log", pod.name));
-    let child: Arc<Mutex<Option<Child>>> = Arc::new(Mutex::new(None));
-    let restarts = Arc::new(AtomicU32::new(0));
     let spawn = {
         let pod = pod.clone();
         move || -> Result<Child, String> {
@@ -297,10 +385,19 @@ fn supervise(
                 .map_err(|e| format!("cannot start {} for pod {}: {e}", pod.command[0], pod.name))
         }
     };
+    supervise_with(format!("pod {}: app", pod.name), Box::new(spawn), stop)
+}
+
+type Spawn = Box<dyn Fn() -> Result<Child, String> + Send>;
+
+/// Starts a process and restarts it (with back-off) whenever it exits, until `stop`.
+fn supervise_with(name: String, spawn: Spawn, stop: Arc<AtomicBool>) -> Result<Supervised, String> {
+    let child: Arc<Mutex<Option<Child>>> = Arc::new(Mutex::new(None));
+    let restarts = Arc::new(AtomicU32::new(0));
     *child.lock().unwrap_or_else(|e| e.into_inner()) = Some(spawn()?);
-    let (slot, count, name) = (child.clone(), restarts.clone(), pod.name.clone());
+    let (slot, count) = (child.clone(), restarts.clone());
     let thread = std::thread::Builder::new()
-        .name(format!("supervise-{}", pod.name))
+        .name(format!("supervise-{name}"))
         .spawn(move || {
             let mut backoff = Duration::from_millis(500);
             loop {
@@ -316,7 +413,7 @@ fn supervise(
                     }
                 };
                 let Some(status) = exited else { continue };
-                eprintln!("pod {name}: app exited ({status}); restarting in {backoff:?}");
+                eprintln!("{name} exited ({status}); restarting in {backoff:?}");
                 let wake = Instant::now() + backoff;
                 while Instant::now() < wake {
                     if stop.load(Ordering::Acquire) {
@@ -330,7 +427,7 @@ fn supervise(
                         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
                         count.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => eprintln!("pod {name}: {e}"),
+                    Err(e) => eprintln!("{name}: {e}"),
                 }
             }
         })

@@ -1,0 +1,132 @@
+//! The proxy's side of the config stream, written once for every proxy: connect, say
+//! who we are, apply each push and answer ACK or NACK; when the stream breaks, keep
+//! running the last good config and reconnect with exponential backoff.
+//!
+//! The client knows nothing of the data plane: a [`Handler`] applies configs (for
+//! `trellis proxy`, `Proxy::start` then `Proxy::update`) and hears what happens.
+
+use std::time::Duration;
+
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use trellis_model::ProxyConfig;
+
+use crate::node::ProxySpec;
+use crate::proto::mesh_config_client::MeshConfigClient;
+use crate::proto::{self, proxy_message::Message};
+
+/// First wait before reconnecting; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the client tells its handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The stream is open and the Hello sent.
+    Connected,
+    /// A push was applied (ACKed).
+    Applied(u64),
+    /// A push was refused (NACKed); the previous config stays.
+    Refused(u64, String),
+    /// The stream broke; the client will reconnect after the given wait.
+    Disconnected(String, Duration),
+}
+
+/// Applies configs for the client.
+pub trait Handler: Send {
+    /// Puts `config` in force, or says why it cannot (the push is then NACKed).
+    fn apply(&mut self, config: ProxyConfig) -> Result<(), String>;
+    /// Hears about the stream; by default, logs.
+    fn event(&mut self, event: Event) {
+        tracing::info!(?event, "control plane");
+    }
+}
+
+/// `127.0.0.1:15012` or `http://127.0.0.1:15012` → the URI tonic dials.
+pub fn endpoint_uri(address: &str) -> String {
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// Follows the control plane at `address` forever on behalf of the proxy `spec`.
+pub async fn follow(address: &str, spec: ProxySpec, handler: &mut dyn Handler) {
+    let uri = endpoint_uri(address);
+    let mut version = 0;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let why = match session(&uri, &spec, &mut version, &mut backoff, handler).await {
+            Ok(()) => "the control plane closed the stream".to_string(),
+            Err(e) => e,
+        };
+        handler.event(Event::Disconnected(why, backoff));
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One stream, from connecting until it breaks.
+async fn session(
+    uri: &str,
+    spec: &ProxySpec,
+    version: &mut u64,
+    backoff: &mut Duration,
+    handler: &mut dyn Handler,
+) -> Result<(), String> {
+    let channel = tonic::transport::Endpoint::from_shared(uri.to_string())
+        .map_err(|e| format!("{uri}: {e}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {uri}: {e}"))?;
+    let mut client = MeshConfigClient::new(channel).max_decoding_message_size(256 << 20);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let hello = proto::ProxyMessage {
+        message: Some(Message::Hello(spec.to_hello(*version))),
+    };
+    tx.send(hello).map_err(|e| e.to_string())?;
+    let mut pushes = client
+        .stream(UnboundedReceiverStream::new(rx))
+        .await
+        .map_err(|e| format!("{uri}: {}", e.message()))?
+        .into_inner();
+    handler.event(Event::Connected);
+    while let Some(push) = pushes
+        .message()
+        .await
+        .map_err(|e| format!("stream broke: {}", e.message()))?
+    {
+        *backoff = MIN_BACKOFF;
+        let outcome = serde_json::from_slice::<ProxyConfig>(&push.config_json)
+            .map_err(|e| format!("not a ProxyConfig: {e}"))
+            .and_then(|mut config| {
+                config.version = push.version;
+                handler.apply(config)
+            });
+        let reply = match outcome {
+            Ok(()) => {
+                *version = push.version;
+                handler.event(Event::Applied(push.version));
+                Message::Ack(proto::Ack {
+                    version: push.version,
+                })
+            }
+            Err(error) => {
+                handler.event(Event::Refused(push.version, error.clone()));
+                Message::Nack(proto::Nack {
+                    version: push.version,
+                    error,
+                })
+            }
+        };
+        tx.send(proto::ProxyMessage {
+            message: Some(reply),
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! The control plane: a config store (a watched directory and an API), a registry of
+//! workloads, one compiled [`trellis_model::ProxyConfig`] per connected proxy, and the
+//! `trellis.mesh.v1` push stream (versioned snapshots, ACK/NACK, per-proxy sync status).
+//!
+//! [`server::spawn`] runs it all on a thread of its own; [`client::follow`] is the
+//! proxy's side of the stream. Compilation itself lives in `trellis_compile`.
+
+pub mod api;
+pub mod client;
+pub mod metrics;
+pub mod node;
+pub mod plane;
+pub mod server;
+pub mod source;
+pub mod store;
+
+/// The generated `trellis.mesh.v1` messages, client and server.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("trellis.mesh.v1");
+}
+
+pub use node::ProxySpec;
+pub use plane::{ControlPlane, ProxyStatus};
+pub use server::{Options, Running, spawn, spawn_with};

@@ -1,0 +1,177 @@
+//! A connected proxy as the control plane compiles for it: the `Hello` it sent, read
+//! into what `trellis_compile` needs (identity, outbound and inbound listeners, the
+//! gateway's port map), and back again for the client that sends it.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use trellis_compile::{Inbound, Mesh, ProxyIdentity, Workload};
+use trellis_model::{ProxyConfig, Role};
+
+use crate::proto;
+
+/// What one proxy is and where it listens.
+#[derive(Debug, Clone)]
+pub struct ProxySpec {
+    pub id: String,
+    pub role: Role,
+    pub identity: ProxyIdentity,
+    /// Where the mesh reaches the workload; `None` keeps it out of the registry.
+    pub pod_ip: Option<IpAddr>,
+    pub outbound: SocketAddr,
+    pub inbound: Vec<Inbound>,
+    pub port_map: BTreeMap<u16, u16>,
+    /// Named container ports of the workload.
+    pub named_ports: BTreeMap<String, u16>,
+}
+
+impl ProxySpec {
+    /// Reads a `Hello`; a malformed address is an error naming the field.
+    pub fn from_hello(h: &proto::Hello) -> Result<ProxySpec, String> {
+        if h.id.is_empty() {
+            return Err("hello.id is empty".into());
+        }
+        let ip = |field: &str, text: &str| -> Result<Option<IpAddr>, String> {
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text.parse()
+                .map(Some)
+                .map_err(|_| format!("hello.{field}: `{text}` is not an IP address"))
+        };
+        let addr = |field: &str, text: &str| -> Result<SocketAddr, String> {
+            text.parse()
+                .map_err(|_| format!("hello.{field}: `{text}` is not an address"))
+        };
+        let pod_ip = ip("pod_ip", &h.pod_ip)?;
+        let bind_ip = ip("bind_ip", &h.bind_ip)?.or(pod_ip);
+        let role = match proto::Role::try_from(h.role) {
+            Ok(proto::Role::Gateway) => Role::Gateway,
+            _ => Role::Sidecar,
+        };
+        let outbound = if h.outbound.is_empty() {
+            SocketAddr::new(bind_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 15001)
+        } else {
+            addr("outbound", &h.outbound)?
+        };
+        let mut inbound = Vec::new();
+        for i in &h.inbound {
+            inbound.push(Inbound {
+                listen: addr("inbound.listen", &i.listen)?,
+                app: addr("inbound.app", &i.app)?,
+                port: u16::try_from(i.port)
+                    .map_err(|_| format!("hello.inbound.port: {} is not a port", i.port))?,
+            });
+        }
+        let mut port_map = BTreeMap::new();
+        for (from, to) in &h.port_map {
+            let port =
+                |p: u32| u16::try_from(p).map_err(|_| format!("hello.port_map: {p} is not a port"));
+            port_map.insert(port(*from)?, port(*to)?);
+        }
+        let mut named_ports = BTreeMap::new();
+        for (name, p) in &h.ports {
+            let p =
+                u16::try_from(*p).map_err(|_| format!("hello.ports.{name}: {p} is not a port"))?;
+            named_ports.insert(name.clone(), p);
+        }
+        Ok(ProxySpec {
+            id: h.id.clone(),
+            named_ports,
+            role,
+            identity: ProxyIdentity {
+                name: if h.workload.is_empty() {
+                    h.id.clone()
+                } else {
+                    h.workload.clone()
+                },
+                namespace: if h.namespace.is_empty() {
+                    "default".into()
+                } else {
+                    h.namespace.clone()
+                },
+                labels: h
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                service_account: h.service_account.clone(),
+                bind_ip,
+            },
+            pod_ip,
+            outbound,
+            inbound,
+            port_map,
+        })
+    }
+
+    /// The `Hello` that describes this proxy (what a client sends).
+    pub fn to_hello(&self, version: u64) -> proto::Hello {
+        proto::Hello {
+            id: self.id.clone(),
+            role: match self.role {
+                Role::Gateway => proto::Role::Gateway as i32,
+                Role::Sidecar => proto::Role::Sidecar as i32,
+            },
+            workload: self.identity.name.clone(),
+            namespace: self.identity.namespace.clone(),
+            labels: self.identity.labels.clone().into_iter().collect(),
+            service_account: self.identity.service_account.clone(),
+            pod_ip: self.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
+            bind_ip: self
+                .identity
+                .bind_ip
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+            outbound: self.outbound.to_string(),
+            inbound: self
+                .inbound
+                .iter()
+                .map(|i| proto::InboundPort {
+                    listen: i.listen.to_string(),
+                    app: i.app.to_string(),
+                    port: u32::from(i.port),
+                })
+                .collect(),
+            port_map: self
+                .port_map
+                .iter()
+                .map(|(a, b)| (u32::from(*a), u32::from(*b)))
+                .collect(),
+            version,
+            ports: self
+                .named_ports
+                .iter()
+                .map(|(k, v)| (k.clone(), u32::from(*v)))
+                .collect(),
+        }
+    }
+
+    /// The workload this proxy announces, when it gave a pod IP.
+    pub fn workload(&self) -> Option<Workload> {
+        let address = self.pod_ip?;
+        (self.role == Role::Sidecar).then(|| Workload {
+            name: self.identity.name.clone(),
+            namespace: self.identity.namespace.clone(),
+            labels: self.identity.labels.clone(),
+            address: Some(address),
+            ports: self.named_ports.clone(),
+            service_account: self.identity.service_account.clone(),
+        })
+    }
+
+    /// Compiles this proxy's config from `mesh` (version 0: the caller stamps it).
+    pub fn compile(&self, mesh: &Mesh) -> ProxyConfig {
+        let (mut config, notes) = match self.role {
+            Role::Gateway => trellis_compile::gateway(mesh, &self.identity, &self.port_map, 0),
+            Role::Sidecar => {
+                trellis_compile::sidecar(mesh, &self.identity, self.outbound, &self.inbound, 0)
+            }
+        };
+        for n in notes {
+            tracing::debug!(proxy = %self.id, resource = %n.resource, "{}", n.message);
+        }
+        config.node.id = self.id.clone();
+        config
+    }
+}

@@ -1,0 +1,302 @@
+//! Running a control plane: the `trellis.mesh.v1` gRPC service (one stream per proxy:
+//! Hello, then pushes answered by ACK/NACK), the HTTP API, the push loop and the
+//! directory watcher, on one runtime thread of their own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::node::ProxySpec;
+use crate::plane::ControlPlane;
+use crate::proto::mesh_config_server::{MeshConfig, MeshConfigServer};
+use crate::proto::{self, proxy_message::Message};
+
+/// How often the watched directory is checked for edits.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The gRPC service.
+#[derive(Clone)]
+struct Service {
+    control: ControlPlane,
+}
+
+#[tonic::async_trait]
+impl MeshConfig for Service {
+    type StreamStream = UnboundedReceiverStream<Result<proto::Push, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<proto::ProxyMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut incoming = request.into_inner();
+        let hello = match incoming.message().await? {
+            Some(proto::ProxyMessage {
+                message: Some(Message::Hello(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a Hello",
+                ));
+            }
+        };
+        let spec = ProxySpec::from_hello(&hello).map_err(Status::invalid_argument)?;
+        let id = spec.id.clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let connection = self.control.connect(spec, hello.version, tx);
+        let control = self.control.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = incoming.message().await {
+                match m.message {
+                    Some(Message::Ack(a)) => control.ack(&id, connection, a.version),
+                    Some(Message::Nack(n)) => control.nack(&id, connection, n.version, n.error),
+                    Some(Message::Hello(_)) | None => {}
+                }
+            }
+            control.disconnect(&id, connection);
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+/// Where a control plane listens and what it watches.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A directory (or file) of resources, watched for edits.
+    pub config_dir: Option<PathBuf>,
+    /// The proxies' gRPC port (Istio's 15012).
+    pub grpc: SocketAddr,
+    /// The HTTP API and `/metrics` (Istio's 15014).
+    pub http: SocketAddr,
+    /// A file where resources added with `trellis apply` are kept across restarts.
+    pub state_file: Option<PathBuf>,
+}
+
+/// A control plane running on its own thread; dropping it stops it.
+pub struct Running {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub control: ControlPlane,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Blocks until the control plane stops (normally never).
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Loads the directory (refusing an invalid one), binds both ports and starts serving.
+pub fn spawn(options: Options) -> Result<Running, String> {
+    spawn_with(ControlPlane::new(), options)
+}
+
+/// [`spawn`] for a control plane the caller has already filled (the local runner).
+pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, String> {
+    if let Some(dir) = &options.config_dir {
+        let (loaded, _) = crate::source::load_path(dir);
+        match crate::source::validated(loaded) {
+            Ok(resources) => {
+                if let Some(file) = &options.state_file {
+                    save_directory(&last_good(file), &resources);
+                }
+                control.set_directory(resources);
+            }
+            Err(problems) => {
+                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                let message = format!("the configuration is invalid:\n  {}", lines.join("\n  "));
+                // Restarted with a directory edited badly meanwhile: serve the last
+                // good one (never an empty mesh), and say so.
+                let fallback = options
+                    .state_file
+                    .as_ref()
+                    .map(|f| last_good(f))
+                    .filter(|f| f.exists())
+                    .ok_or(message.clone())?;
+                let text = std::fs::read_to_string(&fallback)
+                    .map_err(|e| format!("{message}\n{}: {e}", fallback.display()))?;
+                let resources = crate::source::validated(trellis_api::load_str(
+                    &fallback.display().to_string(),
+                    &text,
+                ))
+                .map_err(|_| message.clone())?;
+                eprintln!(
+                    "control plane: {message}\ncontrol plane: serving the last good configuration ({} resources) until the directory is fixed",
+                    resources.len()
+                );
+                control.set_directory(resources);
+            }
+        }
+    }
+    if let Some(file) = &options.state_file {
+        control.persist_to(file.clone())?;
+    }
+    let bind = |addr: SocketAddr, what: &str| {
+        let l = std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok::<_, String>(l)
+    };
+    let grpc_socket = bind(options.grpc, "gRPC")?;
+    let http_socket = bind(options.http, "HTTP")?;
+    let grpc = grpc_socket.local_addr().map_err(|e| e.to_string())?;
+    let http = http_socket.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let thread = {
+        let control = control.clone();
+        let dir = options.config_dir.clone();
+        let state_file = options.state_file.clone();
+        std::thread::Builder::new()
+            .name("trellis-control".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("trellis-control")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the control plane's runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(run(
+                    control,
+                    grpc_socket,
+                    http_socket,
+                    dir,
+                    state_file,
+                    stopped,
+                ));
+            })
+            .map_err(|e| e.to_string())?
+    };
+    Ok(Running {
+        grpc,
+        http,
+        control,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+async fn run(
+    control: ControlPlane,
+    grpc_socket: std::net::TcpListener,
+    http_socket: std::net::TcpListener,
+    dir: Option<PathBuf>,
+    state_file: Option<PathBuf>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let grpc_socket = match tokio::net::TcpListener::from_std(grpc_socket) {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(error = %e, "gRPC socket"),
+    };
+    let http_socket = match tokio::net::TcpListener::from_std(http_socket) {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(error = %e, "HTTP socket"),
+    };
+    let service = MeshConfigServer::new(Service {
+        control: control.clone(),
+    })
+    .max_decoding_message_size(64 << 20)
+    .max_encoding_message_size(256 << 20);
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(grpc_socket).with_nodelay(Some(true));
+    let mut shutdown = stopped.clone();
+    let grpc = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .serve_with_incoming_shutdown(service, incoming, async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "gRPC server");
+        }
+    });
+    let tasks = [
+        tokio::spawn(crate::api::serve(control.clone(), http_socket)),
+        tokio::spawn(control.clone().push_loop()),
+        tokio::spawn(watch(control.clone(), dir, state_file)),
+    ];
+    let _ = stopped.wait_for(|s| *s).await;
+    for t in tasks {
+        t.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), grpc).await;
+}
+
+/// Follows edits to the watched directory; an invalid edit is refused whole.
+async fn watch(control: ControlPlane, dir: Option<PathBuf>, state_file: Option<PathBuf>) {
+    let Some(dir) = dir else { return };
+    let mut seen = crate::source::fingerprint(&dir);
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let dir2 = dir.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || crate::source::fingerprint(&dir2)).await
+        else {
+            continue;
+        };
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let dir2 = dir.clone();
+        let Ok((loaded, _)) =
+            tokio::task::spawn_blocking(move || crate::source::load_path(&dir2)).await
+        else {
+            continue;
+        };
+        match crate::source::validated(loaded) {
+            Ok(resources) => {
+                if let Some(file) = &state_file {
+                    save_directory(&last_good(file), &resources);
+                }
+                // Said on stderr, not logged: `trellis up` shows it on its terminal.
+                eprintln!(
+                    "control plane: applied the edited configuration in {} ({} resources)",
+                    dir.display(),
+                    resources.len()
+                );
+                control.set_directory(resources);
+            }
+            Err(problems) => control.directory_refused(&problems),
+        }
+    }
+}
+
+/// Where the last valid directory is kept beside the state file.
+fn last_good(state_file: &std::path::Path) -> PathBuf {
+    state_file.with_extension("last-good.yaml")
+}
+
+/// Saves a valid directory's resources (JSON documents in one YAML stream).
+fn save_directory(file: &std::path::Path, resources: &[trellis_api::Resource]) {
+    let docs: Vec<String> = resources.iter().map(|r| r.raw.to_string()).collect();
+    let tmp = file.with_extension("tmp");
+    let result =
+        std::fs::write(&tmp, docs.join("\n---\n")).and_then(|()| std::fs::rename(&tmp, file));
+    if let Err(e) = result {
+        tracing::warn!(file = %file.display(), error = %e, "cannot save the last good configuration");
+    }
+}
