@@ -20,6 +20,7 @@ mod rand;
 mod snapshot;
 mod state;
 mod tcp;
+mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
