@@ -18,6 +18,7 @@ mod matcher;
 mod metrics;
 mod rand;
 mod snapshot;
+mod sni;
 mod state;
 mod tcp;
 mod tls;

@@ -34,8 +34,7 @@ pub struct ListenerRt {
 
 /// A TCP route with resolved clusters.
 pub struct TcpRouteRt {
-    /// Server names this route takes; SNI routing is not wired yet (first route wins).
-    #[allow(dead_code)]
+    /// TLS server names this route takes (exact or `*.domain`); empty takes any.
     pub sni: Vec<String>,
     pub pick: WeightedPick,
 }
