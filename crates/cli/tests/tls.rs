@@ -342,6 +342,15 @@ async fn seed_gateway_terminates_tls_by_sni_and_alpn_and_rotates_certificates() 
     // The wrong SNI and the plain request, plus the readiness probes' empty connections.
     assert!(counter("trellis_tls_handshake_errors_total ") >= 2);
 
+    // The admin config dump shows the TLS settings but not the private key.
+    let dump = plain_get(
+        format!("127.0.0.1:{admin}").parse().expect("addr"),
+        "/config_dump",
+    )
+    .await;
+    assert!(dump.contains("certChainPem"), "{dump}");
+    assert!(!dump.contains("PRIVATE KEY"), "{dump}");
+
     // Rotating the Secret: new connections get the new certificate.
     let (ca2, cert2, key2) = pki(&["app.example.com"]);
     std::fs::write(&secret, secret_yaml(&cert2, &key2)).expect("write");

@@ -494,3 +494,45 @@ fn mutual_tls_takes_the_ca_from_a_cacert_secret() {
     assert_eq!(tls.mode, TlsMode::Mutual);
     assert_eq!(tls.client_ca_pem.as_deref(), Some(FAKE_CERT));
 }
+
+#[test]
+fn passthrough_server_routes_tls_rules_by_sni_hosts() {
+    let extra = "---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: pass, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: [\"*.example.org\"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: default}
+spec:
+  hosts: [\"*.example.org\"]
+  gateways: [pass]
+  tls:
+  - match: [{port: 9443, sniHosts: [a.example.org]}]
+    route: [{destination: {host: reviews, port: {number: 9080}}}]
+";
+    let (config, _) = gateway(
+        &tls_mesh(extra),
+        &who(&[("istio", "ingressgateway")]),
+        &BTreeMap::new(),
+        1,
+    );
+    config.check().expect("references resolve");
+    let l = config
+        .listeners
+        .iter()
+        .find(|l| l.bind.map(|a| a.port()) == Some(9443))
+        .expect("passthrough listener");
+    assert_eq!(l.protocol, trellis_model::ListenerProtocol::Tcp);
+    assert!(l.tls.is_none(), "passthrough does not terminate");
+    assert_eq!(l.tcp_routes.len(), 1);
+    assert_eq!(l.tcp_routes[0].sni, ["a.example.org"]);
+    assert!(l.tcp_routes[0].clusters[0].cluster.contains("reviews"));
+}

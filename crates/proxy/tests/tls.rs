@@ -288,3 +288,66 @@ async fn passthrough_routes_by_client_hello_server_name() {
     // No route for this name: closed without reaching an upstream.
     assert_eq!(passthrough(addr, "c.example.com").await, "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    let v1 = Upstream::start("v1");
+    let port = free_port();
+    let (ca, leaves) = pki(&[&["app.example.com"], &["client.example.com"]]);
+    let mut cfg = config(
+        port,
+        vec![Route {
+            action: forward(&[("v1", 100)]),
+            ..Default::default()
+        }],
+        vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
+    );
+    let mut tls = tls_server(&leaves[..1], &[&["app.example.com"]]);
+    tls.mode = TlsMode::Mutual;
+    tls.client_ca_pem = Some(ca.clone());
+    cfg.listeners[0].tls = Some(tls);
+    let (_proxy, addr) = start(cfg, None).await;
+
+    // Without a client certificate: refused (the error surfaces at the first read in TLS 1.3).
+    let anonymous = get_tls(addr, &ca, "app.example.com", "/").await;
+    assert!(anonymous.is_err(), "{anonymous:?}");
+
+    // With a certificate from the CA: served.
+    let (cert, key) = &leaves[1];
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("chain");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("client cert");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("app.example.com").expect("name"), tcp)
+        .await
+        .expect("mutual handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http1");
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            http::Request::builder()
+                .uri("/")
+                .header("host", "reviews")
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+}
