@@ -38,8 +38,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Keeps this worker's listeners in line with the config, until the process ends.
-pub async fn run_worker(shared: Arc<Shared>) {
+/// Keeps this worker's listeners in line with the config, until the process ends;
+/// `bound` hears once the first config's sockets are listening.
+pub async fn run_worker(shared: Arc<Shared>, bound: std::sync::mpsc::Sender<()>) {
+    let mut bound = Some(bound);
     // Keyed by TLS-ness too, so a listener turning TLS on or off restarts its loop.
     let mut running: HashMap<(String, SocketAddr, bool), JoinHandle<()>> = HashMap::new();
     let mut changes = shared.changes.subscribe();
@@ -70,6 +72,9 @@ pub async fn run_worker(shared: Arc<Shared>) {
             }
             keep
         });
+        if let Some(tx) = bound.take() {
+            let _ = tx.send(());
+        }
         if changes.changed().await.is_err() {
             return;
         }
