@@ -351,3 +351,30 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         .expect("response");
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_cut_off_after_the_handshake_timeout() {
+    let port = free_port();
+    let (ca, leaves) = pki(&[&["app.example.com"]]);
+    let mut cfg = config(port, vec![], vec![]);
+    cfg.listeners[0].tls = Some(tls_server(&leaves, &[&["app.example.com"]]));
+    let (_proxy, addr) = start(cfg, None).await;
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+    // The proxy still serves TLS (404: no routes).
+    assert_eq!(
+        get_tls(addr, &ca, "app.example.com", "/")
+            .await
+            .expect("tls")
+            .0,
+        404
+    );
+}
