@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use trellis_api::kube::Secret;
 use trellis_api::networking::{
     DestinationRule, Gateway, Location, Protocol, Sidecar, VirtualService,
 };
@@ -69,6 +70,8 @@ pub struct Mesh {
     pub destination_rules: Vec<(Resource, DestinationRule)>,
     pub gateways: Vec<(Resource, Gateway)>,
     pub sidecars: Vec<(Resource, Sidecar)>,
+    /// Secrets, for gateway TLS certificates (`credentialName`).
+    pub secrets: Vec<(Resource, Secret)>,
 }
 
 /// `reviews` seen from namespace `default` → `reviews.default.svc.cluster.local`.
@@ -235,11 +238,20 @@ impl Mesh {
                 }
                 Spec::Gateway(g) => mesh.gateways.push((r.clone(), (**g).clone())),
                 Spec::Sidecar(sc) => mesh.sidecars.push((r.clone(), (**sc).clone())),
+                Spec::Secret(sec) => mesh.secrets.push((r.clone(), (**sec).clone())),
                 _ => {}
             }
         }
         mesh.workloads.extend(extra);
         mesh
+    }
+
+    /// The Secret `name` in `namespace`.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
+        self.secrets
+            .iter()
+            .find(|(r, _)| r.meta.name == name && r.meta.namespace_or_default() == namespace)
+            .map(|(_, s)| s)
     }
 
     /// The service with this fully qualified host name.

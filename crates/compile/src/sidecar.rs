@@ -72,6 +72,7 @@ pub fn sidecar(
         protocol: model::ListenerProtocol::Http,
         route_table: Some("outbound".into()),
         tcp_routes: vec![],
+        tls: None,
     }];
     let mut route_tables = vec![model::RouteTable {
         name: "outbound".into(),
@@ -103,6 +104,7 @@ pub fn sidecar(
                     ..Default::default()
                 }],
             }],
+            tls: None,
         });
         route_tables.push(model::RouteTable {
             name: table,

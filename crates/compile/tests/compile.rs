@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use trellis_compile::{Mesh, ProxyIdentity, gateway, sidecar};
-use trellis_model::{Action, LoadBalancer, ProxyConfig};
+use trellis_model::{Action, LoadBalancer, ProxyConfig, TlsMode};
 
 const APP: &str = r#"
 apiVersion: v1
@@ -309,4 +309,230 @@ spec:
         !in_finance.iter().any(|d| d.starts_with("secret")),
         "exportTo '.' hides it from other namespaces: {in_finance:?}"
     );
+}
+
+const FAKE_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+const FAKE_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+fn tls_mesh(extra: &str) -> Mesh {
+    let text = format!(
+        r#"{APP}---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: secure, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https-app, protocol: HTTPS}}
+    hosts: [app.example.com]
+    tls: {{mode: SIMPLE, credentialName: app-tls}}
+  - port: {{number: 443, name: https-api, protocol: HTTPS}}
+    hosts: ["*.api.example.com"]
+    tls: {{mode: SIMPLE, credentialName: api-tls}}
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [secure.example.com]
+    tls: {{httpsRedirect: true}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: secure, namespace: default}}
+spec:
+  hosts: [app.example.com, "*.api.example.com"]
+  gateways: [secure]
+  http:
+  - route:
+    - destination: {{host: reviews}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: app-tls, namespace: default}}
+type: kubernetes.io/tls
+data:
+  tls.crt: {cert}
+  tls.key: {key}
+{extra}"#,
+        cert = b64(FAKE_CERT),
+        key = b64(FAKE_KEY),
+    );
+    let loaded = trellis_api::load_str("tls.yaml", &text);
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    Mesh::new(&loaded.resources, vec![])
+}
+
+fn b64(text: &str) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ABC[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn https_server_gets_a_tls_listener_with_certificates_by_sni() {
+    let api = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: api-tls, namespace: default}\nstringData: {tls.crt: \"-----BEGIN CERTIFICATE-----\\nAPI\\n-----END CERTIFICATE-----\\n\", tls.key: \"-----BEGIN EC PRIVATE KEY-----\\nK\\n-----END EC PRIVATE KEY-----\\n\"}\n";
+    let ports = BTreeMap::from([(80u16, 8080u16), (443u16, 8443u16)]);
+    let (config, notes) = gateway(
+        &tls_mesh(api),
+        &who(&[("istio", "ingressgateway")]),
+        &ports,
+        1,
+    );
+    assert!(notes.is_empty(), "{notes:?}");
+    config.check().expect("references resolve");
+    let https = config
+        .listeners
+        .iter()
+        .find(|l| l.bind.map(|a| a.port()) == Some(8443))
+        .expect("443 listener on 8443");
+    let tls = https.tls.as_ref().expect("TLS on 443");
+    assert_eq!(tls.mode, TlsMode::Simple);
+    assert_eq!(tls.alpn, ["h2", "http/1.1"]);
+    assert_eq!(tls.certificates.len(), 2);
+    assert_eq!(tls.certificates[0].sni_hosts, ["app.example.com"]);
+    assert_eq!(tls.certificates[0].cert_chain_pem, FAKE_CERT);
+    assert_eq!(tls.certificates[0].private_key_pem, FAKE_KEY);
+    assert_eq!(tls.certificates[1].sni_hosts, ["*.api.example.com"]);
+    assert!(tls.certificates[1].cert_chain_pem.contains("API"));
+    let table = config
+        .route_tables
+        .iter()
+        .find(|t| Some(&t.name) == https.route_table.as_ref())
+        .expect("443 table");
+    let app = table
+        .virtual_hosts
+        .iter()
+        .find(|v| v.domains.iter().any(|d| d == "app.example.com"))
+        .expect("app vhost");
+    assert!(matches!(app.routes[0].action, Action::Forward(_)));
+
+    // Port 80 redirects secure.example.com to https.
+    let http = config
+        .listeners
+        .iter()
+        .find(|l| l.bind.map(|a| a.port()) == Some(8080))
+        .expect("80 listener");
+    assert!(http.tls.is_none());
+    let table = config
+        .route_tables
+        .iter()
+        .find(|t| Some(&t.name) == http.route_table.as_ref())
+        .expect("80 table");
+    let secure = table
+        .virtual_hosts
+        .iter()
+        .find(|v| v.domains.iter().any(|d| d == "secure.example.com"))
+        .expect("redirect vhost, even without a VirtualService");
+    let Action::Redirect(r) = &secure.routes[0].action else {
+        panic!("{secure:?}");
+    };
+    assert_eq!((r.scheme.as_deref(), r.status), (Some("https"), 301));
+}
+
+#[test]
+fn missing_secret_skips_only_that_server_with_a_note() {
+    let ports = BTreeMap::new();
+    let (config, notes) = gateway(
+        &tls_mesh(""),
+        &who(&[("istio", "ingressgateway")]),
+        &ports,
+        1,
+    );
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].resource, "Gateway default/secure");
+    assert!(notes[0].message.contains("443"), "{notes:?}");
+    assert!(notes[0].message.contains("api-tls"), "{notes:?}");
+    config.check().expect("references resolve");
+    let https = config
+        .listeners
+        .iter()
+        .find(|l| l.bind.map(|a| a.port()) == Some(443))
+        .expect("443 still served for app.example.com");
+    let tls = https.tls.as_ref().expect("TLS");
+    assert_eq!(tls.certificates.len(), 1);
+    // The HTTP servers of both Gateways are kept.
+    assert!(
+        config
+            .listeners
+            .iter()
+            .any(|l| l.bind.map(|a| a.port()) == Some(80))
+    );
+}
+
+#[test]
+fn mutual_tls_takes_the_ca_from_a_cacert_secret() {
+    let extra = format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: mtls, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 8443, name: https, protocol: HTTPS}}\n    hosts: [mtls.example.com]\n    tls: {{mode: MUTUAL, credentialName: app-tls}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: app-tls-cacert, namespace: default}}\ndata: {{ca.crt: {}}}\n",
+        b64(FAKE_CERT)
+    );
+    let (config, notes) = gateway(
+        &tls_mesh(&extra),
+        &who(&[("istio", "ingressgateway")]),
+        &BTreeMap::new(),
+        1,
+    );
+    assert!(
+        notes.iter().all(|n| !n.resource.contains("mtls")),
+        "{notes:?}"
+    );
+    let tls = config
+        .listeners
+        .iter()
+        .find(|l| l.bind.map(|a| a.port()) == Some(8443))
+        .and_then(|l| l.tls.as_ref())
+        .expect("mTLS listener");
+    assert_eq!(tls.mode, TlsMode::Mutual);
+    assert_eq!(tls.client_ca_pem.as_deref(), Some(FAKE_CERT));
+}
+
+#[test]
+fn passthrough_server_routes_tls_rules_by_sni_hosts() {
+    let extra = "---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: pass, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: [\"*.example.org\"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: default}
+spec:
+  hosts: [\"*.example.org\"]
+  gateways: [pass]
+  tls:
+  - match: [{port: 9443, sniHosts: [a.example.org]}]
+    route: [{destination: {host: reviews, port: {number: 9080}}}]
+";
+    let (config, _) = gateway(
+        &tls_mesh(extra),
+        &who(&[("istio", "ingressgateway")]),
+        &BTreeMap::new(),
+        1,
+    );
+    config.check().expect("references resolve");
+    let l = config
+        .listeners
+        .iter()
+        .find(|l| l.bind.map(|a| a.port()) == Some(9443))
+        .expect("passthrough listener");
+    assert_eq!(l.protocol, trellis_model::ListenerProtocol::Tcp);
+    assert!(l.tls.is_none(), "passthrough does not terminate");
+    assert_eq!(l.tcp_routes.len(), 1);
+    assert_eq!(l.tcp_routes[0].sni, ["a.example.org"]);
+    assert!(l.tcp_routes[0].clusters[0].cluster.contains("reviews"));
 }

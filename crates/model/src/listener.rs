@@ -46,6 +46,48 @@ pub struct Listener {
     /// TCP routes, first match wins, for TCP listeners (or non-HTTP bytes on Auto).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tcp_routes: Vec<TcpRoute>,
+    /// TLS terminated here (HTTPS gateway servers); plain when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsServer>,
+}
+
+/// How a listener terminates TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsServer {
+    pub mode: TlsMode,
+    /// Picked by the client's SNI; the first is the default when no name matches.
+    pub certificates: Vec<TlsCertificate>,
+    /// Protocols offered in ALPN, in order of preference (`h2`, `http/1.1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alpn: Vec<String>,
+    /// Roots that client certificates must chain to (MUTUAL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_pem: Option<String>,
+}
+
+/// Whether the client must present a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsMode {
+    /// Server certificate only.
+    #[default]
+    Simple,
+    /// The client must present a certificate signed by `client_ca_pem`.
+    Mutual,
+}
+
+/// A certificate chain and its key, for the server names it serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsCertificate {
+    /// Exact names or `*.example.com` wildcards; empty or `*` serves any name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
+    /// PEM, leaf first.
+    pub cert_chain_pem: String,
+    /// PEM (PKCS#8, PKCS#1 or SEC1).
+    pub private_key_pem: String,
 }
 
 /// Where opaque TCP goes.

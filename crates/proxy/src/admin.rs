@@ -71,7 +71,7 @@ async fn answer(
             (
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_string_pretty(&*snapshot.config).unwrap_or_default(),
+                config_dump(&snapshot.config),
             )
         }
         "/clusters" if admin => (StatusCode::OK, "text/plain", clusters(&shared)),
@@ -175,4 +175,19 @@ fn clusters(shared: &Shared) -> String {
         }
     }
     out
+}
+
+/// The config in force as JSON, private keys redacted (as Envoy's config_dump does).
+fn config_dump(config: &trellis_model::ProxyConfig) -> String {
+    let has_keys = config.listeners.iter().any(|l| l.tls.is_some());
+    if !has_keys {
+        return serde_json::to_string_pretty(config).unwrap_or_default();
+    }
+    let mut redacted = config.clone();
+    for tls in redacted.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
+        for cert in &mut tls.certificates {
+            cert.private_key_pem = "[redacted]".into();
+        }
+    }
+    serde_json::to_string_pretty(&redacted).unwrap_or_default()
 }

@@ -35,6 +35,15 @@ pub struct Connection {
     pub listener: Arc<ListenerRt>,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// TLS was terminated on this connection (the request scheme is https).
+    pub tls: bool,
+}
+
+impl Connection {
+    /// The scheme requests arrived with, when the request line does not say.
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
 }
 
 /// Handles one request; never fails (errors become local replies with flags).
@@ -200,7 +209,7 @@ async fn route_and_forward(
             query,
             method: req.method().as_str(),
             authority: &authority,
-            scheme: req.uri().scheme_str().unwrap_or("http"),
+            scheme: req.uri().scheme_str().unwrap_or(conn.scheme()),
             headers: req.headers(),
             port: conn.local.port(),
         };
@@ -256,7 +265,7 @@ async fn route_and_forward(
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
             return local_reply(status, body.as_deref().unwrap_or(""));
         }
-        Action::Redirect(r) => return redirect(r, &req, &authority),
+        Action::Redirect(r) => return redirect(r, &req, &authority, conn.scheme()),
         Action::Forward(f) => f,
     };
     let Some((index, cluster)) = route.pick.as_ref().and_then(|p| p.pick()) else {
@@ -671,10 +680,11 @@ fn prepare_request_headers(
 ) {
     let upgrade = is_upgrade_parts(headers);
     strip_hop_by_hop(headers, upgrade);
-    if !headers.contains_key("x-forwarded-proto") {
+    // A terminated TLS connection knows its scheme; otherwise keep what a front proxy said.
+    if conn.tls || !headers.contains_key("x-forwarded-proto") {
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
+            HeaderValue::from_static(conn.scheme()),
         );
     }
     if conn.listener.model.direction == trellis_model::Direction::Gateway {
@@ -884,14 +894,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn redirect(r: &Redirect, req: &Request<Incoming>, authority: &str) -> Response<ProxyBody> {
+fn redirect(
+    r: &Redirect,
+    req: &Request<Incoming>,
+    authority: &str,
+    conn_scheme: &str,
+) -> Response<ProxyBody> {
     let scheme = r
         .scheme
         .as_deref()
-        .unwrap_or_else(|| req.uri().scheme_str().unwrap_or("http"));
+        .unwrap_or_else(|| req.uri().scheme_str().unwrap_or(conn_scheme));
     let host = r.authority.as_deref().unwrap_or(authority);
     let host = match r.port {
         Some(port) => format!("{}:{port}", host.rsplit_once(':').map_or(host, |(h, _)| h)),
+        // A switch to https drops the http default port, as Envoy's https_redirect does.
+        None if scheme == "https" && host.ends_with(":80") => host[..host.len() - 3].to_string(),
         None => host.to_string(),
     };
     let path = r

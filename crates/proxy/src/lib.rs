@@ -18,8 +18,10 @@ mod matcher;
 mod metrics;
 mod rand;
 mod snapshot;
+mod sni;
 mod state;
 mod tcp;
+mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -132,11 +134,23 @@ impl Proxy {
                 }
             })?);
         }
-        for i in 0..options.workers.max(1) {
+        let workers = options.workers.max(1);
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        for i in 0..workers {
             let shared = shared.clone();
+            let bound = bound_tx.clone();
             threads.push(spawn_thread(&format!("trellis-worker-{i}"), move || {
-                listener::run_worker(shared)
+                listener::run_worker(shared, bound)
             })?);
+        }
+        // Ready means listening: wait (bounded) for every worker's first sockets.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for _ in 0..workers {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if bound_rx.recv_timeout(left).is_err() {
+                tracing::warn!("workers slow to bind their listeners");
+                break;
+            }
         }
         shared.ready.store(true, Ordering::Release);
         Ok(Proxy { shared, threads })

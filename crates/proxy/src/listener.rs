@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,6 +17,7 @@ use trellis_model::ListenerProtocol;
 use crate::Shared;
 use crate::http::{Connection, handle};
 use crate::snapshot::ListenerRt;
+use crate::tls::HANDSHAKE_TIMEOUT;
 
 /// Largest request head accepted (larger gets 431).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -36,16 +38,19 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Keeps this worker's listeners in line with the config, until the process ends.
-pub async fn run_worker(shared: Arc<Shared>) {
-    let mut running: HashMap<(String, SocketAddr), JoinHandle<()>> = HashMap::new();
+/// Keeps this worker's listeners in line with the config, until the process ends;
+/// `bound` hears once the first config's sockets are listening.
+pub async fn run_worker(shared: Arc<Shared>, bound: std::sync::mpsc::Sender<()>) {
+    let mut bound = Some(bound);
+    // Keyed by TLS-ness too, so a listener turning TLS on or off restarts its loop.
+    let mut running: HashMap<(String, SocketAddr, bool), JoinHandle<()>> = HashMap::new();
     let mut changes = shared.changes.subscribe();
     loop {
         let snapshot = shared.snapshot.load_full();
         let mut wanted = Vec::new();
         for l in &snapshot.listeners {
             let Some(addr) = l.model.bind else { continue };
-            let key = (l.model.name.clone(), addr);
+            let key = (l.model.name.clone(), addr, l.tls.is_some());
             wanted.push(key.clone());
             if running.contains_key(&key) {
                 continue;
@@ -67,6 +72,9 @@ pub async fn run_worker(shared: Arc<Shared>) {
             }
             keep
         });
+        if let Some(tx) = bound.take() {
+            let _ = tx.send(());
+        }
         if changes.changed().await.is_err() {
             return;
         }
@@ -90,12 +98,17 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: Tcp
             listener: listener.clone(),
             peer,
             local,
+            tls: listener.tls.is_some(),
         });
         tokio::spawn(serve(conn, stream));
     }
 }
 
 async fn serve(conn: Arc<Connection>, stream: TcpStream) {
+    if conn.tls {
+        serve_tls(conn, stream).await;
+        return;
+    }
     let is_http = match conn.listener.model.protocol {
         ListenerProtocol::Http => true,
         ListenerProtocol::Tcp => false,
@@ -105,6 +118,53 @@ async fn serve(conn: Arc<Connection>, stream: TcpStream) {
         crate::tcp::proxy(conn, stream).await;
         return;
     }
+    serve_http(conn, stream, None).await;
+}
+
+/// Terminates TLS with the certificates of the config in force now (so a swap applies
+/// to new connections), then serves HTTP as the ALPN says.
+async fn serve_tls(conn: Arc<Connection>, stream: TcpStream) {
+    let tls = {
+        let snapshot = conn.shared.snapshot.load();
+        snapshot
+            .listeners
+            .iter()
+            .find(|l| l.model.name == conn.listener.model.name)
+            .and_then(|l| l.tls.clone())
+            .or_else(|| conn.listener.tls.clone())
+    };
+    let Some(tls) = tls else { return };
+    let metrics = &conn.shared.metrics;
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            metrics.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    metrics.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+    let h2 = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Some(true),
+        Some(_) => Some(false),
+        // No ALPN: tell HTTP/1.1 from the HTTP/2 preface, as on plain listeners.
+        None => None,
+    };
+    serve_http(conn, stream, h2).await;
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on one connection: `h2` forces one when known (ALPN),
+/// otherwise the first bytes decide.
+async fn serve_http<I>(conn: Arc<Connection>, io: I, h2: Option<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -115,9 +175,14 @@ async fn serve(conn: Arc<Connection>, stream: TcpStream) {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let builder = match h2 {
+        Some(true) => builder.http2_only(),
+        Some(false) => builder.http1_only(),
+        None => builder,
+    };
     let service = hyper::service::service_fn(move |req| handle(conn.clone(), req));
     if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
         .await
     {
         tracing::debug!(error = %e, "downstream connection ended with an error");

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use trellis_model::Workload;
@@ -163,6 +164,10 @@ pub struct RequestRecord {
 #[derive(Default)]
 pub struct Metrics {
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+    /// Downstream TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// Downstream TLS handshakes that failed or timed out.
+    pub tls_handshake_errors: AtomicU64,
 }
 
 thread_local! {
@@ -319,6 +324,18 @@ impl Metrics {
             for k in &tcp_keys {
                 let l = k.trim_end_matches(',');
                 let _ = writeln!(out, "{name}{{{l}}} {}", value(&tcp[*k]));
+            }
+        }
+        let (ok, failed) = (
+            self.tls_handshakes.load(Ordering::Relaxed),
+            self.tls_handshake_errors.load(Ordering::Relaxed),
+        );
+        if ok + failed > 0 {
+            for (name, value) in [
+                ("trellis_tls_handshakes_total", ok),
+                ("trellis_tls_handshake_errors_total", failed),
+            ] {
+                let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
             }
         }
         out

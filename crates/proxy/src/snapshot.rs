@@ -28,12 +28,13 @@ pub struct ListenerRt {
     pub tcp_routes: Vec<TcpRouteRt>,
     /// Peer labels for requests that never reached a cluster (NR).
     pub unrouted_labels: Arc<str>,
+    /// TLS terminated on this listener.
+    pub tls: Option<Arc<crate::tls::TlsRt>>,
 }
 
 /// A TCP route with resolved clusters.
 pub struct TcpRouteRt {
-    /// Server names this route takes; SNI routing is not wired yet (first route wins).
-    #[allow(dead_code)]
+    /// TLS server names this route takes (exact or `*.domain`); empty takes any.
     pub sni: Vec<String>,
     pub pick: WeightedPick,
 }
@@ -226,7 +227,14 @@ impl Snapshot {
                     Reporter::Source => (node, &unknown),
                     Reporter::Destination => (&unknown, node),
                 };
+                let tls = l
+                    .tls
+                    .as_ref()
+                    .map(|t| crate::tls::TlsRt::compile(t).map(Arc::new))
+                    .transpose()
+                    .map_err(|e| format!("listener {}: {e}", l.name))?;
                 Ok(Arc::new(ListenerRt {
+                    tls,
                     model: l.clone(),
                     table: l.route_table.as_ref().and_then(|n| tables.get(n).cloned()),
                     tcp_routes,

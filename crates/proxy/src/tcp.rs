@@ -9,6 +9,9 @@ use tokio::net::TcpStream;
 use crate::http::Connection;
 use crate::state::{Outcome, record_outcome};
 
+/// How long a client may take to send its ClientHello on an SNI-routed listener.
+const SNI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Proxies one accepted TCP connection.
 pub async fn proxy(conn: Arc<Connection>, mut downstream: TcpStream) {
     let snapshot = conn.shared.snapshot.load_full();
@@ -18,8 +21,21 @@ pub async fn proxy(conn: Arc<Connection>, mut downstream: TcpStream) {
         .find(|l| l.model.name == conn.listener.model.name)
         .cloned()
         .unwrap_or_else(|| conn.listener.clone());
-    let Some(route) = listener.tcp_routes.first() else {
-        tracing::debug!(listener = %listener.model.name, "no TCP route: closing (NR)");
+    // TLS routes: read the ClientHello's server name (not consuming it) only when a
+    // route asks for one.
+    let sni = if listener.tcp_routes.iter().any(|r| !r.sni.is_empty()) {
+        crate::sni::peek_server_name(&downstream, SNI_TIMEOUT).await
+    } else {
+        None
+    };
+    let route = listener.tcp_routes.iter().find(|r| {
+        r.sni.is_empty()
+            || sni
+                .as_deref()
+                .is_some_and(|name| r.sni.iter().any(|p| crate::sni::name_matches(p, name)))
+    });
+    let Some(route) = route else {
+        tracing::debug!(listener = %listener.model.name, sni = ?sni, "no TCP route: closing (NR)");
         return;
     };
     let Some((_, cluster)) = route.pick.pick() else {

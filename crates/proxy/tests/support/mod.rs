@@ -278,6 +278,7 @@ pub fn config(port: u16, routes: Vec<Route>, clusters: Vec<Cluster>) -> ProxyCon
             protocol: ListenerProtocol::Http,
             route_table: Some("routes".into()),
             tcp_routes: vec![],
+            tls: None,
         }],
         route_tables: vec![RouteTable {
             name: "routes".into(),
