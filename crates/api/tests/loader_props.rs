@@ -4,8 +4,14 @@
 use proptest::prelude::*;
 use trellis_api::load_bytes;
 
+/// Lines as YAML counts them: `\r\n`, a lone `\r` and `\n` each end one.
 fn lines_in(bytes: &[u8]) -> u32 {
-    bytes.iter().filter(|b| **b == b'\n').count() as u32 + 1
+    let breaks = bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| **b == b'\n' || (**b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+        .count();
+    breaks as u32 + 1
 }
 
 /// YAML-ish text built from the pieces that trip parsers: indentation, flow

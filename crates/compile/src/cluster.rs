@@ -27,11 +27,15 @@ pub fn destination_rule<'a>(
     caller_ns: &str,
     service_ns: &str,
 ) -> Option<&'a DestinationRule> {
+    let candidates = mesh.destination_rules_for(hostname);
     let matching = || {
-        mesh.destination_rules.iter().filter(move |(r, dr)| {
-            let host = fqdn(&dr.host, r.meta.namespace_or_default());
-            host_matches(&host, hostname)
-        })
+        candidates
+            .iter()
+            .filter_map(|i| mesh.destination_rules.get(*i))
+            .filter(move |(r, dr)| {
+                let host = fqdn(&dr.host, r.meta.namespace_or_default());
+                host_matches(&host, hostname)
+            })
     };
     let in_ns = |ns: &str| {
         matching()

@@ -12,7 +12,9 @@ mod sidecar;
 
 pub use gateway::gateway;
 pub use mesh::{Mesh, Service, ServicePort, Workload, fqdn};
-pub use sidecar::{Inbound, sidecar};
+pub use sidecar::{
+    Inbound, Outbound, outbound_depends_on_labels, sidecar, sidecar_local, sidecar_outbound,
+};
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -19,6 +19,41 @@ pub struct Inbound {
     pub port: u16,
 }
 
+/// The outbound part of a sidecar's config: one virtual host per visible service
+/// port (the `outbound` route table) and the clusters they route to. It depends only
+/// on the sidecar's namespace and, when [`outbound_depends_on_labels`], its labels, so
+/// the control plane compiles it once for every sidecar that shares those.
+#[derive(Debug, Clone, Default)]
+pub struct Outbound {
+    pub virtual_hosts: Vec<model::VirtualHost>,
+    pub clusters: Vec<model::Cluster>,
+    pub notes: Vec<Note>,
+}
+
+/// Whether sidecars' outbound config can differ by workload labels: some
+/// VirtualService matches `sourceLabels`, or some Sidecar resource selects workloads.
+pub fn outbound_depends_on_labels(mesh: &Mesh) -> bool {
+    mesh.virtual_services.iter().any(|(_, vs)| {
+        vs.http
+            .iter()
+            .flat_map(|h| h.match_.iter())
+            .any(|m| !m.source_labels.is_empty())
+            || vs
+                .tcp
+                .iter()
+                .flat_map(|t| t.match_.iter())
+                .any(|m| !m.source_labels.is_empty())
+            || vs
+                .tls
+                .iter()
+                .flat_map(|t| t.match_.iter())
+                .any(|m| !m.source_labels.is_empty())
+    }) || mesh
+        .sidecars
+        .iter()
+        .any(|(_, sc)| sc.workload_selector.is_some())
+}
+
 /// Compiles the config of the sidecar of `who`.
 pub fn sidecar(
     mesh: &Mesh,
@@ -27,6 +62,27 @@ pub fn sidecar(
     inbound: &[Inbound],
     version: u64,
 ) -> (model::ProxyConfig, Vec<Note>) {
+    let shared = sidecar_outbound(mesh, who);
+    let mut config = sidecar_local(who, outbound, inbound, version);
+    config.route_tables.insert(
+        0,
+        model::RouteTable {
+            name: "outbound".into(),
+            virtual_hosts: shared.virtual_hosts,
+        },
+    );
+    let mut clusters: BTreeMap<String, model::Cluster> = shared
+        .clusters
+        .into_iter()
+        .chain(std::mem::take(&mut config.clusters))
+        .map(|c| (c.name.clone(), c))
+        .collect();
+    config.clusters = std::mem::take(&mut clusters).into_values().collect();
+    (config, shared.notes)
+}
+
+/// The outbound part of the config of the sidecar of `who` (see [`Outbound`]).
+pub fn sidecar_outbound(mesh: &Mesh, who: &ProxyIdentity) -> Outbound {
     let mut out = Collected::default();
     let mut vhosts = Vec::new();
     let mut claimed: BTreeSet<String> = BTreeSet::new();
@@ -64,6 +120,24 @@ pub fn sidecar(
             });
         }
     }
+    Outbound {
+        virtual_hosts: vhosts,
+        clusters: out.clusters.into_values().collect(),
+        notes: out.notes,
+    }
+}
+
+/// The part of a sidecar's config that is its own: the outbound listener (bound to
+/// `outbound`, using the `outbound` route table, which [`sidecar_outbound`] fills) and
+/// an inbound listener, route table and cluster per inbound port. Its route tables do
+/// not include `outbound`.
+pub fn sidecar_local(
+    who: &ProxyIdentity,
+    outbound: SocketAddr,
+    inbound: &[Inbound],
+    version: u64,
+) -> model::ProxyConfig {
+    let mut clusters: BTreeMap<String, model::Cluster> = BTreeMap::new();
     let bind_ip = who.bind_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let mut listeners = vec![model::Listener {
         name: "outbound".into(),
@@ -74,10 +148,7 @@ pub fn sidecar(
         tcp_routes: vec![],
         tls: None,
     }];
-    let mut route_tables = vec![model::RouteTable {
-        name: "outbound".into(),
-        virtual_hosts: vhosts,
-    }];
+    let mut route_tables = Vec::new();
     let workload = who.workload();
     for inb in inbound {
         let cluster = format!("inbound|{}||", inb.port);
@@ -125,7 +196,7 @@ pub fn sidecar(
                 }],
             }],
         });
-        out.clusters.insert(
+        clusters.insert(
             cluster.clone(),
             model::Cluster {
                 name: cluster,
@@ -140,7 +211,7 @@ pub fn sidecar(
             },
         );
     }
-    let config = model::ProxyConfig {
+    model::ProxyConfig {
         version,
         node: model::Node {
             id: format!("sidecar~{}.{}", who.name, who.namespace),
@@ -149,9 +220,8 @@ pub fn sidecar(
         },
         listeners,
         route_tables,
-        clusters: out.clusters.into_values().collect(),
-    };
-    (config, out.notes)
+        clusters: clusters.into_values().collect(),
+    }
 }
 
 /// The routes of the VirtualService for this service, or a plain forward.
@@ -161,15 +231,19 @@ fn routes_for(
     port: &ServicePort,
     out: &mut Collected,
 ) -> Vec<model::Route> {
-    let vs = scope.mesh.virtual_services.iter().find(|(r, vs)| {
-        let ns = r.meta.namespace_or_default();
-        bound_here(ns, vs, None)
-            && exported(&vs.export_to, ns, scope.node_namespace)
-            && vs
-                .hosts
-                .iter()
-                .any(|h| host_matches(&fqdn(h, ns), &service.hostname))
-    });
+    let candidates = scope.mesh.virtual_services_for(&service.hostname);
+    let vs = candidates
+        .iter()
+        .filter_map(|i| scope.mesh.virtual_services.get(*i))
+        .find(|(r, vs)| {
+            let ns = r.meta.namespace_or_default();
+            bound_here(ns, vs, None)
+                && exported(&vs.export_to, ns, scope.node_namespace)
+                && vs
+                    .hosts
+                    .iter()
+                    .any(|h| host_matches(&fqdn(h, ns), &service.hostname))
+        });
     if let Some((r, vs)) = vs {
         return http_routes(scope, r.meta.namespace_or_default(), &r.meta.name, vs, out);
     }

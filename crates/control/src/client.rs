@@ -18,6 +18,10 @@ use crate::proto::{self, proxy_message::Message};
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How a NACK for a push built on a version the proxy does not run begins; the control
+/// plane answers it with a full push.
+pub const BASE_MISMATCH: &str = "base version mismatch";
+
 /// What the client tells its handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -55,8 +59,18 @@ pub async fn follow(address: &str, spec: ProxySpec, handler: &mut dyn Handler) {
     let uri = endpoint_uri(address);
     let mut version = 0;
     let mut backoff = MIN_BACKOFF;
+    let mut assembled = crate::resources::Assembled::default();
     loop {
-        let why = match session(&uri, &spec, &mut version, &mut backoff, handler).await {
+        let why = match session(
+            &uri,
+            &spec,
+            &mut version,
+            &mut assembled,
+            &mut backoff,
+            handler,
+        )
+        .await
+        {
             Ok(()) => "the control plane closed the stream".to_string(),
             Err(e) => e,
         };
@@ -71,6 +85,7 @@ async fn session(
     uri: &str,
     spec: &ProxySpec,
     version: &mut u64,
+    assembled: &mut crate::resources::Assembled,
     backoff: &mut Duration,
     handler: &mut dyn Handler,
 ) -> Result<(), String> {
@@ -101,12 +116,23 @@ async fn session(
         .map_err(|e| format!("stream broke: {}", e.message()))?
     {
         *backoff = MIN_BACKOFF;
-        let outcome = serde_json::from_slice::<ProxyConfig>(&push.config_json)
-            .map_err(|e| format!("not a ProxyConfig: {e}"))
-            .and_then(|mut config| {
-                config.version = push.version;
-                handler.apply(config)
-            });
+        let outcome = if push.incremental && push.base_version != *version {
+            Err(format!(
+                "{BASE_MISMATCH}: running version {}, the push builds on {}",
+                *version, push.base_version
+            ))
+        } else {
+            // Build the next config aside; it replaces the current one only if applied.
+            let mut next = if push.incremental {
+                assembled.clone()
+            } else {
+                crate::resources::Assembled::default()
+            };
+            next.apply(&push)
+                .and_then(|()| next.config(push.version))
+                .and_then(|config: ProxyConfig| handler.apply(config))
+                .map(|()| *assembled = next)
+        };
         let reply = match outcome {
             Ok(()) => {
                 *version = push.version;

@@ -10,6 +10,7 @@ pub mod client;
 pub mod metrics;
 pub mod node;
 pub mod plane;
+pub mod resources;
 pub mod server;
 pub mod source;
 pub mod store;

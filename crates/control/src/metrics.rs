@@ -57,6 +57,8 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub pushes: AtomicU64,
+    /// Bytes of resources pushed (JSON), to see how much incremental pushes save.
+    pub push_bytes: AtomicU64,
     pub push_latency: Histogram,
     pub compile_latency: Histogram,
     pub connected: AtomicU64,
@@ -81,6 +83,12 @@ impl Metrics {
             "trellis_control_pushes_total",
             "Configurations pushed to proxies.",
             &self.pushes,
+        );
+        counter(
+            &mut out,
+            "trellis_control_push_bytes_total",
+            "Bytes of configuration resources pushed to proxies.",
+            &self.push_bytes,
         );
         counter(
             &mut out,

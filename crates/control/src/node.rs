@@ -160,6 +160,20 @@ impl ProxySpec {
         })
     }
 
+    /// This proxy's own resources: for a sidecar, its node, listeners and inbound
+    /// side (the outbound side is shared with its group); for a gateway, everything.
+    pub fn own_units(&self, mesh: &Mesh) -> crate::resources::Units {
+        match self.role {
+            Role::Gateway => crate::resources::units_of(&self.compile(mesh)),
+            Role::Sidecar => {
+                let mut config =
+                    trellis_compile::sidecar_local(&self.identity, self.outbound, &self.inbound, 0);
+                config.node.id = self.id.clone();
+                crate::resources::units_of(&config)
+            }
+        }
+    }
+
     /// Compiles this proxy's config from `mesh` (version 0: the caller stamps it).
     pub fn compile(&self, mesh: &Mesh) -> ProxyConfig {
         let (mut config, notes) = match self.role {

@@ -6,14 +6,12 @@
 //! Compilation runs off the async threads (`spawn_blocking`); locks are held only to
 //! copy state in and out, never while compiling.
 
-use std::collections::{BTreeMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use trellis_api::{Diagnostic, Resource};
 use trellis_compile::{Mesh, Workload};
@@ -22,6 +20,7 @@ use trellis_model::{ProxyConfig, Role};
 use crate::metrics::Metrics;
 use crate::node::ProxySpec;
 use crate::proto;
+use crate::resources::Units;
 use crate::store::{Change, Key, Store};
 
 /// What the push stream of one proxy carries.
@@ -44,19 +43,33 @@ struct Inner {
     next_connection: AtomicU64,
     changed: Notify,
     metrics: Metrics,
+    /// Each sidecar group's outbound resources as last compiled.
+    groups: Mutex<HashMap<GroupKey, Arc<Units>>>,
     /// Where the API layer is saved, so applied resources survive a restart.
     state_file: Mutex<Option<std::path::PathBuf>>,
 }
+
+/// What was last sent to a proxy: the outbound resources it shares with the
+/// sidecars of its group, and its own.
+#[derive(Clone, Default)]
+struct Sent {
+    group: Option<Arc<Units>>,
+    own: Arc<Units>,
+}
+
+/// Sidecars whose outbound config is the same: by namespace, and by labels when some
+/// resource makes the outbound config depend on them.
+type GroupKey = (String, Vec<(String, String)>);
 
 /// One connected proxy.
 struct Connected {
     connection: u64,
     spec: Arc<ProxySpec>,
     tx: PushSender,
-    /// Hash of the last pushed config (encoded with version 0), to skip unchanged ones.
-    fingerprint: Option<u64>,
-    /// The last pushed config, JSON with version 0.
-    config: Option<Bytes>,
+    /// The resources of the last push (what the next incremental push diffs from).
+    state: Sent,
+    /// The next push must be full: nothing sent yet, or the proxy refused one.
+    needs_full: bool,
     sent: u64,
     acked: u64,
     last_push: Option<SystemTime>,
@@ -250,8 +263,8 @@ impl ControlPlane {
                 connection,
                 spec: Arc::new(spec),
                 tx,
-                fingerprint: None,
-                config: None,
+                state: Sent::default(),
+                needs_full: true,
                 sent: 0,
                 acked: 0,
                 last_push: None,
@@ -308,6 +321,7 @@ impl ControlPlane {
     /// The proxy refused `version` and keeps running its previous config.
     pub fn nack(&self, id: &str, connection: u64, version: u64, error: String) {
         self.inner.metrics.nacks.fetch_add(1, Ordering::Relaxed);
+        let mismatch = error.starts_with(crate::client::BASE_MISMATCH);
         eprintln!(
             "control plane: proxy {id} refused version {version} (NACK), keeping its previous configuration: {error}"
         );
@@ -319,6 +333,14 @@ impl ControlPlane {
             && let Some(at) = p.pushed_at.take()
         {
             self.inner.metrics.push_latency.observe(at.elapsed());
+        }
+        // What the proxy runs is no longer what we last sent: the next push is whole.
+        p.needs_full = true;
+        if mismatch {
+            // The proxy missed a push it was meant to build on: resend at once.
+            drop(proxies);
+            self.inner.changed.notify_one();
+            return;
         }
         p.nack = Some((version, error));
     }
@@ -357,16 +379,30 @@ impl ControlPlane {
             .collect()
     }
 
-    /// The config last pushed to proxy `id`.
+    /// The config last pushed to proxy `id`, reassembled from its resources.
     pub fn proxy_config(&self, id: &str) -> Option<ProxyConfig> {
-        let (json, version) = {
+        let (state, version) = {
             let proxies = self.proxies();
             let p = proxies.get(id)?;
-            (p.config.clone()?, p.sent)
+            if p.sent == 0 {
+                return None;
+            }
+            (p.state.clone(), p.sent)
         };
-        let mut config: ProxyConfig = serde_json::from_slice(&json).ok()?;
-        config.version = version;
-        Some(config)
+        let mut all: Units = state.group.as_deref().cloned().unwrap_or_default();
+        all.extend(state.own.iter().map(|(k, u)| (k.clone(), u.clone())));
+        let (resources, _) = crate::resources::diff(None, &all);
+        let mut assembled = crate::resources::Assembled::default();
+        assembled
+            .apply(&proto::Push {
+                version,
+                incremental: false,
+                base_version: 0,
+                resources,
+                removed: vec![],
+            })
+            .ok()?;
+        assembled.config(version).ok()
     }
 
     /// Runs the push loop: waits for a change, then recompiles and pushes.
@@ -382,7 +418,13 @@ impl ControlPlane {
         }
     }
 
-    /// Compiles every connected proxy and pushes those whose config changed.
+    /// Compiles what changed for every connected proxy and pushes the difference.
+    ///
+    /// Sidecars are grouped by what their outbound config depends on (namespace, and
+    /// labels only when some resource matches on them); each group's outbound
+    /// resources are compiled and encoded once and diffed once, whatever the number of
+    /// sidecars in it. A proxy's own resources (listeners, inbound) are small and
+    /// compiled per proxy. Unchanged resources are never resent.
     pub fn recompute(&self) -> usize {
         let started = Instant::now();
         let resources = self.resources();
@@ -392,38 +434,83 @@ impl ControlPlane {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let targets: Vec<(u64, Arc<ProxySpec>, Option<u64>)> = self
+        let targets: Vec<(u64, Arc<ProxySpec>, Sent, bool)> = self
             .proxies()
             .values()
-            .map(|p| (p.connection, p.spec.clone(), p.fingerprint))
+            .map(|p| (p.connection, p.spec.clone(), p.state.clone(), p.needs_full))
             .collect();
         let mut mesh = Mesh::new(&resources, extra);
         // Proxies that announced a pod IP nobody else knows are workloads too.
         let mut known: HashSet<IpAddr> = mesh.workloads.iter().filter_map(|w| w.address).collect();
-        for (_, spec, _) in &targets {
+        for (_, spec, _, _) in &targets {
             if let Some(w) = spec.workload()
                 && w.address.is_some_and(|a| known.insert(a))
             {
                 mesh.workloads.push(w);
             }
         }
+        mesh.reindex();
+        let by_labels = trellis_compile::outbound_depends_on_labels(&mesh);
+        let group_of = |spec: &ProxySpec| -> Option<GroupKey> {
+            (spec.role == Role::Sidecar).then(|| {
+                let labels = if by_labels {
+                    spec.identity.labels.clone().into_iter().collect()
+                } else {
+                    Vec::new()
+                };
+                (spec.identity.namespace.clone(), labels)
+            })
+        };
+        // Each group's outbound resources, compiled on every core.
+        let mut wanted: BTreeMap<GroupKey, Arc<ProxySpec>> = BTreeMap::new();
+        for (_, spec, _, _) in &targets {
+            if let Some(key) = group_of(spec) {
+                wanted.entry(key).or_insert_with(|| spec.clone());
+            }
+        }
+        let groups = self.compile_groups(&mesh, wanted);
+
         let mut version = None;
         let mut pushed = 0;
-        for (connection, spec, before) in targets {
-            // Whole-config pushes: a change to endpoints only (a pod coming or going)
-            // recompiles and resends the proxy's whole config. This is where an
-            // endpoint-only delta (compare just the clusters' endpoints, send those)
-            // would go.
-            let config = spec.compile(&mesh);
-            let json = match serde_json::to_vec(&config) {
-                Ok(j) => Bytes::from(j),
-                Err(e) => {
-                    tracing::error!(proxy = %spec.id, error = %e, "cannot encode config");
-                    continue;
-                }
+        // Group diffs are computed once per (what a proxy had, what it gets).
+        let mut group_diffs: HashMap<(usize, usize), Arc<Delta>> = HashMap::new();
+        for (connection, spec, before, needs_full) in targets {
+            let group = group_of(&spec).and_then(|k| groups.get(&k).cloned());
+            let own = Arc::new(spec.own_units(&mesh));
+            let (mut changed, mut removed) = if needs_full {
+                (Vec::new(), Vec::new())
+            } else {
+                crate::resources::diff(Some(&before.own), &own)
             };
-            let fingerprint = fingerprint(&json);
-            if before == Some(fingerprint) {
+            if needs_full {
+                for (k, u) in own.iter().chain(group.iter().flat_map(|g| g.iter())) {
+                    changed.push(crate::resources::resource(k, u));
+                }
+            } else {
+                let same_group = match (&before.group, &group) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same_group {
+                    let key = (
+                        before.group.as_ref().map_or(0, |g| Arc::as_ptr(g) as usize),
+                        group.as_ref().map_or(0, |g| Arc::as_ptr(g) as usize),
+                    );
+                    let d = group_diffs
+                        .entry(key)
+                        .or_insert_with(|| {
+                            Arc::new(crate::resources::diff(
+                                before.group.as_deref(),
+                                group.as_deref().unwrap_or(&Units::new()),
+                            ))
+                        })
+                        .clone();
+                    changed.extend(d.0.iter().cloned());
+                    removed.extend(d.1.iter().cloned());
+                }
+            }
+            if !needs_full && changed.is_empty() && removed.is_empty() {
                 continue;
             }
             let v = *version
@@ -435,17 +522,25 @@ impl ControlPlane {
             else {
                 continue;
             };
-            p.fingerprint = Some(fingerprint);
-            p.config = Some(json.clone());
+            let push = proto::Push {
+                version: v,
+                incremental: !needs_full,
+                base_version: p.sent,
+                resources: changed,
+                removed,
+            };
+            let bytes: usize = push.resources.iter().map(|r| r.json.len()).sum();
+            p.state = Sent { group, own };
+            p.needs_full = false;
             p.sent = v;
             p.last_push = Some(SystemTime::now());
             p.pushed_at = Some(Instant::now());
-            let push = proto::Push {
-                version: v,
-                config_json: json,
-            };
             if p.tx.send(Ok(push)).is_ok() {
                 self.inner.metrics.pushes.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .metrics
+                    .push_bytes
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
                 pushed += 1;
             }
         }
@@ -456,10 +551,67 @@ impl ControlPlane {
         tracing::debug!(pushed, took = ?started.elapsed(), "recomputed");
         pushed
     }
+
+    /// Compiles and encodes each group's outbound resources, several threads at a
+    /// time; a group whose resources did not change keeps its previous `Arc` (so
+    /// proxies in it see no change without comparing anything).
+    fn compile_groups(
+        &self,
+        mesh: &Mesh,
+        wanted: BTreeMap<GroupKey, Arc<ProxySpec>>,
+    ) -> HashMap<GroupKey, Arc<Units>> {
+        let work: Vec<(GroupKey, Arc<ProxySpec>)> = wanted.into_iter().collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let chunk = work.len().div_ceil(threads).max(1);
+        let compiled: Vec<(GroupKey, Units)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(key, spec)| (key.clone(), outbound_units(mesh, spec)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut previous = self.inner.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = HashMap::new();
+        for (key, units) in compiled {
+            let arc = match previous.get(&key) {
+                Some(old) if **old == units => old.clone(),
+                _ => Arc::new(units),
+            };
+            out.insert(key, arc);
+        }
+        *previous = out.clone();
+        out
+    }
 }
 
-fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
+/// Resources to send and names to drop.
+type Delta = (Vec<proto::Resource>, Vec<proto::ResourceName>);
+
+/// A sidecar group's outbound route table and clusters, encoded.
+fn outbound_units(mesh: &Mesh, spec: &ProxySpec) -> Units {
+    let out = trellis_compile::sidecar_outbound(mesh, &spec.identity);
+    for n in &out.notes {
+        tracing::debug!(resource = %n.resource, "{}", n.message);
+    }
+    let mut units = Units::new();
+    crate::resources::add_tables(
+        &mut units,
+        &[trellis_model::RouteTable {
+            name: "outbound".into(),
+            virtual_hosts: out.virtual_hosts,
+        }],
+    );
+    crate::resources::add_clusters(&mut units, &out.clusters);
+    units
 }

@@ -1,0 +1,322 @@
+//! A proxy's configuration as named resources — the node, listeners, route tables
+//! (their virtual hosts' order), virtual hosts and clusters — each encoded once as
+//! JSON with a hash, so pushes can carry only what changed and proxies that share
+//! resources share their encodings.
+//!
+//! The control plane turns configs into [`Units`] and diffs them; the proxy's side keeps
+//! an [`Assembled`] view that applies pushes and yields a whole `ProxyConfig`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+use bytes::Bytes;
+use trellis_model::{Cluster, Listener, Node, ProxyConfig, RouteTable, VirtualHost};
+
+use crate::proto::{self, Kind};
+
+/// `(kind, name)`.
+pub type Key = (i32, String);
+
+/// One encoded resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    pub hash: u64,
+    pub json: Bytes,
+}
+
+/// A set of encoded resources by key.
+pub type Units = HashMap<Key, Unit>;
+
+fn unit<T: serde::Serialize>(value: &T) -> Unit {
+    let json = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+    let mut h = std::hash::DefaultHasher::new();
+    json.hash(&mut h);
+    Unit {
+        hash: h.finish(),
+        json,
+    }
+}
+
+/// The resource name of a table's `i`-th virtual host.
+fn vhost_name(table: &str, i: usize) -> String {
+    format!("{table}\t{i}")
+}
+
+/// Adds route tables: one ROUTE_TABLE (the order) and one VIRTUAL_HOST each.
+pub fn add_tables(units: &mut Units, tables: &[RouteTable]) {
+    for t in tables {
+        let names: Vec<String> = (0..t.virtual_hosts.len())
+            .map(|i| vhost_name(&t.name, i))
+            .collect();
+        for (name, vh) in names.iter().zip(&t.virtual_hosts) {
+            units.insert((Kind::VirtualHost as i32, name.clone()), unit(vh));
+        }
+        units.insert((Kind::RouteTable as i32, t.name.clone()), unit(&names));
+    }
+}
+
+/// Adds clusters.
+pub fn add_clusters(units: &mut Units, clusters: &[Cluster]) {
+    for c in clusters {
+        units.insert((Kind::Cluster as i32, c.name.clone()), unit(c));
+    }
+}
+
+/// Every resource of a whole config.
+pub fn units_of(config: &ProxyConfig) -> Units {
+    let mut units = Units::new();
+    units.insert((Kind::Node as i32, "node".into()), unit(&config.node));
+    for l in &config.listeners {
+        units.insert((Kind::Listener as i32, l.name.clone()), unit(l));
+    }
+    add_tables(&mut units, &config.route_tables);
+    add_clusters(&mut units, &config.clusters);
+    units
+}
+
+/// What changed from `old` to `new`: resources to send and names to drop.
+pub fn diff(old: Option<&Units>, new: &Units) -> (Vec<proto::Resource>, Vec<proto::ResourceName>) {
+    let mut changed = Vec::new();
+    for (key, u) in new {
+        if old
+            .and_then(|o| o.get(key))
+            .is_none_or(|o| o.hash != u.hash)
+        {
+            changed.push(resource(key, u));
+        }
+    }
+    let removed = old
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .filter(|k| !new.contains_key(*k))
+        .map(|(kind, name)| proto::ResourceName {
+            kind: *kind,
+            name: name.clone(),
+        })
+        .collect();
+    (changed, removed)
+}
+
+/// A unit as a message (the JSON bytes are shared, not copied).
+pub fn resource(key: &Key, u: &Unit) -> proto::Resource {
+    proto::Resource {
+        kind: key.0,
+        name: key.1.clone(),
+        json: u.json.clone(),
+    }
+}
+
+/// A proxy's configuration being built up from pushes.
+#[derive(Debug, Clone, Default)]
+pub struct Assembled {
+    node: Node,
+    listeners: BTreeMap<String, Listener>,
+    tables: BTreeMap<String, Vec<String>>,
+    vhosts: HashMap<String, VirtualHost>,
+    clusters: BTreeMap<String, Cluster>,
+}
+
+impl Assembled {
+    /// Applies one push (a full one starts from nothing). Errors name the resource.
+    pub fn apply(&mut self, push: &proto::Push) -> Result<(), String> {
+        if !push.incremental {
+            *self = Assembled::default();
+        }
+        for r in &push.removed {
+            match Kind::try_from(r.kind) {
+                Ok(Kind::Listener) => {
+                    self.listeners.remove(&r.name);
+                }
+                Ok(Kind::RouteTable) => {
+                    self.tables.remove(&r.name);
+                }
+                Ok(Kind::VirtualHost) => {
+                    self.vhosts.remove(&r.name);
+                }
+                Ok(Kind::Cluster) => {
+                    self.clusters.remove(&r.name);
+                }
+                Ok(Kind::Node) | Err(_) => {}
+            }
+        }
+        for r in &push.resources {
+            let bad = |e: serde_json::Error| format!("resource {} `{}`: {e}", r.kind, r.name);
+            match Kind::try_from(r.kind) {
+                Ok(Kind::Node) => self.node = serde_json::from_slice(&r.json).map_err(bad)?,
+                Ok(Kind::Listener) => {
+                    self.listeners.insert(
+                        r.name.clone(),
+                        serde_json::from_slice(&r.json).map_err(bad)?,
+                    );
+                }
+                Ok(Kind::RouteTable) => {
+                    self.tables.insert(
+                        r.name.clone(),
+                        serde_json::from_slice(&r.json).map_err(bad)?,
+                    );
+                }
+                Ok(Kind::VirtualHost) => {
+                    self.vhosts.insert(
+                        r.name.clone(),
+                        serde_json::from_slice(&r.json).map_err(bad)?,
+                    );
+                }
+                Ok(Kind::Cluster) => {
+                    self.clusters.insert(
+                        r.name.clone(),
+                        serde_json::from_slice(&r.json).map_err(bad)?,
+                    );
+                }
+                Err(_) => return Err(format!("resource `{}` has unknown kind {}", r.name, r.kind)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole config; a route table naming a virtual host that was never sent is
+    /// an error.
+    pub fn config(&self, version: u64) -> Result<ProxyConfig, String> {
+        let mut route_tables = Vec::with_capacity(self.tables.len());
+        for (name, hosts) in &self.tables {
+            let mut virtual_hosts = Vec::with_capacity(hosts.len());
+            for h in hosts {
+                let vh = self.vhosts.get(h).ok_or_else(|| {
+                    format!("route table `{name}` names virtual host `{h}`, which was not sent")
+                })?;
+                virtual_hosts.push(vh.clone());
+            }
+            route_tables.push(RouteTable {
+                name: name.clone(),
+                virtual_hosts,
+            });
+        }
+        Ok(ProxyConfig {
+            version,
+            node: self.node.clone(),
+            listeners: self.listeners.values().cloned().collect(),
+            route_tables,
+            clusters: self.clusters.values().cloned().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(weight_v2: u32, endpoints: usize) -> ProxyConfig {
+        let cluster = |name: &str, n: usize| Cluster {
+            name: name.into(),
+            endpoints: (0..n)
+                .map(|i| trellis_model::Endpoint {
+                    address: Some(format!("10.0.0.{}:80", i + 1).parse().expect("addr")),
+                    weight: 1,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        ProxyConfig {
+            version: 0,
+            node: Node::default(),
+            listeners: vec![Listener {
+                name: "outbound".into(),
+                route_table: Some("outbound".into()),
+                ..Default::default()
+            }],
+            route_tables: vec![RouteTable {
+                name: "outbound".into(),
+                virtual_hosts: ["a", "b", "c"]
+                    .iter()
+                    .map(|h| VirtualHost {
+                        name: (*h).into(),
+                        domains: vec![(*h).into()],
+                        routes: vec![trellis_model::Route {
+                            name: format!("{h}-{}", if *h == "b" { weight_v2 } else { 0 }),
+                            ..Default::default()
+                        }],
+                    })
+                    .collect(),
+            }],
+            clusters: vec![cluster("a", 2), cluster("b", endpoints), cluster("c", 2)],
+        }
+    }
+
+    #[test]
+    fn a_change_sends_only_what_changed_and_reassembles_the_same_config() {
+        let before = units_of(&config(10, 2));
+        let after = units_of(&config(10, 3));
+        let (changed, removed) = diff(Some(&before), &after);
+        // An endpoint move: one cluster, nothing else.
+        assert_eq!(
+            changed
+                .iter()
+                .map(|r| (r.kind, r.name.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(Kind::Cluster as i32, "b")]
+        );
+        assert!(removed.is_empty());
+        let (route_change, _) = diff(Some(&before), &units_of(&config(50, 2)));
+        assert_eq!(route_change.len(), 1);
+        assert_eq!(route_change[0].kind, Kind::VirtualHost as i32);
+
+        let mut proxy = Assembled::default();
+        let (all, _) = diff(None, &before);
+        proxy
+            .apply(&proto::Push {
+                version: 1,
+                incremental: false,
+                base_version: 0,
+                resources: all,
+                removed: vec![],
+            })
+            .expect("full push");
+        assert_eq!(proxy.config(1).expect("config"), {
+            let mut c = config(10, 2);
+            c.version = 1;
+            c
+        });
+        proxy
+            .apply(&proto::Push {
+                version: 2,
+                incremental: true,
+                base_version: 1,
+                resources: changed,
+                removed,
+            })
+            .expect("delta");
+        assert_eq!(proxy.config(2).expect("config"), {
+            let mut c = config(10, 3);
+            c.version = 2;
+            c
+        });
+    }
+
+    #[test]
+    fn removals_and_missing_virtual_hosts_are_handled() {
+        let full = config(10, 2);
+        let mut smaller = full.clone();
+        smaller.clusters.pop();
+        smaller.route_tables[0].virtual_hosts.pop();
+        let (changed, removed) = diff(Some(&units_of(&full)), &units_of(&smaller));
+        let mut names: Vec<&str> = removed.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["c", "outbound\t2"]);
+        assert_eq!(changed.len(), 1, "the table's order changed");
+
+        let mut proxy = Assembled::default();
+        let table_only = proto::Push {
+            version: 1,
+            incremental: false,
+            base_version: 0,
+            resources: vec![resource(
+                &(Kind::RouteTable as i32, "outbound".into()),
+                &unit(&vec!["outbound\t0"]),
+            )],
+            removed: vec![],
+        };
+        proxy.apply(&table_only).expect("apply");
+        let err = proxy.config(1).expect_err("missing virtual host");
+        assert!(err.contains("outbound\t0"), "{err}");
+    }
+}
