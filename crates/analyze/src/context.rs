@@ -145,10 +145,10 @@ fn template_pod(deployment: &Resource) -> Option<Resource> {
         api_version: "v1".into(),
         kind: "Pod".into(),
         meta,
-        spec: trellis_api::Spec::Pod(Box::new(typed)),
+        spec: trellis_api::Spec::Pod(std::sync::Arc::new(typed)),
         source: deployment.source.clone(),
         node: deployment.node.clone(),
-        raw,
+        raw: std::sync::Arc::new(raw),
     })
 }
 

@@ -862,7 +862,7 @@ mod tests {
         ) else {
             panic!("not a Pod")
         };
-        let status = p.status.expect("status");
+        let status = p.status.clone().expect("status");
         assert_eq!(status.pod_ip.as_deref(), Some("10.1.0.5"));
         assert!(status.container_statuses[0].ready);
         assert_eq!(p.spec.service_account(), "default");

@@ -31,28 +31,29 @@ pub struct Resource {
     /// The document as written, for mapping field paths back to lines.
     pub node: Arc<Node>,
     /// The document as JSON, for checks that read fields Trellis does not type.
-    pub raw: serde_json::Value,
+    /// Shared, so copies of a resource (a config store's snapshots) are cheap.
+    pub raw: Arc<serde_json::Value>,
 }
 
 /// The typed content of each kind Trellis understands.
 #[derive(Debug, Clone)]
 pub enum Spec {
-    Gateway(Box<networking::Gateway>),
-    VirtualService(Box<networking::VirtualService>),
-    DestinationRule(Box<networking::DestinationRule>),
-    ServiceEntry(Box<networking::ServiceEntry>),
-    WorkloadEntry(Box<networking::WorkloadEntry>),
-    Sidecar(Box<networking::Sidecar>),
-    PeerAuthentication(Box<security::PeerAuthentication>),
-    AuthorizationPolicy(Box<security::AuthorizationPolicy>),
-    RequestAuthentication(Box<security::RequestAuthentication>),
-    Telemetry(Box<telemetry::Telemetry>),
-    Namespace(Box<kube::Namespace>),
-    Service(Box<kube::Service>),
-    Deployment(Box<kube::Deployment>),
-    Pod(Box<kube::Pod>),
-    ServiceAccount(Box<kube::ServiceAccount>),
-    Secret(Box<kube::Secret>),
+    Gateway(Arc<networking::Gateway>),
+    VirtualService(Arc<networking::VirtualService>),
+    DestinationRule(Arc<networking::DestinationRule>),
+    ServiceEntry(Arc<networking::ServiceEntry>),
+    WorkloadEntry(Arc<networking::WorkloadEntry>),
+    Sidecar(Arc<networking::Sidecar>),
+    PeerAuthentication(Arc<security::PeerAuthentication>),
+    AuthorizationPolicy(Arc<security::AuthorizationPolicy>),
+    RequestAuthentication(Arc<security::RequestAuthentication>),
+    Telemetry(Arc<telemetry::Telemetry>),
+    Namespace(Arc<kube::Namespace>),
+    Service(Arc<kube::Service>),
+    Deployment(Arc<kube::Deployment>),
+    Pod(Arc<kube::Pod>),
+    ServiceAccount(Arc<kube::ServiceAccount>),
+    Secret(Arc<kube::Secret>),
     /// A kind Trellis recognises but does not carry out (EnvoyFilter, WasmPlugin, unknown kinds).
     Ignored,
 }
@@ -182,7 +183,7 @@ macro_rules! istio_kind {
             group: $group,
             versions: $versions,
             kind: stringify!($kind),
-            parse: Some(|v| istio_spec::<$module::$kind>(v).map(|s| Spec::$kind(Box::new(s)))),
+            parse: Some(|v| istio_spec::<$module::$kind>(v).map(|s| Spec::$kind(Arc::new(s)))),
         }
     };
 }
@@ -193,7 +194,7 @@ macro_rules! kube_kind {
             group: $group,
             versions: &["v1"],
             kind: stringify!($kind),
-            parse: Some(|v| kube_object::<kube::$kind>(v).map(|s| Spec::$kind(Box::new(s)))),
+            parse: Some(|v| kube_object::<kube::$kind>(v).map(|s| Spec::$kind(Arc::new(s)))),
         }
     };
 }
@@ -524,7 +525,7 @@ fn load_node(file: &Arc<str>, node: Arc<Node>, out: &mut Loaded) {
         spec: Spec::Ignored,
         source,
         node: node.clone(),
-        raw,
+        raw: Arc::new(raw),
     };
     let entry = KINDS.iter().find(|k| k.group == group && k.kind == kind);
     match entry {

@@ -541,6 +541,74 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
         "{text}"
     );
 
+    // A config that passes validation but the gateway cannot apply (its port is
+    // taken) is NACKed: proxy-status says so, the gateway keeps serving the old one.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_port = taken.local_addr().expect("addr").port();
+    let gw = elsewhere.path().join("gw.yaml");
+    std::fs::write(
+        &gw,
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: extra}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {taken_port}, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n"
+        ),
+    )
+    .expect("write");
+    let applied = trellis(&[
+        "apply",
+        "-f",
+        gw.to_str().expect("path"),
+        "--control-plane",
+        &api,
+    ]);
+    assert_eq!(
+        applied.status.code(),
+        Some(0),
+        "it is valid, so the apply is accepted"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut nacked = None;
+    while Instant::now() < deadline && nacked.is_none() {
+        let out = trellis(&["proxy-status", "--control-plane", &api]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("NACK") {
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "a stale proxy makes proxy-status exit 1"
+            );
+            nacked = Some(text);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let nacked = nacked.expect("proxy-status reports the NACK");
+    let line = nacked
+        .lines()
+        .find(|l| l.contains("istio-ingressgateway"))
+        .expect("gateway line");
+    assert!(
+        line.contains("STALE")
+            && line.contains(&format!("127.0.0.1:{taken_port}"))
+            && line.contains("in use"),
+        "{nacked}"
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            client.version(false).await.as_deref(),
+            Some("v3"),
+            "the old config still serves"
+        );
+    }
+    let deleted = trellis(&[
+        "delete",
+        "-f",
+        gw.to_str().expect("path"),
+        "--control-plane",
+        &api,
+    ]);
+    assert_eq!(deleted.status.code(), Some(0));
+    wait_synced(&api, 7, Duration::from_secs(5));
+    drop(taken);
+
     // The applied resource survives another control-plane restart.
     let pid2 = {
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -49,7 +49,7 @@ impl ServicePort {
 }
 
 /// A running instance: a Pod, a WorkloadEntry, or a process of `trellis up`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Workload {
     /// Deployment (owner) name, or the pod name.
     pub name: String,

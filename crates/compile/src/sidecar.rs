@@ -83,47 +83,102 @@ pub fn sidecar(
 
 /// The outbound part of the config of the sidecar of `who` (see [`Outbound`]).
 pub fn sidecar_outbound(mesh: &Mesh, who: &ProxyIdentity) -> Outbound {
-    let mut out = Collected::default();
-    let mut vhosts = Vec::new();
-    let mut claimed: BTreeSet<String> = BTreeSet::new();
+    let units: Vec<ServicePortUnit> = outbound_plan(mesh, who)
+        .into_iter()
+        .map(|(service, port)| outbound_unit(mesh, who, service, port))
+        .collect();
+    assemble_outbound(units.iter())
+}
+
+/// One visible service port's share of a sidecar's outbound config: its virtual host
+/// (with every domain it would claim) and the clusters its routes use. Units depend
+/// only on the hosts in `deps`, so a control plane can keep them until one of those
+/// changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServicePortUnit {
+    pub vhost: model::VirtualHost,
+    pub clusters: Vec<model::Cluster>,
+    pub notes: Vec<Note>,
+    /// Hosts whose Service, DestinationRule, VirtualService or endpoints this unit
+    /// was built from.
+    pub deps: BTreeSet<String>,
+}
+
+/// The service ports a sidecar routes to, in the order their virtual hosts go in
+/// its outbound route table: visible services' HTTP ports.
+pub fn outbound_plan<'a>(
+    mesh: &'a Mesh,
+    who: &ProxyIdentity,
+) -> Vec<(&'a Service, &'a ServicePort)> {
     let egress = egress_hosts(mesh, who);
-    for service in mesh
-        .services
+    mesh.services
         .iter()
         .filter(|s| visible(s, who, egress.as_deref()))
-    {
-        let default_port = default_http_port(service);
-        for port in service.ports.iter().filter(|p| p.is_http()) {
-            let scope = Scope {
-                mesh,
-                gateway: None,
-                node_namespace: &who.namespace,
-                node_labels: &who.labels,
-                port: Some(port.number),
-            };
-            let mut domains = Vec::new();
-            for alias in aliases(service, &who.namespace) {
-                domains.push(format!("{alias}:{}", port.number));
-                if Some(port.number) == default_port {
-                    domains.push(alias);
-                }
-            }
-            domains.retain(|d| claimed.insert(d.clone()));
-            if domains.is_empty() {
-                continue;
-            }
-            let routes = routes_for(&scope, service, port, &mut out);
-            vhosts.push(model::VirtualHost {
-                name: format!("{}:{}", service.hostname, port.number),
-                domains,
-                routes,
-            });
+        .flat_map(|s| s.ports.iter().filter(|p| p.is_http()).map(move |p| (s, p)))
+        .collect()
+}
+
+/// Compiles one service port's unit for the sidecar of `who`.
+pub fn outbound_unit(
+    mesh: &Mesh,
+    who: &ProxyIdentity,
+    service: &Service,
+    port: &ServicePort,
+) -> ServicePortUnit {
+    let mut out = Collected::default();
+    let scope = Scope {
+        mesh,
+        gateway: None,
+        node_namespace: &who.namespace,
+        node_labels: &who.labels,
+        port: Some(port.number),
+    };
+    let default_port = default_http_port(service);
+    let mut domains = Vec::new();
+    for alias in aliases(service, &who.namespace) {
+        domains.push(format!("{alias}:{}", port.number));
+        if Some(port.number) == default_port {
+            domains.push(alias);
         }
+    }
+    let routes = routes_for(&scope, service, port, &mut out);
+    let mut deps: BTreeSet<String> = out.clusters.values().map(|c| c.service.clone()).collect();
+    deps.insert(service.hostname.clone());
+    ServicePortUnit {
+        vhost: model::VirtualHost {
+            name: format!("{}:{}", service.hostname, port.number),
+            domains,
+            routes,
+        },
+        clusters: out.clusters.into_values().collect(),
+        notes: out.notes,
+        deps,
+    }
+}
+
+/// Puts units together in order: a domain goes to the first unit that claims it (a
+/// unit left with no domain is dropped); clusters are merged by name.
+pub fn assemble_outbound<'a>(units: impl Iterator<Item = &'a ServicePortUnit>) -> Outbound {
+    let mut claimed: BTreeSet<String> = BTreeSet::new();
+    let mut vhosts = Vec::new();
+    let mut clusters: BTreeMap<String, model::Cluster> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for u in units {
+        let mut vhost = u.vhost.clone();
+        vhost.domains.retain(|d| claimed.insert(d.clone()));
+        if vhost.domains.is_empty() {
+            continue;
+        }
+        vhosts.push(vhost);
+        for c in &u.clusters {
+            clusters.entry(c.name.clone()).or_insert_with(|| c.clone());
+        }
+        notes.extend(u.notes.iter().cloned());
     }
     Outbound {
         virtual_hosts: vhosts,
-        clusters: out.clusters.into_values().collect(),
-        notes: out.notes,
+        clusters: clusters.into_values().collect(),
+        notes,
     }
 }
 

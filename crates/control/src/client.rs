@@ -110,12 +110,27 @@ async fn session(
         .map_err(|e| format!("{uri}: {}", e.message()))?
         .into_inner();
     handler.event(Event::Connected);
-    while let Some(push) = pushes
+    let mut parts: Option<proto::Push> = None;
+    while let Some(part) = pushes
         .message()
         .await
         .map_err(|e| format!("stream broke: {}", e.message()))?
     {
         *backoff = MIN_BACKOFF;
+        // Collect a push sent in parts; act on it after the last.
+        let push = match parts.take() {
+            Some(mut so_far) if so_far.version == part.version => {
+                so_far.resources.extend(part.resources);
+                so_far.removed.extend(part.removed);
+                so_far.more = part.more;
+                so_far
+            }
+            _ => part,
+        };
+        if push.more {
+            parts = Some(push);
+            continue;
+        }
         let outcome = if push.incremental && push.base_version != *version {
             Err(format!(
                 "{BASE_MISMATCH}: running version {}, the push builds on {}",

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+mod dirty;
 pub mod metrics;
 pub mod node;
 pub mod plane;
@@ -14,6 +15,7 @@ pub mod resources;
 pub mod server;
 pub mod source;
 pub mod store;
+mod trim;
 
 /// The generated `trellis.mesh.v1` messages, client and server.
 #[allow(clippy::all, missing_docs)]

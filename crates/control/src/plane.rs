@@ -23,6 +23,11 @@ use crate::proto;
 use crate::resources::Units;
 use crate::store::{Change, Key, Store};
 
+/// At most this many full pushes are in flight at once: when a thousand proxies
+/// connect together, their (large) first configurations go out a few at a time rather
+/// than all being encoded into memory at once.
+pub const MAX_FULL_IN_FLIGHT: usize = 16;
+
 /// What the push stream of one proxy carries.
 pub type PushSender = mpsc::UnboundedSender<Result<proto::Push, tonic::Status>>;
 
@@ -43,8 +48,17 @@ struct Inner {
     next_connection: AtomicU64,
     changed: Notify,
     metrics: Metrics,
-    /// Each sidecar group's outbound resources as last compiled.
+    /// Full pushes sent and not yet answered, and whether some proxy waits for one.
+    full_in_flight: std::sync::atomic::AtomicUsize,
+    full_deferred: std::sync::atomic::AtomicBool,
+    /// Bumped on every change of resources or external workloads.
+    config_generation: AtomicU64,
+    /// The mesh last compiled from, and what it was built from (so a recompute caused
+    /// only by proxies coming and going reuses it and its groups).
+    last_mesh: Mutex<Option<LastMesh>>,
+    /// Each sidecar group's outbound resources as last compiled, and its units.
     groups: Mutex<HashMap<GroupKey, Arc<Units>>>,
+    unit_caches: Mutex<HashMap<GroupKey, UnitCache>>,
     /// Where the API layer is saved, so applied resources survive a restart.
     state_file: Mutex<Option<std::path::PathBuf>>,
 }
@@ -61,6 +75,32 @@ struct Sent {
 /// resource makes the outbound config depend on them.
 type GroupKey = (String, Vec<(String, String)>);
 
+/// A compiled service-port unit, kept encoded (the typed form is dropped to save
+/// memory: with a thousand proxies in ten namespaces this is most of what the
+/// control plane holds).
+struct CachedUnit {
+    /// The virtual host's name and every domain it claims.
+    name: String,
+    domains: Vec<String>,
+    /// Hosts the unit was built from.
+    deps: std::collections::BTreeSet<String>,
+    vhost: crate::resources::Unit,
+    clusters: Vec<(String, crate::resources::Unit)>,
+}
+
+/// A group's units by `(host, port)`, kept until a host they depend on changes, with
+/// the order they were assembled in and the resources that assembly gave.
+#[derive(Default)]
+struct UnitCache {
+    units: HashMap<(String, u16), Arc<CachedUnit>>,
+    order: Vec<(String, u16)>,
+    encoded: Option<Arc<Units>>,
+}
+
+/// The last mesh: a fingerprint of its inputs, the mesh and the resources it was
+/// built from.
+type LastMesh = (u64, Arc<Mesh>, Arc<Vec<Resource>>);
+
 /// One connected proxy.
 struct Connected {
     connection: u64,
@@ -75,6 +115,8 @@ struct Connected {
     last_push: Option<SystemTime>,
     pushed_at: Option<Instant>,
     nack: Option<(u64, String)>,
+    /// The version of a full push not yet answered (it counts against the limit).
+    full_in_flight: Option<u64>,
 }
 
 /// Where a proxy stands, as `trellis proxy-status` shows it.
@@ -126,7 +168,7 @@ impl ControlPlane {
     /// Replaces the watched directory's resources (already validated).
     pub fn set_directory(&self, resources: Vec<Resource>) {
         if self.store().set_directory(resources) {
-            self.inner.changed.notify_one();
+            self.config_changed();
         }
     }
 
@@ -160,10 +202,12 @@ impl ControlPlane {
 
     /// Adds or replaces already validated resources (the in-memory API).
     pub fn apply_resources(&self, resources: Vec<Resource>) -> Vec<(Key, Change)> {
+        let t = Instant::now();
         let changes = self.store().apply(resources);
+        tracing::debug!(took = ?t.elapsed(), "store apply");
         if changes.iter().any(|(_, c)| *c != Change::Unchanged) {
             self.save_state();
-            self.inner.changed.notify_one();
+            self.config_changed();
         }
         changes
     }
@@ -179,7 +223,7 @@ impl ControlPlane {
             })?;
             restored = resources.len();
             self.store().apply(resources);
-            self.inner.changed.notify_one();
+            self.config_changed();
         }
         *self
             .inner
@@ -233,7 +277,7 @@ impl ControlPlane {
         let out = self.store().delete(&keys);
         if out.iter().any(|(_, found)| *found) {
             self.save_state();
-            self.inner.changed.notify_one();
+            self.config_changed();
         }
         Ok(out)
     }
@@ -245,7 +289,7 @@ impl ControlPlane {
             .workloads
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = workloads;
-        self.inner.changed.notify_one();
+        self.config_changed();
     }
 
     /// Registers a proxy's stream; returns its connection number.
@@ -265,6 +309,7 @@ impl ControlPlane {
                 tx,
                 state: Sent::default(),
                 needs_full: true,
+                full_in_flight: None,
                 sent: 0,
                 acked: 0,
                 last_push: None,
@@ -290,6 +335,9 @@ impl ControlPlane {
             return;
         }
         let announced = entry.spec.workload().is_some();
+        if entry.full_in_flight.is_some() {
+            self.full_answered();
+        }
         proxies.remove(id);
         self.inner
             .metrics
@@ -308,6 +356,11 @@ impl ControlPlane {
         let Some(p) = proxies.get_mut(id).filter(|p| p.connection == connection) else {
             return;
         };
+        let finished_full = p.full_in_flight.is_some_and(|v| v <= version);
+        if finished_full {
+            p.full_in_flight = None;
+            self.full_answered();
+        }
         if version != p.sent {
             return;
         }
@@ -315,6 +368,20 @@ impl ControlPlane {
         p.nack = None;
         if let Some(at) = p.pushed_at.take() {
             self.inner.metrics.push_latency.observe(at.elapsed());
+        }
+    }
+
+    /// Resources or workloads changed: the next recompute rebuilds the mesh.
+    fn config_changed(&self) {
+        self.inner.config_generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.changed.notify_one();
+    }
+
+    /// A full push was answered (or its proxy left): let a waiting one go.
+    fn full_answered(&self) {
+        self.inner.full_in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.inner.full_deferred.swap(false, Ordering::AcqRel) {
+            self.inner.changed.notify_one();
         }
     }
 
@@ -400,6 +467,7 @@ impl ControlPlane {
                 base_version: 0,
                 resources,
                 removed: vec![],
+                more: false,
             })
             .ok()?;
         assembled.config(version).ok()
@@ -439,17 +507,68 @@ impl ControlPlane {
             .values()
             .map(|p| (p.connection, p.spec.clone(), p.state.clone(), p.needs_full))
             .collect();
-        let mut mesh = Mesh::new(&resources, extra);
-        // Proxies that announced a pod IP nobody else knows are workloads too.
-        let mut known: HashSet<IpAddr> = mesh.workloads.iter().filter_map(|w| w.address).collect();
-        for (_, spec, _, _) in &targets {
-            if let Some(w) = spec.workload()
-                && w.address.is_some_and(|a| known.insert(a))
-            {
-                mesh.workloads.push(w);
+        // What the mesh is built from: the resources, external workloads and the
+        // workloads proxies announced.
+        let inputs = {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(
+                &self.inner.config_generation.load(Ordering::Acquire),
+                &mut h,
+            );
+            for (_, spec, _, _) in &targets {
+                if let Some(w) = spec.workload() {
+                    std::hash::Hash::hash(
+                        &(&w.name, &w.namespace, &w.labels, w.address, &w.ports),
+                        &mut h,
+                    );
+                }
             }
-        }
-        mesh.reindex();
+            std::hash::Hasher::finish(&h)
+        };
+        let last = self
+            .inner
+            .last_mesh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let cached = last
+            .as_ref()
+            .filter(|(fp, _, _)| *fp == inputs)
+            .map(|(_, m, _)| m.clone());
+        let fresh = cached.is_none();
+        let mesh = match cached {
+            Some(m) => m,
+            None => {
+                let mut mesh = Mesh::new(&resources, extra);
+                // Proxies that announced a pod IP nobody else knows are workloads too.
+                let mut known: HashSet<IpAddr> =
+                    mesh.workloads.iter().filter_map(|w| w.address).collect();
+                for (_, spec, _, _) in &targets {
+                    if let Some(w) = spec.workload()
+                        && w.address.is_some_and(|a| known.insert(a))
+                    {
+                        mesh.workloads.push(w);
+                    }
+                }
+                mesh.reindex();
+                let mesh = Arc::new(mesh);
+                *self
+                    .inner
+                    .last_mesh
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) =
+                    Some((inputs, mesh.clone(), resources.clone()));
+                mesh
+            }
+        };
+        // Which hosts changed since the last mesh (`None`: assume all did).
+        let dirty = match (&last, fresh) {
+            (_, false) => Some(HashSet::new()),
+            (Some((_, old_mesh, old_resources)), true) => {
+                crate::dirty::hosts(old_resources, &resources, old_mesh, &mesh)
+            }
+            (None, true) => None,
+        };
         let by_labels = trellis_compile::outbound_depends_on_labels(&mesh);
         let group_of = |spec: &ProxySpec| -> Option<GroupKey> {
             (spec.role == Role::Sidecar).then(|| {
@@ -468,7 +587,9 @@ impl ControlPlane {
                 wanted.entry(key).or_insert_with(|| spec.clone());
             }
         }
-        let groups = self.compile_groups(&mesh, wanted);
+        let t_mesh = started.elapsed();
+        let groups = self.compile_groups(&mesh, wanted, fresh, dirty.as_ref());
+        let t_groups = started.elapsed();
 
         let mut version = None;
         let mut pushed = 0;
@@ -476,8 +597,13 @@ impl ControlPlane {
         let mut group_diffs: HashMap<(usize, usize), Arc<Delta>> = HashMap::new();
         for (connection, spec, before, needs_full) in targets {
             let group = group_of(&spec).and_then(|k| groups.get(&k).cloned());
-            let own = Arc::new(spec.own_units(&mesh));
-            let (mut changed, mut removed) = if needs_full {
+            // A sidecar's own resources depend only on what it announced.
+            let own = if spec.role == Role::Sidecar && !before.own.is_empty() {
+                before.own.clone()
+            } else {
+                Arc::new(spec.own_units(&mesh))
+            };
+            let (mut changed, mut removed) = if needs_full || Arc::ptr_eq(&own, &before.own) {
                 (Vec::new(), Vec::new())
             } else {
                 crate::resources::diff(Some(&before.own), &own)
@@ -522,12 +648,22 @@ impl ControlPlane {
             else {
                 continue;
             };
+            if needs_full {
+                if self.inner.full_in_flight.load(Ordering::Acquire) >= MAX_FULL_IN_FLIGHT {
+                    // Sent when one in flight is answered.
+                    self.inner.full_deferred.store(true, Ordering::Release);
+                    continue;
+                }
+                self.inner.full_in_flight.fetch_add(1, Ordering::AcqRel);
+                p.full_in_flight = Some(v);
+            }
             let push = proto::Push {
                 version: v,
                 incremental: !needs_full,
                 base_version: p.sent,
                 resources: changed,
                 removed,
+                more: false,
             };
             let bytes: usize = push.resources.iter().map(|r| r.json.len()).sum();
             p.state = Sent { group, own };
@@ -535,7 +671,10 @@ impl ControlPlane {
             p.sent = v;
             p.last_push = Some(SystemTime::now());
             p.pushed_at = Some(Instant::now());
-            if p.tx.send(Ok(push)).is_ok() {
+            if split(push)
+                .into_iter()
+                .all(|part| p.tx.send(Ok(part)).is_ok())
+            {
                 self.inner.metrics.pushes.fetch_add(1, Ordering::Relaxed);
                 self.inner
                     .metrics
@@ -544,34 +683,71 @@ impl ControlPlane {
                 pushed += 1;
             }
         }
+        crate::resources::prune_interned();
+        crate::trim::release_free_memory();
         self.inner
             .metrics
             .compile_latency
             .observe(started.elapsed());
-        tracing::debug!(pushed, took = ?started.elapsed(), "recomputed");
+        tracing::debug!(
+            pushed,
+            dirty = dirty.as_ref().map_or(usize::MAX, HashSet::len),
+            mesh = ?t_mesh,
+            groups = ?t_groups,
+            took = ?started.elapsed(),
+            "recomputed"
+        );
         pushed
     }
 
     /// Compiles and encodes each group's outbound resources, several threads at a
-    /// time; a group whose resources did not change keeps its previous `Arc` (so
-    /// proxies in it see no change without comparing anything).
+    /// time, reusing every unit that depends on no `dirty` host (all are rebuilt when
+    /// `dirty` is `None`). A group whose resources did not change keeps its previous
+    /// `Arc`, so proxies in it see no change without comparing anything.
     fn compile_groups(
         &self,
         mesh: &Mesh,
         wanted: BTreeMap<GroupKey, Arc<ProxySpec>>,
+        fresh: bool,
+        dirty: Option<&HashSet<String>>,
     ) -> HashMap<GroupKey, Arc<Units>> {
-        let work: Vec<(GroupKey, Arc<ProxySpec>)> = wanted.into_iter().collect();
+        let mut out = HashMap::new();
+        let mut work: Vec<(GroupKey, Arc<ProxySpec>, UnitCache)> = Vec::new();
+        {
+            let previous = self.inner.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let mut caches = self
+                .inner
+                .unit_caches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (key, spec) in wanted {
+                match previous.get(&key) {
+                    // Same mesh as last time: the group's resources cannot differ.
+                    Some(units) if !fresh => {
+                        out.insert(key, units.clone());
+                    }
+                    _ => {
+                        let cache = caches.remove(&key).unwrap_or_default();
+                        work.push((key, spec, cache));
+                    }
+                }
+            }
+        }
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 4);
         let chunk = work.len().div_ceil(threads).max(1);
-        let compiled: Vec<(GroupKey, Units)> = std::thread::scope(|scope| {
+        let compiled: Vec<(GroupKey, Arc<Units>, UnitCache)> = std::thread::scope(|scope| {
             let handles: Vec<_> = work
-                .chunks(chunk)
+                .chunks_mut(chunk)
                 .map(|part| {
                     scope.spawn(move || {
-                        part.iter()
-                            .map(|(key, spec)| (key.clone(), outbound_units(mesh, spec)))
+                        part.iter_mut()
+                            .map(|(key, spec, cache)| {
+                                let (units, next) =
+                                    outbound_units(mesh, spec, std::mem::take(cache), dirty);
+                                (key.clone(), units, next)
+                            })
                             .collect::<Vec<_>>()
                     })
                 })
@@ -582,36 +758,191 @@ impl ControlPlane {
                 .collect()
         });
         let mut previous = self.inner.groups.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = HashMap::new();
-        for (key, units) in compiled {
+        let mut caches = self
+            .inner
+            .unit_caches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (key, units, cache) in compiled {
             let arc = match previous.get(&key) {
-                Some(old) if **old == units => old.clone(),
-                _ => Arc::new(units),
+                Some(old) if Arc::ptr_eq(old, &units) || **old == *units => old.clone(),
+                _ => units,
             };
+            caches.insert(key.clone(), cache);
             out.insert(key, arc);
         }
+        caches.retain(|k, _| out.contains_key(k));
         *previous = out.clone();
         out
     }
 }
 
+/// The most resource bytes one push message carries; larger pushes go in parts.
+pub const PART_BYTES: usize = 16 << 10;
+
+/// Splits a push into messages of at most [`PART_BYTES`] of resources (one resource
+/// larger than that goes alone); all but the last say `more`.
+fn split(push: proto::Push) -> Vec<proto::Push> {
+    let total: usize = push.resources.iter().map(|r| r.json.len()).sum();
+    if total <= PART_BYTES {
+        return vec![push];
+    }
+    let proto::Push {
+        version,
+        incremental,
+        base_version,
+        resources,
+        removed,
+        ..
+    } = push;
+    let part = |resources| proto::Push {
+        version,
+        incremental,
+        base_version,
+        resources,
+        removed: Vec::new(),
+        more: true,
+    };
+    let mut parts = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for r in resources {
+        if size + r.json.len() > PART_BYTES && !current.is_empty() {
+            parts.push(part(std::mem::take(&mut current)));
+            size = 0;
+        }
+        size += r.json.len();
+        current.push(r);
+    }
+    parts.push(part(current));
+    if let Some(last) = parts.last_mut() {
+        last.more = false;
+        last.removed = removed;
+    }
+    parts
+}
+
 /// Resources to send and names to drop.
 type Delta = (Vec<proto::Resource>, Vec<proto::ResourceName>);
 
-/// A sidecar group's outbound route table and clusters, encoded.
-fn outbound_units(mesh: &Mesh, spec: &ProxySpec) -> Units {
-    let out = trellis_compile::sidecar_outbound(mesh, &spec.identity);
-    for n in &out.notes {
-        tracing::debug!(resource = %n.resource, "{}", n.message);
+/// A sidecar group's outbound route table and clusters, encoded, from its units:
+/// those in `cache` that depend on no dirty host are reused, the rest compiled.
+/// Returns the resources and the cache of the units used.
+fn outbound_units(
+    mesh: &Mesh,
+    spec: &ProxySpec,
+    mut cache: UnitCache,
+    dirty: Option<&HashSet<String>>,
+) -> (Arc<Units>, UnitCache) {
+    use crate::proto::Kind;
+    use crate::resources::{unit, vhost_name};
+    let plan = trellis_compile::outbound_plan(mesh, &spec.identity);
+    let keys: Vec<(String, u16)> = plan
+        .iter()
+        .map(|(s, p)| (s.hostname.clone(), p.number))
+        .collect();
+    let compile = |service, port| {
+        let u = trellis_compile::outbound_unit(mesh, &spec.identity, service, port);
+        for n in &u.notes {
+            tracing::debug!(resource = %n.resource, "{}", n.message);
+        }
+        Arc::new(CachedUnit {
+            vhost: unit(&u.vhost),
+            clusters: u
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), unit(c)))
+                .collect(),
+            name: u.vhost.name,
+            domains: u.vhost.domains,
+            deps: u.deps,
+        })
+    };
+    // Fast path: the same service ports as last time; patch the few dirty units into
+    // the previous resources, as long as none changes its domains or its clusters'
+    // names (which could move domains or orphan clusters between units).
+    if let (Some(d), Some(previous)) = (dirty, cache.encoded.clone())
+        && keys == cache.order
+    {
+        let mut patched: Option<Units> = None;
+        let mut ok = true;
+        for (key, (service, port)) in keys.iter().zip(&plan) {
+            let Some(old) = cache.units.get(key).cloned() else {
+                ok = false;
+                break;
+            };
+            if old.deps.iter().all(|h| !d.contains(h)) {
+                continue;
+            }
+            let new = compile(service, port);
+            let vkey = (Kind::VirtualHost as i32, vhost_name("outbound", &new.name));
+            let same_shape = new.domains == old.domains
+                && new
+                    .clusters
+                    .iter()
+                    .map(|c| &c.0)
+                    .eq(old.clusters.iter().map(|c| &c.0))
+                && previous.get(&vkey) == Some(&old.vhost);
+            if !same_shape {
+                ok = false;
+                break;
+            }
+            let units = patched.get_or_insert_with(|| (*previous).clone());
+            units.insert(vkey, new.vhost.clone());
+            for (name, u) in &new.clusters {
+                units.insert((Kind::Cluster as i32, name.clone()), u.clone());
+            }
+            cache.units.insert(key.clone(), new);
+        }
+        if ok {
+            let units = patched.map_or(previous, Arc::new);
+            cache.encoded = Some(units.clone());
+            return (units, cache);
+        }
     }
+    let mut next = HashMap::new();
+    let mut claimed: HashSet<String> = HashSet::new();
     let mut units = Units::new();
-    crate::resources::add_tables(
-        &mut units,
-        &[trellis_model::RouteTable {
-            name: "outbound".into(),
-            virtual_hosts: out.virtual_hosts,
-        }],
-    );
-    crate::resources::add_clusters(&mut units, &out.clusters);
-    units
+    let mut order = Vec::new();
+    for (key, (service, port)) in keys.iter().zip(plan) {
+        let reusable = cache
+            .units
+            .remove(key)
+            .filter(|c| dirty.is_some_and(|d| c.deps.iter().all(|h| !d.contains(h))));
+        let cached = reusable.unwrap_or_else(|| compile(service, port));
+        let domains: Vec<&String> = cached
+            .domains
+            .iter()
+            .filter(|d| claimed.insert((*d).clone()))
+            .collect();
+        if !domains.is_empty() {
+            let name = vhost_name("outbound", &cached.name);
+            let encoded = if domains.len() == cached.domains.len() {
+                cached.vhost.clone()
+            } else {
+                // Some domain went to an earlier service: this vhost gets the rest
+                // (rare, so it is compiled again rather than kept typed).
+                let mut vh =
+                    trellis_compile::outbound_unit(mesh, &spec.identity, service, port).vhost;
+                vh.domains = domains.into_iter().cloned().collect();
+                unit(&vh)
+            };
+            units.insert((Kind::VirtualHost as i32, name.clone()), encoded);
+            order.push(name);
+            for (c, u) in &cached.clusters {
+                units
+                    .entry((Kind::Cluster as i32, c.clone()))
+                    .or_insert_with(|| u.clone());
+            }
+        }
+        next.insert(key.clone(), cached);
+    }
+    units.insert((Kind::RouteTable as i32, "outbound".into()), unit(&order));
+    let units = Arc::new(units);
+    let cache = UnitCache {
+        units: next,
+        order: keys,
+        encoded: Some(units.clone()),
+    };
+    (units, cache)
 }

@@ -27,26 +27,64 @@ pub struct Unit {
 /// A set of encoded resources by key.
 pub type Units = HashMap<Key, Unit>;
 
-fn unit<T: serde::Serialize>(value: &T) -> Unit {
-    let json = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+/// Encodings by hash, so equal resources compiled for different groups of proxies
+/// (most clusters and virtual hosts are the same in every namespace) share one copy.
+static INTERNED: std::sync::LazyLock<std::sync::Mutex<HashMap<u64, Bytes>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Encodes one resource (sharing the bytes with an equal resource encoded before).
+pub fn unit<T: serde::Serialize>(value: &T) -> Unit {
+    let json = serde_json::to_vec(value).unwrap_or_default();
     let mut h = std::hash::DefaultHasher::new();
     json.hash(&mut h);
-    Unit {
-        hash: h.finish(),
-        json,
-    }
+    let hash = h.finish();
+    let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    let json = match interned.get(&hash) {
+        Some(b) if b[..] == json[..] => b.clone(),
+        _ => {
+            let b = Bytes::from(json);
+            interned.insert(hash, b.clone());
+            b
+        }
+    };
+    Unit { hash, json }
 }
 
-/// The resource name of a table's `i`-th virtual host.
-fn vhost_name(table: &str, i: usize) -> String {
-    format!("{table}\t{i}")
+/// Forgets encodings nothing uses any more.
+pub fn prune_interned() {
+    INTERNED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|_, b| !b.is_unique());
+}
+
+/// The resource name of a table's virtual host: by its name, so adding or removing
+/// one does not rename the others.
+pub fn vhost_name(table: &str, vhost: &str) -> String {
+    format!("{table}\t{vhost}")
 }
 
 /// Adds route tables: one ROUTE_TABLE (the order) and one VIRTUAL_HOST each.
 pub fn add_tables(units: &mut Units, tables: &[RouteTable]) {
     for t in tables {
-        let names: Vec<String> = (0..t.virtual_hosts.len())
-            .map(|i| vhost_name(&t.name, i))
+        let unique = t
+            .virtual_hosts
+            .iter()
+            .map(|v| &v.name)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == t.virtual_hosts.len();
+        let names: Vec<String> = t
+            .virtual_hosts
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if unique {
+                    vhost_name(&t.name, &v.name)
+                } else {
+                    format!("{}\t#{i}", t.name)
+                }
+            })
             .collect();
         for (name, vh) in names.iter().zip(&t.virtual_hosts) {
             units.insert((Kind::VirtualHost as i32, name.clone()), unit(vh));
@@ -269,6 +307,7 @@ mod tests {
                 base_version: 0,
                 resources: all,
                 removed: vec![],
+                more: false,
             })
             .expect("full push");
         assert_eq!(proxy.config(1).expect("config"), {
@@ -283,6 +322,7 @@ mod tests {
                 base_version: 1,
                 resources: changed,
                 removed,
+                more: false,
             })
             .expect("delta");
         assert_eq!(proxy.config(2).expect("config"), {
@@ -301,7 +341,7 @@ mod tests {
         let (changed, removed) = diff(Some(&units_of(&full)), &units_of(&smaller));
         let mut names: Vec<&str> = removed.iter().map(|r| r.name.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, vec!["c", "outbound\t2"]);
+        assert_eq!(names, vec!["c", "outbound\tc"]);
         assert_eq!(changed.len(), 1, "the table's order changed");
 
         let mut proxy = Assembled::default();
@@ -311,12 +351,13 @@ mod tests {
             base_version: 0,
             resources: vec![resource(
                 &(Kind::RouteTable as i32, "outbound".into()),
-                &unit(&vec!["outbound\t0"]),
+                &unit(&vec!["outbound\ta"]),
             )],
             removed: vec![],
+            more: false,
         };
         proxy.apply(&table_only).expect("apply");
         let err = proxy.config(1).expect_err("missing virtual host");
-        assert!(err.contains("outbound\t0"), "{err}");
+        assert!(err.contains("outbound\ta"), "{err}");
     }
 }

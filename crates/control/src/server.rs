@@ -111,8 +111,7 @@ pub fn spawn(options: Options) -> Result<Running, String> {
 /// [`spawn`] for a control plane the caller has already filled (the local runner).
 pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, String> {
     if let Some(dir) = &options.config_dir {
-        let (loaded, _) = crate::source::load_path(dir);
-        match crate::source::validated(loaded) {
+        match crate::source::load_validated(dir) {
             Ok(resources) => {
                 if let Some(file) = &options.state_file {
                     save_directory(&last_good(file), &resources);
@@ -148,6 +147,8 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
     if let Some(file) = &options.state_file {
         control.persist_to(file.clone())?;
     }
+    // Loading parsed every file; give back what that left free.
+    crate::trim::release_free_memory();
     let bind = |addr: SocketAddr, what: &str| {
         let l = std::net::TcpListener::bind(addr)
             .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
@@ -262,12 +263,12 @@ async fn watch(control: ControlPlane, dir: Option<PathBuf>, state_file: Option<P
         }
         seen = now;
         let dir2 = dir.clone();
-        let Ok((loaded, _)) =
-            tokio::task::spawn_blocking(move || crate::source::load_path(&dir2)).await
+        let Ok(result) =
+            tokio::task::spawn_blocking(move || crate::source::load_validated(&dir2)).await
         else {
             continue;
         };
-        match crate::source::validated(loaded) {
+        match result {
             Ok(resources) => {
                 if let Some(file) = &state_file {
                     save_directory(&last_good(file), &resources);

@@ -23,6 +23,8 @@ pub fn key(r: &Resource) -> Key {
     (r.kind.clone(), namespace, r.meta.name.clone())
 }
 
+use crate::source::slim;
+
 /// What an apply did to one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,7 +50,8 @@ impl Store {
 
     /// Replaces the directory layer. Returns whether anything changed.
     pub fn set_directory(&mut self, resources: Vec<Resource>) -> bool {
-        let next: BTreeMap<Key, Resource> = resources.into_iter().map(|r| (key(&r), r)).collect();
+        let next: BTreeMap<Key, Resource> =
+            resources.into_iter().map(|r| (key(&r), slim(r))).collect();
         let same = next.len() == self.directory.len()
             && next
                 .iter()
@@ -64,7 +67,7 @@ impl Store {
     /// Adds or replaces resources in the API layer.
     pub fn apply(&mut self, resources: Vec<Resource>) -> Vec<(Key, Change)> {
         let mut changes = Vec::new();
-        for r in resources {
+        for r in resources.into_iter().map(slim) {
             let k = key(&r);
             let before = self.api.get(&k).or_else(|| self.directory.get(&k));
             let change = match before {

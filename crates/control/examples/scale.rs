@@ -1,0 +1,263 @@
+//! Simulated proxies for the control-plane scale benchmark (`bench/control-plane-scale.sh`).
+//!
+//! Opens PROXIES real gRPC streams to a running `trellis control-plane` (one
+//! connection each), says Hello as sidecars spread over NAMESPACES namespaces, ACKs
+//! every push at once (a simulated proxy does not build a data plane), then applies
+//! changes through the HTTP API and measures, per change, the time from the apply to
+//! each proxy receiving its push. It also samples the control plane's memory and CPU
+//! from /proc.
+//!
+//! `scale --grpc ADDR --api ADDR --pid PID [--proxies 1000] [--namespaces 10] [--changes 10]`
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use trellis_control::proto::mesh_config_client::MeshConfigClient;
+use trellis_control::proto::{self, proxy_message::Message};
+
+/// What one simulated proxy has seen: the newest version and when it arrived.
+#[derive(Default)]
+struct Seen {
+    version: AtomicU64,
+    at: Mutex<Option<Instant>>,
+}
+
+fn arg(name: &str, default: Option<&str>) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .or(default.map(str::to_string))
+        .unwrap_or_else(|| panic!("{name} is required"))
+}
+
+fn proc_stats(pid: u32) -> (f64, f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the `)`.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, ticks * 10.0)
+}
+
+fn post_apply(api: &str, name: &str, yaml: &str) -> String {
+    let body = serde_json::json!({"files": [{"name": name, "text": yaml}]}).to_string();
+    let mut s = std::net::TcpStream::connect(api).expect("connect to the API");
+    write!(
+        s,
+        "POST /api/v1/apply HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    assert!(out.starts_with("HTTP/1.1 200"), "apply refused: {out}");
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let grpc = format!("http://{}", arg("--grpc", None));
+    let api = arg("--api", None);
+    let pid: u32 = arg("--pid", None).parse().expect("--pid");
+    let proxies: usize = arg("--proxies", Some("1000")).parse().expect("--proxies");
+    let namespaces: usize = arg("--namespaces", Some("10"))
+        .parse()
+        .expect("--namespaces");
+    let changes: usize = arg("--changes", Some("10")).parse().expect("--changes");
+    let services: usize = arg("--services", Some("5000")).parse().expect("--services");
+
+    let seen: Arc<Vec<Seen>> = Arc::new((0..proxies).map(|_| Seen::default()).collect());
+    let bytes = Arc::new(AtomicU64::new(0));
+    let connected_at = Instant::now();
+    for i in 0..proxies {
+        let (grpc, seen, bytes) = (grpc.clone(), seen.clone(), bytes.clone());
+        tokio::spawn(async move {
+            let channel = loop {
+                match tonic::transport::Endpoint::from_shared(grpc.clone())
+                    .expect("uri")
+                    .connect()
+                    .await
+                {
+                    Ok(c) => break c,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            let mut client = MeshConfigClient::new(channel).max_decoding_message_size(512 << 20);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            // Sidecar i belongs to namespace n = i % namespaces and to a service there
+            // (the generator puts service s in namespace s % 50).
+            let n = i % namespaces;
+            let s = n + 50 * ((i / namespaces) % (services / 50).max(1));
+            let hello = proto::Hello {
+                id: format!("sim-{i}"),
+                role: proto::Role::Sidecar as i32,
+                workload: format!("svc{s}"),
+                namespace: format!("ns{}", s % 50),
+                labels: [("app".to_string(), format!("svc{s}"))].into(),
+                service_account: "default".into(),
+                pod_ip: String::new(),
+                bind_ip: format!("10.200.{}.{}", i / 250, i % 250 + 1),
+                outbound: format!("10.200.{}.{}:15001", i / 250, i % 250 + 1),
+                inbound: vec![],
+                port_map: Default::default(),
+                version: 0,
+                ports: Default::default(),
+            };
+            let _ = tx.send(proto::ProxyMessage {
+                message: Some(Message::Hello(hello)),
+            });
+            let Ok(response) = client.stream(UnboundedReceiverStream::new(rx)).await else {
+                eprintln!("proxy {i}: stream refused");
+                return;
+            };
+            let mut pushes = response.into_inner();
+            while let Ok(Some(push)) = pushes.message().await {
+                let at = Instant::now();
+                let n: usize = push.resources.iter().map(|r| r.json.len()).sum();
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if push.more {
+                    // More parts of this push follow; answer after the last.
+                    continue;
+                }
+                *seen[i].at.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+                seen[i].version.store(push.version, Ordering::Release);
+                let _ = tx.send(proto::ProxyMessage {
+                    message: Some(Message::Ack(proto::Ack {
+                        version: push.version,
+                    })),
+                });
+            }
+        });
+    }
+    // Everyone has a first (full) configuration.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen.iter().any(|s| s.version.load(Ordering::Acquire) == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "proxies never all got a configuration"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let initial = connected_at.elapsed();
+    let initial_bytes = bytes.swap(0, Ordering::AcqRel);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_idle, _, cpu_before) = proc_stats(pid);
+    println!(
+        "initial sync: {proxies} proxies connected and configured in {:.2}s ({:.0} MiB of resources pushed); control plane RSS {rss_idle:.0} MiB",
+        initial.as_secs_f64(),
+        initial_bytes as f64 / 1048576.0
+    );
+
+    let mut results: BTreeMap<&str, Vec<(f64, f64, f64, u64)>> = BTreeMap::new();
+    let mut cpu_total = 0.0;
+    let mut applied = 0;
+    for k in 0..changes {
+        for what in ["route", "endpoint"] {
+            let before = seen
+                .iter()
+                .map(|s| s.version.load(Ordering::Acquire))
+                .max()
+                .unwrap_or(0);
+            let yaml = if what == "route" {
+                // The 90/10 canary of svc0 moves by one point.
+                format!(
+                    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc0, namespace: ns0}}\nspec:\n  hosts: [svc0]\n  http:\n  - route:\n    - destination: {{host: svc0, subset: v1}}\n      weight: {}\n    - destination: {{host: svc0, subset: v2}}\n      weight: {}\n",
+                    89 - k,
+                    11 + k
+                )
+            } else {
+                // One endpoint of svc1 moves to another address.
+                format!(
+                    "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: svc1-1, namespace: ns1}}\nspec:\n  address: 10.250.0.{}\n  labels: {{app: svc1, version: v1}}\n",
+                    k + 1
+                )
+            };
+            bytes.store(0, Ordering::Release);
+            let (_, _, cpu0) = proc_stats(pid);
+            let t0 = Instant::now();
+            post_apply(&api, "bench.yaml", &yaml);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while seen
+                .iter()
+                .any(|s| s.version.load(Ordering::Acquire) <= before)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "a change never reached every proxy"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let (_, _, cpu1) = proc_stats(pid);
+            cpu_total += cpu1 - cpu0;
+            applied += 1;
+            let mut lat: Vec<f64> = seen
+                .iter()
+                .filter_map(|s| *s.at.lock().unwrap_or_else(|e| e.into_inner()))
+                .map(|at| at.saturating_duration_since(t0).as_secs_f64() * 1000.0)
+                .collect();
+            lat.sort_by(f64::total_cmp);
+            results.entry(what).or_default().push((
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                *lat.last().unwrap_or(&f64::NAN),
+                bytes.load(Ordering::Acquire),
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let (rss, hwm, cpu_after) = proc_stats(pid);
+    println!(
+        "\nchange → every proxy's push, over {changes} changes of each kind (ms; median of the per-change figures, max of maxima):"
+    );
+    println!(
+        "  {:<10} {:>8} {:>8} {:>8} {:>14}",
+        "CHANGE", "p50", "p99", "max", "bytes/change"
+    );
+    for (what, rows) in &results {
+        let med = |f: fn(&(f64, f64, f64, u64)) -> f64| {
+            let mut v: Vec<f64> = rows.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            percentile(&v, 0.5)
+        };
+        let max = rows.iter().map(|r| r.2).fold(0.0, f64::max);
+        println!(
+            "  {:<10} {:>8.1} {:>8.1} {:>8.1} {:>14.0}",
+            what,
+            med(|r| r.0),
+            med(|r| r.1),
+            max,
+            med(|r| r.3 as f64)
+        );
+    }
+    println!(
+        "\ncontrol plane: RSS {rss:.0} MiB now, {hwm:.0} MiB peak; CPU {:.0} ms per change (measured over {applied} changes; {:.0} ms in total since the initial sync)",
+        cpu_total / applied.max(1) as f64,
+        cpu_after - cpu_before
+    );
+}
