@@ -13,8 +13,8 @@ mod sidecar;
 pub use gateway::gateway;
 pub use mesh::{Mesh, Service, ServicePort, Workload, fqdn};
 pub use sidecar::{
-    Inbound, Outbound, ServicePortUnit, assemble_outbound, outbound_depends_on_labels,
-    outbound_plan, outbound_unit, sidecar, sidecar_local, sidecar_outbound,
+    Inbound, Outbound, ServicePortUnit, outbound_depends_on_labels, outbound_plan, outbound_unit,
+    sidecar, sidecar_local, sidecar_outbound,
 };
 
 use std::collections::BTreeMap;

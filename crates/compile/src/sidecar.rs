@@ -83,11 +83,25 @@ pub fn sidecar(
 
 /// The outbound part of the config of the sidecar of `who` (see [`Outbound`]).
 pub fn sidecar_outbound(mesh: &Mesh, who: &ProxyIdentity) -> Outbound {
-    let units: Vec<ServicePortUnit> = outbound_plan(mesh, who)
-        .into_iter()
-        .map(|(service, port)| outbound_unit(mesh, who, service, port))
-        .collect();
-    assemble_outbound(units.iter())
+    // A domain goes to the first unit that claims it (a unit left with none is
+    // dropped); clusters are merged by name.
+    let mut claimed: BTreeSet<String> = BTreeSet::new();
+    let mut out = Outbound::default();
+    let mut clusters: BTreeMap<String, model::Cluster> = BTreeMap::new();
+    for (service, port) in outbound_plan(mesh, who) {
+        let mut u = outbound_unit(mesh, who, service, port);
+        u.vhost.domains.retain(|d| claimed.insert(d.clone()));
+        if u.vhost.domains.is_empty() {
+            continue;
+        }
+        out.virtual_hosts.push(u.vhost);
+        for c in u.clusters {
+            clusters.entry(c.name.clone()).or_insert(c);
+        }
+        out.notes.extend(u.notes);
+    }
+    out.clusters = clusters.into_values().collect();
+    out
 }
 
 /// One visible service port's share of a sidecar's outbound config: its virtual host
@@ -153,32 +167,6 @@ pub fn outbound_unit(
         clusters: out.clusters.into_values().collect(),
         notes: out.notes,
         deps,
-    }
-}
-
-/// Puts units together in order: a domain goes to the first unit that claims it (a
-/// unit left with no domain is dropped); clusters are merged by name.
-pub fn assemble_outbound<'a>(units: impl Iterator<Item = &'a ServicePortUnit>) -> Outbound {
-    let mut claimed: BTreeSet<String> = BTreeSet::new();
-    let mut vhosts = Vec::new();
-    let mut clusters: BTreeMap<String, model::Cluster> = BTreeMap::new();
-    let mut notes = Vec::new();
-    for u in units {
-        let mut vhost = u.vhost.clone();
-        vhost.domains.retain(|d| claimed.insert(d.clone()));
-        if vhost.domains.is_empty() {
-            continue;
-        }
-        vhosts.push(vhost);
-        for c in &u.clusters {
-            clusters.entry(c.name.clone()).or_insert_with(|| c.clone());
-        }
-        notes.extend(u.notes.iter().cloned());
-    }
-    Outbound {
-        virtual_hosts: vhosts,
-        clusters: clusters.into_values().collect(),
-        notes,
     }
 }
 
