@@ -69,6 +69,9 @@ spec:
     )
 }
 
+/// One change the test makes.
+type Step = Box<dyn Fn() -> Result<(), String>>;
+
 /// Records what it applied; refuses configs while `refuse` is set.
 #[derive(Clone, Default)]
 struct Recorder {
@@ -212,7 +215,7 @@ fn incremental_pushes_assemble_exactly_the_config_compiled_from_scratch() {
 
     // A route change, an endpoint move, a new service, a removed DestinationRule:
     // each arrives as a small incremental push and assembles to the scratch result.
-    let steps: Vec<(&str, Box<dyn Fn() -> Result<(), String>>)> = vec![
+    let steps: Vec<(&str, Step)> = vec![
         ("route change", {
             let c = control.clone();
             Box::new(move || {
