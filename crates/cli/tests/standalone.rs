@@ -3,86 +3,15 @@
 //! configuration directory — a good edit takes effect, a bad one is refused and the
 //! previous configuration keeps serving.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Starts `trellis ARGS` and waits (bounded) for a line containing `ready`; returns
-/// the process, that line, and a channel of its later output lines.
-fn spawn(args: &[&str], ready: &str) -> (Running, String, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("HTTP_PROXY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start trellis");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    // Owned from here on, so the child is killed and reaped on every path.
-    let running = Running(child);
-    for pipe in [
-        Box::new(stdout) as Box<dyn std::io::Read + Send>,
-        Box::new(stderr),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) if line.contains(ready) => return (running, line, rx),
-            Ok(line) => seen.push(line),
-            Err(_) => {}
-        }
-    }
-    panic!("trellis {args:?} never printed {ready:?}: {seen:?}");
-}
-
-/// Waits (bounded) for an output line containing `text`.
-fn wait_for_line(rx: &mpsc::Receiver<String>, text: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
-            && line.contains(text)
-        {
-            return line;
-        }
-    }
-    panic!("no line containing {text:?}");
-}
+mod common;
+use common::{free_port, spawn, wait_for_line};
 
 fn mesh_yaml(gateway_port: u16, echo: SocketAddr, rule: &str) -> String {
     format!(

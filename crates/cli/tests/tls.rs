@@ -4,10 +4,8 @@
 //! loopback (HTTP/1.1 and h2 by ALPN, a wrong SNI, plain HTTP on the TLS port, and a
 //! certificate rotated by editing the Secret).
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,74 +15,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Starts `trellis ARGS` and waits (bounded) for a line containing `ready`.
-fn spawn(args: &[&str], ready: &str) -> (Running, String, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("HTTP_PROXY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start trellis");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let running = Running(child);
-    for pipe in [
-        Box::new(stdout) as Box<dyn std::io::Read + Send>,
-        Box::new(stderr),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) if line.contains(ready) => return (running, line, rx),
-            Ok(line) => seen.push(line),
-            Err(_) => {}
-        }
-    }
-    panic!("trellis {args:?} never printed {ready:?}: {seen:?}");
-}
-
-fn wait_for_line(rx: &mpsc::Receiver<String>, text: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            if line.contains(text) {
-                return line;
-            }
-            seen.push(line);
-        }
-    }
-    panic!("no line containing {text:?}: {seen:?}");
-}
+mod common;
+use common::{free_port, spawn, wait_for_line};
 
 /// A test CA and a leaf for `names` it signed: (CA PEM, leaf chain PEM, leaf key PEM).
 fn pki(names: &[&str]) -> (String, String, String) {

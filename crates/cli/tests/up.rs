@@ -3,6 +3,9 @@
 //! the directory while traffic flows.
 
 use std::io::{BufRead, BufReader};
+
+mod common;
+use common::{free_port, output_lines, output_lines_echoed};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,14 +38,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn within(count: u64, n: u64, p: f64, k: f64) -> bool {
@@ -133,21 +128,8 @@ async fn canary_split_holds_and_moves_while_traffic_flows() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("trellis up");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
+    let rx = output_lines(&mut child);
     let _up = Running(child);
-    let (tx, rx) = mpsc::channel();
-    for pipe in [
-        Box::new(stdout) as Box<dyn std::io::Read + Send>,
-        Box::new(stderr),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     let mut ready_line = None;
@@ -387,23 +369,9 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("trellis up");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
+    // Lines are echoed: shown when the test fails.
+    let rx = output_lines_echoed(&mut child, Some("trellis up: "));
     let _up = Running(child);
-    let (tx, rx) = mpsc::channel();
-    for pipe in [
-        Box::new(stdout) as Box<dyn std::io::Read + Send>,
-        Box::new(stderr),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                // Shown when the test fails.
-                println!("trellis up: {line}");
-                let _ = tx.send(line);
-            }
-        });
-    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut pid = None;
     let mut seen = Vec::new();

@@ -187,10 +187,7 @@ impl ControlPlane {
 
     /// `trellis apply`: validates every file and applies all or nothing.
     pub fn apply(&self, files: &[(String, String)]) -> Result<Vec<(Key, Change)>, Vec<Diagnostic>> {
-        let mut loaded = trellis_api::Loaded::default();
-        for (name, text) in files {
-            loaded.extend(trellis_api::load_str(name, text));
-        }
+        let loaded = load_files(files);
         let resources = crate::source::validated(loaded).inspect_err(|_| {
             self.inner
                 .metrics
@@ -261,10 +258,7 @@ impl ControlPlane {
 
     /// `trellis delete`: removes the resources the files name.
     pub fn delete(&self, files: &[(String, String)]) -> Result<Vec<(Key, bool)>, Vec<Diagnostic>> {
-        let mut loaded = trellis_api::Loaded::default();
-        for (name, text) in files {
-            loaded.extend(trellis_api::load_str(name, text));
-        }
+        let loaded = load_files(files);
         let errors: Vec<Diagnostic> = loaded
             .diagnostics
             .into_iter()
@@ -820,6 +814,15 @@ fn split(push: proto::Push) -> Vec<proto::Push> {
         last.removed = removed;
     }
     parts
+}
+
+/// Loads files sent to the API (name, text), as `trellis validate` would read them.
+fn load_files(files: &[(String, String)]) -> trellis_api::Loaded {
+    let mut loaded = trellis_api::Loaded::default();
+    for (name, text) in files {
+        loaded.extend(trellis_api::load_str(name, text));
+    }
+    loaded
 }
 
 /// Resources to send and names to drop.

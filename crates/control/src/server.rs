@@ -119,8 +119,7 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
                 control.set_directory(resources);
             }
             Err(problems) => {
-                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                let message = format!("the configuration is invalid:\n  {}", lines.join("\n  "));
+                let message = crate::source::invalid_message(&problems);
                 // Restarted with a directory edited badly meanwhile: serve the last
                 // good one (never an empty mesh), and say so.
                 let fallback = options

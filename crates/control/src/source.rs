@@ -107,6 +107,12 @@ pub fn validated(loaded: Loaded) -> Result<Vec<Resource>, Vec<Diagnostic>> {
     }
 }
 
+/// "the configuration is invalid:" and one indented line per problem.
+pub fn invalid_message(problems: &[Diagnostic]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    format!("the configuration is invalid:\n  {}", lines.join("\n  "))
+}
+
 /// Names, sizes and modification times of every file under `path`: when this
 /// changes, the directory was edited.
 pub fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, SystemTime)> {

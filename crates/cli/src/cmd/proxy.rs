@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use trellis_api::Severity;
 use trellis_compile::{Inbound, Mesh, ProxyIdentity};
 use trellis_model::ProxyConfig;
 use trellis_proxy::{Options, Proxy};
@@ -200,23 +199,13 @@ impl trellis_control::client::Handler for Follower {
 
 /// The spec a proxy announces to the control plane from its flags.
 fn spec(args: &Args) -> Result<trellis_control::ProxySpec, String> {
-    let mut labels = parse_pairs(args.labels.as_deref().unwrap_or(""), ',')?;
-    if args.role == Role::Gateway && labels.is_empty() {
-        labels.insert("istio".into(), "ingressgateway".into());
-    }
     Ok(trellis_control::ProxySpec {
         id: args.id.clone().unwrap_or_else(|| args.name.clone()),
         role: match args.role {
             Role::Gateway => trellis_model::Role::Gateway,
             Role::Sidecar => trellis_model::Role::Sidecar,
         },
-        identity: ProxyIdentity {
-            name: args.name.clone(),
-            namespace: args.namespace.clone(),
-            labels,
-            service_account: args.service_account.clone(),
-            bind_ip: Some(args.pod_ip.unwrap_or(args.bind)),
-        },
+        identity: identity(args)?,
         pod_ip: args.pod_ip,
         outbound: args.listen,
         inbound: parse_inbound(&args.inbound)?,
@@ -270,6 +259,22 @@ fn follow(args: &Args, address: &str) -> i32 {
         &mut follower,
     ));
     0
+}
+
+/// Who this proxy is, from its flags (a gateway's labels default to
+/// `istio=ingressgateway`); listeners bind to the pod IP when given, else `--bind`.
+fn identity(args: &Args) -> Result<ProxyIdentity, String> {
+    let mut labels = parse_pairs(args.labels.as_deref().unwrap_or(""), ',')?;
+    if args.role == Role::Gateway && labels.is_empty() {
+        labels.insert("istio".into(), "ingressgateway".into());
+    }
+    Ok(ProxyIdentity {
+        name: args.name.clone(),
+        namespace: args.namespace.clone(),
+        labels,
+        service_account: args.service_account.clone(),
+        bind_ip: Some(args.pod_ip.unwrap_or(args.bind)),
+    })
 }
 
 fn parse_port_map(pairs: &[String]) -> Result<BTreeMap<u16, u16>, String> {
@@ -338,39 +343,9 @@ fn compile(args: &Args, version: u64) -> Result<ProxyConfig, String> {
         .standalone
         .as_ref()
         .ok_or("either --standalone DIR or --config FILE is required")?;
-    let (loaded, _) = crate::inputs::load(std::slice::from_ref(dir));
-    let mut problems: Vec<String> = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .map(|d| d.to_string())
-        .collect();
-    for r in &loaded.resources {
-        problems.extend(
-            r.validate()
-                .iter()
-                .filter(|d| d.severity == Severity::Error)
-                .map(|d| d.to_string()),
-        );
-    }
-    if !problems.is_empty() {
-        return Err(format!(
-            "the configuration is invalid:\n  {}",
-            problems.join("\n  ")
-        ));
-    }
-    let mesh = Mesh::new(&loaded.resources, vec![]);
-    let mut labels = parse_pairs(args.labels.as_deref().unwrap_or(""), ',')?;
-    if args.role == Role::Gateway && labels.is_empty() {
-        labels.insert("istio".into(), "ingressgateway".into());
-    }
-    let who = ProxyIdentity {
-        name: args.name.clone(),
-        namespace: args.namespace.clone(),
-        labels,
-        service_account: args.service_account.clone(),
-        bind_ip: Some(args.bind),
-    };
+    let resources = super::up::load_valid(std::slice::from_ref(dir))?;
+    let mesh = Mesh::new(&resources, vec![]);
+    let who = identity(args)?;
     let (config, notes) = match args.role {
         Role::Gateway => {
             let ports = parse_port_map(&args.port_map)?;

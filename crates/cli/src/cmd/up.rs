@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use trellis_api::{Resource, Severity};
+use trellis_api::Resource;
 
 use crate::local::{GATEWAY_IP, LocalMesh, Options};
 use crate::output;
@@ -52,28 +52,8 @@ pub struct DownArgs {
 /// Loads and validates a directory; errors are listed with file and line.
 pub fn load_valid(paths: &[PathBuf]) -> Result<Vec<Resource>, String> {
     let (loaded, _) = crate::inputs::load(paths);
-    let mut problems: Vec<String> = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .map(|d| d.to_string())
-        .collect();
-    for r in &loaded.resources {
-        problems.extend(
-            r.validate()
-                .iter()
-                .filter(|d| d.severity == Severity::Error)
-                .map(|d| d.to_string()),
-        );
-    }
-    if problems.is_empty() {
-        Ok(loaded.resources)
-    } else {
-        Err(format!(
-            "the configuration is invalid:\n  {}",
-            problems.join("\n  ")
-        ))
-    }
+    trellis_control::source::validated(loaded)
+        .map_err(|problems| trellis_control::source::invalid_message(&problems))
 }
 
 /// Default log directory: a new folder under the system's temporary directory.

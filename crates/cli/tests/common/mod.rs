@@ -1,0 +1,101 @@
+//! Helpers shared by the CLI's end-to-end tests: free ports, running `trellis` as a
+//! child process that is always reaped, and reading its output lines with bounded
+//! waits. (Each test binary uses a subset.)
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A child process killed and reaped when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The child's stdout and stderr lines, as they come (the child's pipes are taken).
+pub fn output_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    output_lines_echoed(child, None)
+}
+
+/// As [`output_lines`], also printing each line after `echo` (the test harness shows
+/// them when a test fails).
+pub fn output_lines_echoed(
+    child: &mut Child,
+    echo: Option<&'static str>,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    for pipe in [
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(prefix) = echo {
+                    println!("{prefix}{line}");
+                }
+                let _ = tx.send(line);
+            }
+        });
+    }
+    rx
+}
+
+/// Starts `trellis ARGS` and waits (bounded) for a line containing `ready`; returns
+/// the process, that line, and a channel of its later output lines.
+pub fn spawn(args: &[&str], ready: &str) -> (Running, String, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("HTTP_PROXY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start trellis");
+    let rx = output_lines(&mut child);
+    // Owned from here on, so the child is killed and reaped on every path.
+    let running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains(ready) => return (running, line, rx),
+            Ok(line) => seen.push(line),
+            Err(_) => {}
+        }
+    }
+    panic!("trellis {args:?} never printed {ready:?}: {seen:?}");
+}
+
+/// Waits (bounded) for an output line containing `text`.
+pub fn wait_for_line(rx: &mpsc::Receiver<String>, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains(text) {
+                return line;
+            }
+            seen.push(line);
+        }
+    }
+    panic!("no line containing {text:?}: {seen:?}");
+}
