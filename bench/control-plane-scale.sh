@@ -48,7 +48,7 @@ for _ in $(seq 1 300); do
   curl -fs "http://$API/ready" >/dev/null 2>&1 && break
   sleep 0.1
 done
-printf "  loaded and serving in %.2fs; RSS %s MiB\n" "$(echo "$(date +%s.%N) - $start" | bc)" \
+printf "  loaded and serving in %.2fs; RSS %s MiB\n" "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {print b - a}')" \
   "$(awk '/VmRSS/ {printf "%d", $2/1024}' /proc/$cp_pid/status)"
 
 echo "==> $PROXIES simulated proxies in $NAMESPACES namespaces, $CHANGES changes of each kind"
