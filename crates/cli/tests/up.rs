@@ -72,16 +72,23 @@ struct Client {
 impl Client {
     /// The reviews version behind one product page, or `None` when the request failed.
     async fn version(&mut self, beta: bool) -> Option<String> {
+        self.try_version(beta).await.ok()
+    }
+
+    /// The reviews version behind one product page, or why the request failed.
+    async fn try_version(&mut self, beta: bool) -> Result<String, String> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            let stream = tokio::net::TcpStream::connect(self.gateway).await.ok()?;
+            let stream = tokio::net::TcpStream::connect(self.gateway)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
             let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
-                .ok()?;
+                .map_err(|e| format!("handshake: {e}"))?;
             tokio::spawn(conn);
             self.sender = Some(s);
         }
-        let s = self.sender.as_mut()?;
-        s.ready().await.ok()?;
+        let s = self.sender.as_mut().ok_or("no connection")?;
+        s.ready().await.map_err(|e| format!("ready: {e}"))?;
         let mut req = http::Request::builder()
             .uri("/api/v1/products/0")
             .header("host", "app.example.com");
@@ -89,15 +96,37 @@ impl Client {
             req = req.header("x-user-type", "beta");
         }
         let response = s
-            .send_request(req.body(Full::new(Bytes::new())).ok()?)
+            .send_request(
+                req.body(Full::new(Bytes::new()))
+                    .map_err(|e| e.to_string())?,
+            )
             .await
-            .ok()?;
-        if response.status() != 200 {
-            return None;
+            .map_err(|e| format!("send: {e:?}"))?;
+        let status = response.status();
+        let flags = response
+            .headers()
+            .get("x-response-flags")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        if status != 200 {
+            return Err(format!(
+                "status {status}, flags {flags}: {}",
+                String::from_utf8_lossy(&body)
+            ));
         }
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        json["versions"]["reviews"].as_str().map(str::to_string)
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("json: {e}"))?;
+        json["versions"]["reviews"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("no reviews version in {json}"))
     }
 }
 
@@ -399,9 +428,12 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
             };
             let deadline = Instant::now() + Duration::from_secs(60);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match c.version(false).await {
-                    Some(_) => ok.fetch_add(1, Ordering::Relaxed),
-                    None => failures.fetch_add(1, Ordering::Relaxed),
+                match c.try_version(false).await {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(why) => {
+                        eprintln!("background request failed: {why}");
+                        failures.fetch_add(1, Ordering::Relaxed)
+                    }
                 };
             }
         })

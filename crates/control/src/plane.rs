@@ -61,6 +61,43 @@ struct Inner {
     unit_caches: Mutex<HashMap<GroupKey, UnitCache>>,
     /// Where the API layer is saved, so applied resources survive a restart.
     state_file: Mutex<Option<std::path::PathBuf>>,
+    /// Workloads that proxies announced before a restart (see [`Remembered`]).
+    remembered: Mutex<Remembered>,
+}
+
+/// How long after a restart the workloads proxies had announced are still served as
+/// endpoints while their proxies reconnect.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(30);
+
+/// The workloads connected sidecars announced, saved beside the state file so that a
+/// restarted control plane does not push configs without them: the first proxy to
+/// reconnect would otherwise learn that every service whose pods have not reconnected
+/// yet has no endpoints, and fail requests with 503 (UH) until they do. A remembered
+/// workload counts until its proxy reconnects (its Hello then speaks for it) or until
+/// [`REMEMBER_FOR`] has passed since the restart.
+#[derive(Default)]
+struct Remembered {
+    until: Option<Instant>,
+    workloads: Vec<(String, Workload)>,
+    /// Fingerprint of the announced set last saved.
+    saved: u64,
+}
+
+/// One announced workload as saved in the workloads file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedWorkload {
+    proxy: String,
+    name: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    address: IpAddr,
+    ports: BTreeMap<String, u16>,
+    service_account: String,
+}
+
+/// Where announced workloads are saved, beside the state file.
+fn workloads_file(state_file: &std::path::Path) -> std::path::PathBuf {
+    state_file.with_extension("workloads.json")
 }
 
 /// What was last sent to a proxy: the outbound resources it shares with the
@@ -222,12 +259,102 @@ impl ControlPlane {
             self.store().apply(resources);
             self.config_changed();
         }
+        if let Ok(text) = std::fs::read_to_string(workloads_file(&file)) {
+            match serde_json::from_str::<Vec<SavedWorkload>>(&text) {
+                Ok(saved) => {
+                    let mut r = self.remembered();
+                    r.until = Some(Instant::now() + REMEMBER_FOR);
+                    r.workloads = saved
+                        .into_iter()
+                        .map(|w| {
+                            let workload = Workload {
+                                name: w.name,
+                                namespace: w.namespace,
+                                labels: w.labels,
+                                address: Some(w.address),
+                                ports: w.ports,
+                                service_account: w.service_account,
+                            };
+                            (w.proxy, workload)
+                        })
+                        .collect();
+                }
+                Err(e) => tracing::warn!(error = %e, "ignoring the saved workloads"),
+            }
+        }
         *self
             .inner
             .state_file
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(file);
         Ok(restored)
+    }
+
+    fn remembered(&self) -> MutexGuard<'_, Remembered> {
+        self.inner
+            .remembered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The remembered workloads that still count: their proxy is not connected and the
+    /// grace period has not ended.
+    fn remembered_workloads(&self, connected: &HashSet<&str>) -> Vec<(String, Workload)> {
+        let mut r = self.remembered();
+        if r.until.is_some_and(|until| Instant::now() >= until) {
+            r.until = None;
+            r.workloads.clear();
+        }
+        r.workloads
+            .iter()
+            .filter(|(proxy, _)| !connected.contains(proxy.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Saves the announced (and still remembered) workloads when they changed.
+    fn save_workloads(&self, workloads: &[(String, Workload)]) {
+        let fingerprint = {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(workloads, &mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        if self.remembered().saved == fingerprint {
+            return;
+        }
+        let Some(file) = self
+            .inner
+            .state_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let saved: Vec<SavedWorkload> = workloads
+            .iter()
+            .filter_map(|(proxy, w)| {
+                Some(SavedWorkload {
+                    proxy: proxy.clone(),
+                    name: w.name.clone(),
+                    namespace: w.namespace.clone(),
+                    labels: w.labels.clone(),
+                    address: w.address?,
+                    ports: w.ports.clone(),
+                    service_account: w.service_account.clone(),
+                })
+            })
+            .collect();
+        let file = workloads_file(&file);
+        let tmp = file.with_extension("tmp");
+        let text = serde_json::to_string(&saved).unwrap_or_default();
+        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &file));
+        match result {
+            Ok(()) => self.remembered().saved = fingerprint,
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot save the announced workloads");
+            }
+        }
     }
 
     /// Writes the API layer to the state file (a YAML stream of JSON documents),
@@ -469,6 +596,14 @@ impl ControlPlane {
 
     /// Runs the push loop: waits for a change, then recompiles and pushes.
     pub async fn push_loop(self) {
+        // Remembered workloads stop counting when their grace period ends.
+        if let Some(until) = self.remembered().until {
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until.into()).await;
+                me.inner.changed.notify_one();
+            });
+        }
         loop {
             self.inner.changed.notified().await;
             // Coalesce a burst of changes (a file saved in pieces, proxies connecting).
@@ -501,21 +636,31 @@ impl ControlPlane {
             .values()
             .map(|p| (p.connection, p.spec.clone(), p.state.clone(), p.needs_full))
             .collect();
+        // The workloads proxies announced, and those remembered from before a restart
+        // whose proxies have not reconnected yet.
+        let announced: Vec<(String, Workload)> = {
+            let connected: HashSet<&str> = targets.iter().map(|t| t.1.id.as_str()).collect();
+            let mut all: Vec<(String, Workload)> = targets
+                .iter()
+                .filter_map(|(_, spec, _, _)| Some((spec.id.clone(), spec.workload()?)))
+                .collect();
+            all.extend(self.remembered_workloads(&connected));
+            all
+        };
+        self.save_workloads(&announced);
         // What the mesh is built from: the resources, external workloads and the
-        // workloads proxies announced.
+        // announced workloads.
         let inputs = {
             let mut h = std::hash::DefaultHasher::new();
             std::hash::Hash::hash(
                 &self.inner.config_generation.load(Ordering::Acquire),
                 &mut h,
             );
-            for (_, spec, _, _) in &targets {
-                if let Some(w) = spec.workload() {
-                    std::hash::Hash::hash(
-                        &(&w.name, &w.namespace, &w.labels, w.address, &w.ports),
-                        &mut h,
-                    );
-                }
+            for (_, w) in &announced {
+                std::hash::Hash::hash(
+                    &(&w.name, &w.namespace, &w.labels, w.address, &w.ports),
+                    &mut h,
+                );
             }
             std::hash::Hasher::finish(&h)
         };
@@ -537,11 +682,9 @@ impl ControlPlane {
                 // Proxies that announced a pod IP nobody else knows are workloads too.
                 let mut known: HashSet<IpAddr> =
                     mesh.workloads.iter().filter_map(|w| w.address).collect();
-                for (_, spec, _, _) in &targets {
-                    if let Some(w) = spec.workload()
-                        && w.address.is_some_and(|a| known.insert(a))
-                    {
-                        mesh.workloads.push(w);
+                for (_, w) in &announced {
+                    if w.address.is_some_and(|a| known.insert(a)) {
+                        mesh.workloads.push(w.clone());
                     }
                 }
                 mesh.reindex();

@@ -305,3 +305,117 @@ fn incremental_pushes_assemble_exactly_the_config_compiled_from_scratch() {
     let _ = client.join();
     drop(running);
 }
+
+/// Follows the control plane at `grpc` as `spec` on its own thread until `stop` fires.
+fn follower(
+    grpc: SocketAddr,
+    spec: ProxySpec,
+) -> (
+    Recorder,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let recorder = Recorder::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut handler = recorder.clone();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let address = grpc.to_string();
+            let follow = trellis_control::client::follow(&address, spec, &mut handler);
+            tokio::select! {
+                () = follow => {}
+                _ = stopped => {}
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+        });
+    });
+    (recorder, stop, thread)
+}
+
+/// The endpoints `recorder`'s last config has for the ratings service.
+fn ratings_endpoints(recorder: &Recorder) -> Option<Vec<SocketAddr>> {
+    let applied = recorder.applied.lock().expect("lock");
+    let cluster = applied
+        .as_ref()?
+        .clusters
+        .iter()
+        .find(|c| c.name.contains("ratings"))?
+        .clone();
+    Some(cluster.endpoints.iter().filter_map(|e| e.address).collect())
+}
+
+#[test]
+fn a_restarted_control_plane_serves_announced_endpoints_before_their_proxies_return() {
+    // ratings has no WorkloadEntry here: its only endpoint is the pod its sidecar
+    // announces in its Hello.
+    let mesh = "apiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: shop}\nspec:\n  selector: {app: ratings}\n  ports: [{name: http, port: 9080}]\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("mesh.yaml"), mesh).expect("write");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir");
+    let options = |state_file: std::path::PathBuf| Options {
+        config_dir: Some(dir.path().join("mesh.yaml")),
+        grpc: "127.0.0.1:0".parse().expect("addr"),
+        http: "127.0.0.1:0".parse().expect("addr"),
+        state_file: Some(state_file),
+    };
+    let ratings_pod = "127.0.9.1:9080".parse::<SocketAddr>().expect("addr");
+    let ratings = ProxySpec {
+        id: "ratings-0".into(),
+        identity: ProxyIdentity {
+            name: "ratings".into(),
+            labels: BTreeMap::from([("app".into(), "ratings".into())]),
+            ..spec().identity
+        },
+        pod_ip: Some(ratings_pod.ip()),
+        named_ports: BTreeMap::from([("http".into(), 9080)]),
+        inbound: vec![],
+        ..spec()
+    };
+
+    let first = trellis_control::spawn(options(state.join("applied.yaml"))).expect("control plane");
+    let (_r, stop_r, ratings_thread) = follower(first.grpc, ratings.clone());
+    let (page, stop_p, page_thread) = follower(first.grpc, spec());
+    wait_for("the announced endpoint", Duration::from_secs(10), || {
+        ratings_endpoints(&page) == Some(vec![ratings_pod])
+    });
+    // The control plane goes away while its proxies are connected (killed).
+    drop(first);
+    let _ = (stop_r.send(()), stop_p.send(()));
+    let _ = (ratings_thread.join(), page_thread.join());
+
+    // Restarted on the same state: the first proxy back (productpage) already gets
+    // ratings' endpoint, though ratings' sidecar has not reconnected.
+    let second =
+        trellis_control::spawn(options(state.join("applied.yaml"))).expect("control plane");
+    let (page, stop_p, page_thread) = follower(second.grpc, spec());
+    wait_for("the first push", Duration::from_secs(10), || {
+        ratings_endpoints(&page).is_some()
+    });
+    assert_eq!(ratings_endpoints(&page), Some(vec![ratings_pod]));
+    // Its proxy reconnecting changes nothing.
+    let (_r, stop_r, ratings_thread) = follower(second.grpc, ratings);
+    wait_for("ratings to connect", Duration::from_secs(10), || {
+        second.control.status().len() == 2
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(ratings_endpoints(&page), Some(vec![ratings_pod]));
+    let _ = (stop_r.send(()), stop_p.send(()));
+    let _ = (ratings_thread.join(), page_thread.join());
+    drop(second);
+
+    // Without that state (a new state file), nothing is remembered: the same first
+    // push has no endpoint for ratings.
+    let fresh = trellis_control::spawn(options(state.join("other.yaml"))).expect("control plane");
+    let (page, stop_p, page_thread) = follower(fresh.grpc, spec());
+    wait_for("the first push", Duration::from_secs(10), || {
+        ratings_endpoints(&page).is_some()
+    });
+    assert_eq!(ratings_endpoints(&page), Some(vec![]));
+    let _ = stop_p.send(());
+    let _ = page_thread.join();
+}

@@ -32,6 +32,7 @@ flags! {
     DOWNSTREAM_DISCONNECT = 8, "DC", "The client went away before the response completed.";
     UPSTREAM_RESET = 9, "UR", "The upstream reset the connection or stream.";
     UPSTREAM_CONNECTION_TERMINATION = 10, "UC", "The upstream closed the connection mid-response.";
+    DOWNSTREAM_PROTOCOL_ERROR = 11, "DPE", "The request broke HTTP's rules, e.g. framed its body two ways (400).";
 }
 
 impl Flags {

@@ -37,6 +37,8 @@ pub struct Connection {
     pub local: SocketAddr,
     /// TLS was terminated on this connection (the request scheme is https).
     pub tls: bool,
+    /// Request framing seen on the raw HTTP/1 stream (see [`crate::framing`]).
+    pub framing: Arc<crate::framing::Framing>,
 }
 
 impl Connection {
@@ -60,6 +62,16 @@ pub async fn handle(
         .cloned()
         .unwrap_or_else(|| conn.listener.clone());
     let mut log = Log::start(&req, start, conn.shared.access_log);
+    if conn.framing.refuse() {
+        // Content-Length and Transfer-Encoding together: refused, never forwarded
+        // (hyper closes the connection after this answer).
+        log.flags.insert(Flags::DOWNSTREAM_PROTOCOL_ERROR);
+        let reply = local_reply(
+            StatusCode::BAD_REQUEST,
+            "request has both Content-Length and Transfer-Encoding",
+        );
+        return Ok(log.finish(&conn.shared, reply));
+    }
     // Boxed: HTTP/2 spawns a task per request, and moving this large future into it
     // (and through hyper's wrappers) cost a memmove per request; a box is moved as a
     // pointer.

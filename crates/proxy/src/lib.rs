@@ -12,6 +12,7 @@ mod balance;
 mod body;
 mod cors;
 mod flags;
+mod framing;
 mod http;
 mod listener;
 mod matcher;

@@ -99,6 +99,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: Tcp
             peer,
             local,
             tls: listener.tls.is_some(),
+            framing: Arc::default(),
         });
         tokio::spawn(serve(conn, stream));
     }
@@ -180,6 +181,8 @@ where
         Some(false) => builder.http1_only(),
         None => builder,
     };
+    // HTTP/1 framing is followed on the raw bytes (known HTTP/2 is only passed on).
+    let io = crate::framing::Guarded::new(io, conn.framing.clone(), h2 != Some(true));
     let service = hyper::service::service_fn(move |req| handle(conn.clone(), req));
     if let Err(e) = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
