@@ -39,6 +39,8 @@ pub struct Connection {
     pub tls: bool,
     /// Request framing seen on the raw HTTP/1 stream (see [`crate::framing`]).
     pub framing: Arc<crate::framing::Framing>,
+    /// The peer's IP as a header value (for X-Forwarded-For), made when first needed.
+    pub peer_ip: std::sync::OnceLock<HeaderValue>,
 }
 
 impl Connection {
@@ -148,7 +150,7 @@ impl Log {
         let code = response.status().as_u16();
         let header_grpc = response
             .headers()
-            .get("grpc-status")
+            .get(GRPC_STATUS)
             .and_then(|v| v.to_str().ok()?.parse().ok());
         let shared = shared.clone();
         let peers = self.peers.take();
@@ -463,7 +465,7 @@ async fn retry_loop(
                 let status = response.status().as_u16();
                 let grpc = response
                     .headers()
-                    .get("grpc-status")
+                    .get(GRPC_STATUS)
                     .and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
                 if !last && retriable_status(policy, status, grpc) {
                     continue;
@@ -628,6 +630,14 @@ fn retriable_status(policy: &RetryPolicy, status: u16, grpc: Option<u32>) -> boo
     if policy.attempts == 0 {
         return false;
     }
+    // The common case, a success: no condition below can hold.
+    if status < 500
+        && status != 409
+        && grpc.is_none()
+        && !policy.retriable_status_codes.contains(&status)
+    {
+        return false;
+    }
     policy.retry_on.iter().any(|c| match c.as_str() {
         "5xx" => status >= 500,
         "gateway-error" => matches!(status, 502..=504),
@@ -674,13 +684,13 @@ fn build_upstream_request(
         {
             parts.headers.insert(header::HOST, v);
         }
-        if parts.uri.authority().is_some()
-            && let Some(Ok(uri)) = parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().parse::<Uri>())
-        {
-            parts.uri = uri;
+        if parts.uri.authority().is_some() {
+            // Origin form: the path and query alone (shared, not parsed again).
+            let mut origin = http::uri::Parts::default();
+            origin.path_and_query = parts.uri.path_and_query().cloned();
+            if let Ok(uri) = Uri::from_parts(origin) {
+                parts.uri = uri;
+            }
         }
         parts.version = Version::HTTP_11;
     }
@@ -696,20 +706,23 @@ fn prepare_request_headers(
     let upgrade = is_upgrade_parts(headers);
     strip_hop_by_hop(headers, upgrade);
     // A terminated TLS connection knows its scheme; otherwise keep what a front proxy said.
-    if conn.tls || !headers.contains_key("x-forwarded-proto") {
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(conn.scheme()),
-        );
+    if conn.tls || !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme()));
     }
     if conn.listener.model.direction == trellis_model::Direction::Gateway {
-        let ip = conn.peer.ip().to_string();
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
+        // The client's address, formatted once per connection.
+        let ip = conn.peer_ip.get_or_init(|| {
+            HeaderValue::from_str(&conn.peer.ip().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        });
+        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) => {
+                HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or_default())).ok()
+            }
+            None => Some(ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        if let Some(v) = value {
+            headers.insert(X_FORWARDED_FOR, v);
         }
     }
     apply_header_ops(headers, &route.model.request_headers);
@@ -876,6 +889,17 @@ fn apply_header_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
 }
 
 /// Removes headers that belong to one hop only (RFC 9110 §7.6.1).
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Hop-by-hop headers that are never forwarded (besides Connection and those it lists).
+const HOP_BY_HOP: [HeaderName; 4] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::TRAILER,
+];
+
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -888,12 +912,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for n in listed {
         headers.remove(n);
     }
-    for n in [
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "trailer",
-    ] {
+    for n in HOP_BY_HOP {
         headers.remove(n);
     }
     if let Some(te) = headers.get(header::TE)
@@ -991,17 +1010,26 @@ fn first_cluster_labels(route: &RouteRt) -> Option<Arc<str>> {
         .map(|(c, _)| c.service_labels.clone())
 }
 
+/// A random (version 4) UUID, as Envoy puts in `x-request-id`.
 fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let (a, b) = (rand::next_u64(), rand::next_u64());
-    let text = format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | (b >> 48) & 0x3fff,
-        b & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("-"))
+    // 32 random hex digits; the version nibble is 4 and the variant bits are 10.
+    let mut digits = [0u8; 32];
+    for (i, d) in digits.iter_mut().enumerate() {
+        let word = if i < 16 { a } else { b };
+        *d = HEX[(word >> ((15 - i % 16) * 4) & 0xf) as usize];
+    }
+    digits[12] = b'4';
+    digits[16] = HEX[8 | (b >> 60 & 0x3) as usize];
+    let mut text = [b'-'; 36];
+    let mut at = 0;
+    for (group, len) in [8, 4, 4, 4, 12].into_iter().enumerate() {
+        let from = [0, 8, 12, 16, 20][group];
+        text[at..at + len].copy_from_slice(&digits[from..from + len]);
+        at += len + 1;
+    }
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"))
 }
 
 fn authority_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a str {
@@ -1042,4 +1070,55 @@ fn is_upgrade_parts(headers: &HeaderMap) -> bool {
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids_and_differ() {
+        let ids: Vec<String> = (0..200)
+            .map(|_| new_request_id().to_str().expect("ascii").to_string())
+            .collect();
+        for id in &ids {
+            let groups: Vec<&str> = id.split('-').collect();
+            let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            assert_eq!(lens, [8, 4, 4, 4, 12], "{id}");
+            assert!(
+                groups.iter().all(|g| g
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))),
+                "{id}"
+            );
+            assert!(groups[2].starts_with('4'), "version 4: {id}");
+            assert!(
+                matches!(&groups[3][..1], "8" | "9" | "a" | "b"),
+                "variant: {id}"
+            );
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
+
+    #[test]
+    fn a_success_is_never_retried_but_listed_codes_are() {
+        let policy = RetryPolicy {
+            attempts: 2,
+            retry_on: vec!["5xx".into(), "retriable-status-codes".into()],
+            retriable_status_codes: vec![429],
+            ..RetryPolicy::default()
+        };
+        assert!(!retriable_status(&policy, 200, None));
+        assert!(!retriable_status(&policy, 404, None));
+        assert!(retriable_status(&policy, 429, None));
+        assert!(retriable_status(&policy, 503, None));
+        let grpc = RetryPolicy {
+            attempts: 2,
+            retry_on: vec!["unavailable".into()],
+            ..RetryPolicy::default()
+        };
+        assert!(retriable_status(&grpc, 200, Some(14)));
+        assert!(!retriable_status(&grpc, 200, Some(0)));
+    }
 }

@@ -100,6 +100,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: Tcp
             local,
             tls: listener.tls.is_some(),
             framing: Arc::default(),
+            peer_ip: std::sync::OnceLock::new(),
         });
         tokio::spawn(serve(conn, stream));
     }
