@@ -41,6 +41,8 @@ pub struct Connection {
     pub framing: Arc<crate::framing::Framing>,
     /// The peer's IP as a header value (for X-Forwarded-For), made when first needed.
     pub peer_ip: std::sync::OnceLock<HeaderValue>,
+    /// The verified client certificate (mutual TLS), and its X-Forwarded-Client-Cert value.
+    pub peer_cert: std::sync::OnceLock<(crate::peer::PeerCert, HeaderValue)>,
 }
 
 impl Connection {
@@ -724,6 +726,12 @@ fn prepare_request_headers(
         if let Some(v) = value {
             headers.insert(X_FORWARDED_FOR, v);
         }
+        // Istio's gateway default (SANITIZE_SET): a client never sets this header
+        // itself; it comes only from a certificate this listener verified.
+        headers.remove(X_FORWARDED_CLIENT_CERT);
+        if let Some((_, xfcc)) = conn.peer_cert.get() {
+            headers.insert(X_FORWARDED_CLIENT_CERT, xfcc.clone());
+        }
     }
     apply_header_ops(headers, &route.model.request_headers);
     apply_header_ops(headers, extra);
@@ -892,6 +900,7 @@ fn apply_header_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 /// Hop-by-hop headers that are never forwarded (besides Connection and those it lists).
 const HOP_BY_HOP: [HeaderName; 4] = [
     HeaderName::from_static("keep-alive"),

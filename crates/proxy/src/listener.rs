@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -101,6 +102,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: Tcp
             tls: listener.tls.is_some(),
             framing: Arc::default(),
             peer_ip: std::sync::OnceLock::new(),
+            peer_cert: std::sync::OnceLock::new(),
         });
         tokio::spawn(serve(conn, stream));
     }
@@ -152,6 +154,19 @@ async fn serve_tls(conn: Arc<Connection>, stream: TcpStream) {
         }
     };
     metrics.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+    // A client certificate is only present when this listener asked for and verified it.
+    if let Some(leaf) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        && let Some(cert) = crate::peer::PeerCert::from_der(leaf)
+    {
+        let xfcc = HeaderValue::from_str(&cert.xfcc()).ok();
+        if let Some(xfcc) = xfcc {
+            let _ = conn.peer_cert.set((cert, xfcc));
+        }
+    }
     let h2 = match stream.get_ref().1.alpn_protocol() {
         Some(b"h2") => Some(true),
         Some(_) => Some(false),

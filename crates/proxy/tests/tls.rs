@@ -30,11 +30,18 @@ fn pki(leaves: &[&[&str]]) -> (String, Vec<(String, String)>) {
         .iter()
         .map(|names| {
             let key = KeyPair::generate().expect("key");
-            let cert =
-                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                    .expect("params")
-                    .signed_by(&key, &issuer)
-                    .expect("leaf");
+            // Host names, and URIs (SPIFFE IDs) as URI alternative names.
+            let (uris, hosts): (Vec<&str>, Vec<&str>) =
+                names.iter().partition(|n| n.contains("://"));
+            let mut params =
+                CertificateParams::new(hosts.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .expect("params");
+            for uri in uris {
+                params.subject_alt_names.push(rcgen::SanType::URI(
+                    rcgen::string::Ia5String::try_from(uri).expect("uri"),
+                ));
+            }
+            let cert = params.signed_by(&key, &issuer).expect("leaf");
             (cert.pem(), key.serialize_pem())
         })
         .collect();
@@ -293,7 +300,8 @@ async fn passthrough_routes_by_client_hello_server_name() {
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let v1 = Upstream::start("v1");
     let port = free_port();
-    let (ca, leaves) = pki(&[&["app.example.com"], &["client.example.com"]]);
+    let client_id = "spiffe://cluster.local/ns/shop/sa/client";
+    let (ca, leaves) = pki(&[&["app.example.com"], &["client.example.com", client_id]]);
     let mut cfg = config(
         port,
         vec![Route {
@@ -306,6 +314,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     tls.mode = TlsMode::Mutual;
     tls.client_ca_pem = Some(ca.clone());
     cfg.listeners[0].tls = Some(tls);
+    cfg.listeners[0].direction = Direction::Gateway;
     let (_proxy, addr) = start(cfg, None).await;
 
     // Without a client certificate: refused (the error surfaces at the first read in TLS 1.3).
@@ -344,12 +353,59 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
             http::Request::builder()
                 .uri("/")
                 .header("host", "reviews")
+                // What the client claims is replaced by what its certificate says.
+                .header(
+                    "x-forwarded-client-cert",
+                    "URI=spiffe://cluster.local/ns/x/sa/admin",
+                )
                 .body(Full::new(Bytes::new()))
                 .expect("request"),
         )
         .await
         .expect("response");
     assert_eq!(response.status(), 200);
+    let seen = response
+        .headers()
+        .get("x-seen-xfcc")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(seen.starts_with("Hash="), "{seen}");
+    assert!(seen.contains(&format!(";URI={client_id}")), "{seen}");
+    assert!(seen.contains(";DNS=client.example.com"), "{seen}");
+    assert!(!seen.contains("sa/admin"), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_drops_a_client_certificate_header_it_did_not_verify() {
+    let v1 = Upstream::start("v1");
+    let port = free_port();
+    let mut cfg = config(
+        port,
+        vec![Route {
+            action: forward(&[("v1", 100)]),
+            ..Default::default()
+        }],
+        vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
+    );
+    cfg.listeners[0].direction = Direction::Gateway;
+    let (_proxy, addr) = start(cfg, None).await;
+    let reply = Client::new(addr)
+        .get(
+            "reviews",
+            "/",
+            &[(
+                "x-forwarded-client-cert",
+                "URI=spiffe://cluster.local/ns/x/sa/admin",
+            )],
+        )
+        .await
+        .expect("request");
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.headers.get("x-seen-xfcc").is_none(),
+        "{:?}",
+        reply.headers
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

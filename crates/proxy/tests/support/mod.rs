@@ -111,6 +111,9 @@ async fn answer(
     response
         .headers_mut()
         .insert("x-upstream", http::HeaderValue::from_static(name));
+    if let Some(xfcc) = headers.get("x-forwarded-client-cert") {
+        response.headers_mut().insert("x-seen-xfcc", xfcc.clone());
+    }
     for (k, v) in &headers {
         if k.as_str().starts_with("x-echo-") {
             response.headers_mut().insert(k.clone(), v.clone());
