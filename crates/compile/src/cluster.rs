@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use trellis_api::networking::{
-    ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings,
-    OutlierDetection, Protocol, SimpleLb, TrafficPolicy,
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
+    LoadBalancerSettings, OutlierDetection, Protocol, SimpleLb, TrafficPolicy,
 };
 use trellis_api::values::IntOrString;
 use trellis_model as model;
@@ -82,7 +82,85 @@ pub fn build(
         pool: pool(policy.connection_pool.as_ref()),
         outlier: policy.outlier_detection.as_ref().map(outlier),
         endpoints,
+        tls: policy
+            .tls
+            .as_ref()
+            .and_then(|t| upstream_tls(mesh, t, &service.hostname, caller_ns)),
     }
+}
+
+/// TLS origination for SIMPLE and MUTUAL. DISABLE is plaintext; ISTIO_MUTUAL is the
+/// mesh's own mTLS, which needs the mesh CA (not built yet), so it stays plaintext as
+/// every sidecar-to-sidecar hop is today. Certificates come from files or from the
+/// `credentialName` Secret in the proxy's namespace (`tls.crt`, `tls.key`, `ca.crt`).
+fn upstream_tls(
+    mesh: &Mesh,
+    tls: &ClientTlsSettings,
+    host: &str,
+    proxy_ns: &str,
+) -> Option<model::UpstreamTls> {
+    let mutual = match tls.mode() {
+        ClientTlsMode::Simple => false,
+        ClientTlsMode::Mutual => true,
+        ClientTlsMode::Disable | ClientTlsMode::IstioMutual => return None,
+    };
+    let mut out = model::UpstreamTls {
+        sni: if tls.sni.is_empty() {
+            host.to_string()
+        } else {
+            tls.sni.clone()
+        },
+        subject_alt_names: tls.subject_alt_names.clone(),
+        insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+        ..Default::default()
+    };
+    let read =
+        |path: &str| std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"));
+    let found: Result<(), String> = (|| {
+        if !tls.credential_name.is_empty() {
+            let (ns, name) = tls
+                .credential_name
+                .split_once('/')
+                .unwrap_or((proxy_ns, tls.credential_name.as_str()));
+            let secret = mesh
+                .secret(ns, name)
+                .ok_or_else(|| format!("Secret {ns}/{name} (credentialName) not found"))?;
+            let get = |keys: &[&str]| {
+                keys.iter()
+                    .find_map(|k| secret.get(k))
+                    .and_then(|b| String::from_utf8(b).ok())
+            };
+            out.ca_pem = get(&["ca.crt", "cacert"]);
+            if mutual {
+                out.client_cert_pem = Some(
+                    get(&["tls.crt", "cert"])
+                        .ok_or_else(|| format!("Secret {ns}/{name} has no tls.crt"))?,
+                );
+                out.client_key_pem = Some(
+                    get(&["tls.key", "key"])
+                        .ok_or_else(|| format!("Secret {ns}/{name} has no tls.key"))?,
+                );
+            }
+            return Ok(());
+        }
+        if !tls.ca_certificates.is_empty() {
+            out.ca_pem = Some(read(&tls.ca_certificates)?);
+        }
+        if mutual {
+            if tls.client_certificate.is_empty() || tls.private_key.is_empty() {
+                return Err(
+                    "MUTUAL needs clientCertificate and privateKey, or credentialName".into(),
+                );
+            }
+            out.client_cert_pem = Some(read(&tls.client_certificate)?);
+            out.client_key_pem = Some(read(&tls.private_key)?);
+        }
+        Ok(())
+    })();
+    if let Err(problem) = found {
+        out.problem = Some(problem);
+    }
+    Some(out)
 }
 
 fn endpoint(w: &Workload, port: &ServicePort) -> Option<model::Endpoint> {

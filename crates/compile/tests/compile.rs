@@ -536,3 +536,95 @@ spec:
     assert_eq!(l.tcp_routes[0].sni, ["a.example.org"]);
     assert!(l.tcp_routes[0].clusters[0].cluster.contains("reviews"));
 }
+
+#[test]
+fn destination_rule_tls_becomes_cluster_tls_origination() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
+        .expect("write");
+    let text = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: payments, namespace: default}}
+spec:
+  hosts: [api.payments.example]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 443, name: http-tls, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.50}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: payments, namespace: default}}
+spec:
+  host: api.payments.example
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {ca}, subjectAltNames: [pay.example]}}
+  subsets:
+  - name: mesh
+    labels: {{}}
+    trafficPolicy:
+      tls: {{mode: ISTIO_MUTUAL}}
+  - name: partner
+    labels: {{}}
+    trafficPolicy:
+      tls: {{mode: MUTUAL, clientCertificate: /nonexistent/client.pem, privateKey: /nonexistent/key.pem}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: payments, namespace: default}}
+spec:
+  hosts: [api.payments.example]
+  http:
+  - match: [{{headers: {{x-route: {{exact: mesh}}}}}}]
+    route: [{{destination: {{host: api.payments.example, subset: mesh}}}}]
+  - match: [{{headers: {{x-route: {{exact: partner}}}}}}]
+    route: [{{destination: {{host: api.payments.example, subset: partner}}}}]
+  - route: [{{destination: {{host: api.payments.example}}}}]
+"#,
+        ca = ca.display()
+    );
+    let mut resources = trellis_api::load_str("app.yaml", APP).resources;
+    let loaded = trellis_api::load_str("tls.yaml", &text);
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    resources.extend(loaded.resources);
+    let (config, _) = sidecar(
+        &Mesh::new(&resources, vec![]),
+        &who(&[]),
+        "127.0.0.1:15001".parse().expect("addr"),
+        &[],
+        1,
+    );
+    let cluster = |name: &str| {
+        config
+            .clusters
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no cluster {name}"))
+    };
+    let tls = cluster("outbound|443||api.payments.example")
+        .tls
+        .as_ref()
+        .expect("SIMPLE originates TLS");
+    assert_eq!(tls.sni, "api.payments.example", "SNI defaults to the host");
+    assert!(tls.ca_pem.as_deref().is_some_and(|p| p.contains("BEGIN CERTIFICATE")));
+    assert_eq!(tls.subject_alt_names, ["pay.example"]);
+    assert_eq!(tls.problem, None);
+    // ISTIO_MUTUAL needs the mesh CA, which does not exist yet: plaintext as today.
+    assert_eq!(cluster("outbound|443|mesh|api.payments.example").tls, None);
+    // Files that cannot be read: the cluster keeps TLS with the reason, so connections
+    // fail saying why instead of going out in plaintext.
+    let partner = cluster("outbound|443|partner|api.payments.example")
+        .tls
+        .as_ref()
+        .expect("MUTUAL");
+    assert!(
+        partner
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("/nonexistent/client.pem")),
+        "{partner:?}"
+    );
+}

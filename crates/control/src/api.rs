@@ -175,7 +175,11 @@ async fn answer(
         (&Method::GET, p) if p.starts_with("/api/v1/proxies/") && p.ends_with("/config") => {
             let id = &p["/api/v1/proxies/".len()..p.len() - "/config".len()];
             match control.proxy_config(id) {
-                Some(c) => json(StatusCode::OK, &serde_json::to_value(c).unwrap_or_default()),
+                // Private keys (gateway certificates, client certificates) are never shown.
+                Some(c) => json(
+                    StatusCode::OK,
+                    &serde_json::to_value(c.redacted()).unwrap_or_default(),
+                ),
                 None => error(
                     StatusCode::NOT_FOUND,
                     &format!("no connected proxy `{id}` has been sent a configuration"),

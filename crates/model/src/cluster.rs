@@ -23,6 +23,35 @@ pub struct Cluster {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierDetection>,
     pub endpoints: Vec<Endpoint>,
+    /// TLS to the upstream (DestinationRule `trafficPolicy.tls` SIMPLE or MUTUAL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How the proxy originates TLS to a cluster's endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamTls {
+    /// Server name sent in the ClientHello and checked against the certificate.
+    pub sni: String,
+    /// Roots to trust (PEM); none means the system's CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// MUTUAL: the certificate chain and key this proxy presents (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_pem: Option<String>,
+    /// DNS names any one of which the server certificate must carry (instead of `sni`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    /// Accept any server certificate (DestinationRule `insecureSkipVerify`).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Why the settings cannot be used (a missing file or Secret): connections to the
+    /// cluster then fail with this reason rather than going out in plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// How to speak to the upstream.

@@ -64,6 +64,32 @@ pub struct Workload {
 }
 
 impl ProxyConfig {
+    /// True when the config carries private keys (TLS listeners or clusters).
+    pub fn has_private_keys(&self) -> bool {
+        self.listeners.iter().any(|l| l.tls.is_some())
+            || self
+                .clusters
+                .iter()
+                .any(|c| c.tls.as_ref().is_some_and(|t| t.client_key_pem.is_some()))
+    }
+
+    /// This config with every private key replaced by `[redacted]`, for showing
+    /// (as Envoy's config_dump does).
+    pub fn redacted(&self) -> ProxyConfig {
+        let mut out = self.clone();
+        for tls in out.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
+            for cert in &mut tls.certificates {
+                cert.private_key_pem = "[redacted]".into();
+            }
+        }
+        for tls in out.clusters.iter_mut().filter_map(|c| c.tls.as_mut()) {
+            if tls.client_key_pem.is_some() {
+                tls.client_key_pem = Some("[redacted]".into());
+            }
+        }
+        out
+    }
+
     /// The cluster named `name`.
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)

@@ -179,15 +179,8 @@ fn clusters(shared: &Shared) -> String {
 
 /// The config in force as JSON, private keys redacted (as Envoy's config_dump does).
 fn config_dump(config: &trellis_model::ProxyConfig) -> String {
-    let has_keys = config.listeners.iter().any(|l| l.tls.is_some());
-    if !has_keys {
+    if !config.has_private_keys() {
         return serde_json::to_string_pretty(config).unwrap_or_default();
     }
-    let mut redacted = config.clone();
-    for tls in redacted.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
-        for cert in &mut tls.certificates {
-            cert.private_key_pem = "[redacted]".into();
-        }
-    }
-    serde_json::to_string_pretty(&redacted).unwrap_or_default()
+    serde_json::to_string_pretty(&config.redacted()).unwrap_or_default()
 }

@@ -17,6 +17,7 @@ mod http;
 mod listener;
 mod matcher;
 mod metrics;
+mod origin;
 mod peer;
 mod rand;
 mod snapshot;

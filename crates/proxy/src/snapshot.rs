@@ -140,6 +140,8 @@ pub struct ClusterRt {
     pub labels: Vec<Arc<str>>,
     /// Peer labels when no endpoint was reached (UH, UO).
     pub service_labels: Arc<str>,
+    /// TLS origination to the endpoints, if the DestinationRule asks for it.
+    pub tls: Option<Arc<crate::origin::OriginTls>>,
 }
 
 impl Snapshot {
@@ -151,6 +153,14 @@ impl Snapshot {
         let mut clusters = HashMap::new();
         for c in &config.clusters {
             let state = registry.cluster(&c.name);
+            let tls = match &c.tls {
+                Some(t) => Some(Arc::new(
+                    crate::origin::OriginTls::compile(t)
+                        .map_err(|e| format!("cluster {}: TLS: {e}", c.name))?,
+                )),
+                None => None,
+            };
+            let tls_key = tls.as_ref().map_or(0, |t| t.key);
             let mut endpoints = Vec::new();
             let mut weights = Vec::new();
             let mut labels = Vec::new();
@@ -164,8 +174,8 @@ impl Snapshot {
             };
             for e in &c.endpoints {
                 let Some(addr) = e.address else { continue };
-                addrs.push(addr);
-                endpoints.push(state.endpoint(addr));
+                addrs.push((addr, tls_key));
+                endpoints.push(state.endpoint_with(addr, tls_key));
                 weights.push(e.weight.max(1));
                 let destination = if inbound { node } else { &e.workload };
                 labels.push(peer_labels(
@@ -195,6 +205,7 @@ impl Snapshot {
                     balancer,
                     labels,
                     service_labels,
+                    tls,
                 }),
             );
         }

@@ -23,7 +23,9 @@ pub fn now_ms() -> u64 {
 /// Per-cluster state.
 #[derive(Default)]
 pub struct ClusterState {
-    endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointState>>>,
+    /// Keyed by address and the fingerprint of the TLS settings connections to it are
+    /// made with (0 for plaintext), so pooled connections never outlive their settings.
+    endpoints: Mutex<HashMap<(SocketAddr, u64), Arc<EndpointState>>>,
     pub connections: AtomicU32,
     pub pending: AtomicU32,
     pub requests: AtomicU32,
@@ -37,18 +39,25 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    /// The state of the endpoint at `addr`, created on first use.
+    /// The state of the plaintext endpoint at `addr`, created on first use.
+    #[cfg(test)]
     pub fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointState> {
+        self.endpoint_with(addr, 0)
+    }
+
+    /// The state of the endpoint at `addr` reached with TLS settings `tls` (their
+    /// fingerprint; 0 for plaintext), created on first use.
+    pub fn endpoint_with(&self, addr: SocketAddr, tls: u64) -> Arc<EndpointState> {
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(addr)
+        map.entry((addr, tls))
             .or_insert_with(|| Arc::new(EndpointState::new(addr)))
             .clone()
     }
 
     /// Forgets endpoints no longer in `keep`.
-    pub fn retain(&self, keep: &[SocketAddr]) {
+    pub fn retain(&self, keep: &[(SocketAddr, u64)]) {
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|addr, _| keep.contains(addr));
+        map.retain(|key, _| keep.contains(key));
     }
 }
 

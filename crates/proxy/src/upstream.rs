@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
+use crate::origin::UpstreamIo;
 use crate::snapshot::ClusterRt;
 use crate::state::{ClusterState, EndpointState, Pooled};
 
@@ -155,7 +156,8 @@ impl Drop for ConnectionSlot {
 async fn dial(
     cluster: &ClusterRt,
     endpoint: &Arc<EndpointState>,
-) -> Result<(TcpStream, ConnectionSlot), UpstreamError> {
+    h2: bool,
+) -> Result<(UpstreamIo, ConnectionSlot), UpstreamError> {
     endpoint.connections.fetch_add(1, Ordering::AcqRel);
     let slot = ConnectionSlot {
         state: cluster.state.clone(),
@@ -184,14 +186,22 @@ async fn dial(
         }
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&params);
     }
-    Ok((stream, slot))
+    let io = match &cluster.tls {
+        None => UpstreamIo::Plain(stream),
+        Some(tls) => match tokio::time::timeout(timeout, tls.connect(stream, h2)).await {
+            Ok(Ok(s)) => UpstreamIo::Tls(Box::new(s)),
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+            Err(_) => return Err(UpstreamError::Connect("TLS handshake timeout".into())),
+        },
+    };
+    Ok((io, slot))
 }
 
 async fn connect_h1(
     cluster: &ClusterRt,
     endpoint: &Arc<EndpointState>,
 ) -> Result<hyper::client::conn::http1::SendRequest<ProxyBody>, UpstreamError> {
-    let (stream, slot) = match dial(cluster, endpoint).await {
+    let (stream, slot) = match dial(cluster, endpoint, false).await {
         Ok(ok) => ok,
         Err(e) => return Err(e),
     };
@@ -225,7 +235,7 @@ async fn send_h2(
                 cluster.state.overflows.fetch_add(1, Ordering::Relaxed);
                 return Err(UpstreamError::Overflow);
             }
-            let (stream, slot) = dial(cluster, endpoint).await?;
+            let (stream, slot) = dial(cluster, endpoint, true).await?;
             let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .handshake(TokioIo::new(stream))
                 .await
