@@ -541,8 +541,11 @@ spec:
 fn destination_rule_tls_becomes_cluster_tls_origination() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
-        .expect("write");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
     let text = format!(
         r#"
 apiVersion: networking.istio.io/v1
@@ -609,7 +612,11 @@ spec:
         .as_ref()
         .expect("SIMPLE originates TLS");
     assert_eq!(tls.sni, "api.payments.example", "SNI defaults to the host");
-    assert!(tls.ca_pem.as_deref().is_some_and(|p| p.contains("BEGIN CERTIFICATE")));
+    assert!(
+        tls.ca_pem
+            .as_deref()
+            .is_some_and(|p| p.contains("BEGIN CERTIFICATE"))
+    );
     assert_eq!(tls.subject_alt_names, ["pay.example"]);
     assert_eq!(tls.problem, None);
     // ISTIO_MUTUAL needs the mesh CA, which does not exist yet: plaintext as today.

@@ -145,3 +145,45 @@ impl ProxyConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacted_hides_every_private_key_and_nothing_else() {
+        let mut config = ProxyConfig::default();
+        assert!(!config.has_private_keys());
+        config.listeners.push(Listener {
+            tls: Some(TlsServer {
+                certificates: vec![TlsCertificate {
+                    sni_hosts: vec![],
+                    cert_chain_pem: "CERT".into(),
+                    private_key_pem: "SERVER KEY".into(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        config.clusters.push(Cluster {
+            tls: Some(UpstreamTls {
+                sni: "api.example".into(),
+                client_cert_pem: Some("CLIENT CERT".into()),
+                client_key_pem: Some("CLIENT KEY".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(config.has_private_keys());
+        let shown = serde_json::to_string(&config.redacted()).expect("json");
+        assert!(
+            !shown.contains("SERVER KEY") && !shown.contains("CLIENT KEY"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("CERT")
+                && shown.contains("CLIENT CERT")
+                && shown.contains("api.example")
+        );
+    }
+}
