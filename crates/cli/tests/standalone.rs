@@ -171,3 +171,39 @@ async fn standalone_gateway_routes_reloads_and_refuses_bad_edits() {
     assert!(metrics.contains("response_code=\"418\""), "{metrics}");
     assert!(Path::new(&file).exists());
 }
+
+#[test]
+fn security_policies_are_said_to_be_not_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = free_port();
+    let policy = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-frontend, namespace: shop}\nspec:\n  selector: {matchLabels: {app: backend}}\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [\"cluster.local/ns/shop/sa/frontend\"]}}]\n";
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        format!(
+            "{}{policy}",
+            mesh_yaml(gw, "127.0.0.1:9".parse().expect("addr"), FORWARD)
+        ),
+    )
+    .expect("write");
+    let (admin, stats) = (free_port(), free_port());
+    let (_proxy, line, _) = spawn(
+        &[
+            "proxy",
+            "--standalone",
+            dir.path().to_str().expect("path"),
+            "--role",
+            "gateway",
+            "--bind",
+            "127.0.0.1",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--stats",
+            &format!("127.0.0.1:{stats}"),
+        ],
+        "NOT enforced",
+    );
+    assert!(
+        line.contains("AuthorizationPolicy shop/only-frontend"),
+        "{line}"
+    );
+}

@@ -541,6 +541,27 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
         "{text}"
     );
 
+    // A security policy is accepted, and said not to be enforced yet.
+    let pa = elsewhere.path().join("pa.yaml");
+    std::fs::write(
+        &pa,
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: default}\nspec:\n  mtls: {mode: STRICT}\n",
+    )
+    .expect("write");
+    let applied = trellis(&[
+        "apply",
+        "-f",
+        pa.to_str().expect("path"),
+        "--control-plane",
+        &api,
+    ]);
+    assert_eq!(applied.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&applied.stdout);
+    assert!(
+        text.contains("peerauthentication/default (default)") && text.contains("not enforced yet"),
+        "{text}"
+    );
+
     // A config that passes validation but the gateway cannot apply (its port is
     // taken) is NACKed: proxy-status says so, the gateway keeps serving the old one.
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -116,6 +116,9 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
                 if let Some(file) = &options.state_file {
                     save_directory(&last_good(file), &resources);
                 }
+                if let Some(warning) = crate::source::not_enforced_warning(&resources) {
+                    eprintln!("control plane: warning: {warning}");
+                }
                 control.set_directory(resources);
             }
             Err(problems) => {

@@ -176,3 +176,39 @@ pub fn slim(mut r: Resource) -> Resource {
     });
     r
 }
+
+/// Kinds that are accepted (validated, stored, analysed) but not carried out yet: the
+/// security policies arrive with the mesh's mTLS. Said aloud wherever they are loaded,
+/// so nobody believes a policy protects them when it does not.
+pub const NOT_ENFORCED_KINDS: [&str; 3] = [
+    "PeerAuthentication",
+    "AuthorizationPolicy",
+    "RequestAuthentication",
+];
+
+/// The resources among `resources` whose kind is not enforced yet (`Kind ns/name`).
+pub fn not_enforced(resources: &[Resource]) -> Vec<String> {
+    resources
+        .iter()
+        .filter(|r| NOT_ENFORCED_KINDS.contains(&r.kind.as_str()))
+        .map(Resource::key)
+        .collect()
+}
+
+/// One line saying which security policies are not enforced, or `None`.
+pub fn not_enforced_warning(resources: &[Resource]) -> Option<String> {
+    let names = not_enforced(resources);
+    if names.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} security {} accepted but NOT enforced yet (mTLS and authorization are not built): {}",
+        names.len(),
+        if names.len() == 1 {
+            "policy is"
+        } else {
+            "policies are"
+        },
+        names.join(", ")
+    ))
+}

@@ -264,7 +264,17 @@ pub fn apply(args: &ApplyArgs, delete: bool) -> i32 {
                 } else {
                     output::OK
                 };
-                let _ = writeln!(out, "{name} ({ns}) {style}{what}{style:#}");
+                let kind = item["kind"].as_str().unwrap_or_default();
+                let note = if !delete && trellis_control::source::NOT_ENFORCED_KINDS.contains(&kind)
+                {
+                    format!(
+                        " {w}(accepted, not enforced yet: mTLS and authorization are not built){w:#}",
+                        w = output::WARNING
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(out, "{name} ({ns}) {style}{what}{style:#}{note}");
             }
             0
         }

@@ -92,6 +92,7 @@ pub fn run(args: &Args) -> i32 {
         let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
         return 1;
     }
+    // (The control plane, whose output is ours, warns about policies not enforced yet.)
     print_summary(&mesh, started.elapsed());
     // The control plane watches the directory: edits take effect within a second, and
     // a refused edit is reported here (its stderr is ours).
