@@ -417,6 +417,41 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
     let before = wait_synced(&api, 7, Duration::from_secs(10));
     let gateway: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
 
+    // What a proxy was sent, as a table and as data.
+    let page = before
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_str())
+        .find(|id| id.starts_with("productpage"))
+        .expect("productpage's proxy")
+        .to_string();
+    let table = trellis(&["proxy-config", "clusters", &page, "--control-plane", &api]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(table.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("CLUSTER") && text.contains("TLS") && text.contains("reviews"),
+        "{text}"
+    );
+    let json = trellis(&[
+        "proxy-config",
+        "endpoints",
+        &page,
+        "-o",
+        "json",
+        "--control-plane",
+        &api,
+    ]);
+    let endpoints: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert!(
+        endpoints
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["workload"] == "reviews-v2")),
+        "{endpoints}"
+    );
+    let missing = trellis(&["proxy-config", "all", "nobody-0", "--control-plane", &api]);
+    assert_eq!(missing.status.code(), Some(1));
+
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let background = {

@@ -591,8 +591,8 @@ pub fn proxy_config(args: &ProxyConfigArgs) -> i32 {
     if show(Section::Clusters) {
         let _ = writeln!(
             out,
-            "{:<60} {:<8} {:<14} {:>9} OUTLIER",
-            "CLUSTER", "PROTOCOL", "LB", "ENDPOINTS"
+            "{:<60} {:<8} {:<14} {:>9} {:<8} TLS",
+            "CLUSTER", "PROTOCOL", "LB", "ENDPOINTS", "OUTLIER"
         );
         for c in config["clusters"].as_array().into_iter().flatten() {
             let lb = match &c["lb"] {
@@ -600,9 +600,26 @@ pub fn proxy_config(args: &ProxyConfigArgs) -> i32 {
                 Value::Object(m) => m.keys().next().cloned().unwrap_or_default(),
                 other => other.to_string(),
             };
+            // TLS origination: MUTUAL when a client certificate is presented, and the SNI.
+            let tls = match &c["tls"] {
+                Value::Object(t) => format!(
+                    "{} sni={}{}",
+                    if t.contains_key("clientCertPem") {
+                        "MUTUAL"
+                    } else {
+                        "SIMPLE"
+                    },
+                    t.get("sni").and_then(Value::as_str).unwrap_or_default(),
+                    t.get("problem")
+                        .and_then(Value::as_str)
+                        .map(|p| format!(" (unusable: {p})"))
+                        .unwrap_or_default()
+                ),
+                _ => "-".into(),
+            };
             let _ = writeln!(
                 out,
-                "{:<60} {:<8} {:<14} {:>9} {}",
+                "{:<60} {:<8} {:<14} {:>9} {:<8} {tls}",
                 c["name"].as_str().unwrap_or_default(),
                 c["protocol"].as_str().unwrap_or_default(),
                 lb,
