@@ -551,6 +551,24 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
     }
     assert!(moved, "the applied route took effect within a second");
 
+    // `trellis get` shows what the control plane holds: the applied version.
+    let got = trellis(&["get", "vs", "reviews", "-o", "json", "--control-plane", &api]);
+    assert_eq!(got.status.code(), Some(0));
+    let vs: serde_json::Value = serde_json::from_slice(&got.stdout).expect("json");
+    assert_eq!(vs["kind"], "VirtualService");
+    assert_eq!(
+        vs["spec"]["http"][1]["route"][0]["destination"]["subset"], "v3",
+        "{vs}"
+    );
+    let listed = trellis(&["get", "all", "-A", "--control-plane", &api]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.starts_with("KIND") && text.contains("VirtualService") && text.contains("reviews"),
+        "{text}"
+    );
+    let missing = trellis(&["get", "dr", "nope", "--control-plane", &api]);
+    assert_eq!(missing.status.code(), Some(1));
+
     // An invalid apply is refused with validate's message and changes nothing.
     let bad = elsewhere.path().join("bad.yaml");
     std::fs::write(
