@@ -552,7 +552,15 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
     assert!(moved, "the applied route took effect within a second");
 
     // `trellis get` shows what the control plane holds: the applied version.
-    let got = trellis(&["get", "vs", "reviews", "-o", "json", "--control-plane", &api]);
+    let got = trellis(&[
+        "get",
+        "vs",
+        "reviews",
+        "-o",
+        "json",
+        "--control-plane",
+        &api,
+    ]);
     assert_eq!(got.status.code(), Some(0));
     let vs: serde_json::Value = serde_json::from_slice(&got.stdout).expect("json");
     assert_eq!(vs["kind"], "VirtualService");
