@@ -95,7 +95,8 @@ struct Log {
     flags: Flags,
     peers: Option<Arc<str>>,
     upstream: Option<SocketAddr>,
-    cluster: Option<String>,
+    /// The cluster picked (its name goes to the access log).
+    cluster: Option<Arc<crate::snapshot::ClusterRt>>,
     request_id: Option<HeaderValue>,
     /// Something to release when the response completes (in-flight counters).
     in_flight: Option<InFlight>,
@@ -191,7 +192,7 @@ impl Log {
                         duration,
                         authority: &self.authority,
                         upstream: self.upstream,
-                        cluster: self.cluster.as_deref(),
+                        cluster: self.cluster.as_ref().map(|c| c.model.name.as_str()),
                         request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
                     });
                 }
@@ -292,7 +293,7 @@ async fn route_and_forward(
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
     let cluster = cluster.clone();
-    log.cluster = Some(cluster.model.name.clone());
+    log.cluster = Some(cluster.clone());
     log.peers = Some(cluster.service_labels.clone());
     let weighted = &forward.clusters[index];
 
@@ -910,6 +911,13 @@ const HOP_BY_HOP: [HeaderName; 4] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Usually there is none: one pass over the names (no hashing) says so.
+    let present = headers.keys().any(|k| {
+        k == header::CONNECTION || k == header::TE || k == header::UPGRADE || HOP_BY_HOP.contains(k)
+    });
+    if !present && !keep_upgrade {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -1108,6 +1116,42 @@ mod tests {
         }
         let distinct: std::collections::HashSet<&String> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["te", "x-kept"]);
+
+        let mut plain = HeaderMap::new();
+        plain.insert("x-kept", HeaderValue::from_static("1"));
+        plain.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(
+            plain.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
+
+        let mut upgrade = HeaderMap::new();
+        upgrade.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut upgrade, true);
+        assert_eq!(
+            upgrade.get(header::CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+        assert!(upgrade.contains_key(header::UPGRADE));
     }
 
     #[test]
