@@ -310,6 +310,39 @@ spec:
         }
     }
     assert_eq!(restarts, 2, "the crashing app is restarted like a pod");
+
+    // A Deployment added to the directory is not started by a running `trellis up`,
+    // and it says so.
+    std::fs::write(
+        dir.path().join("extra.yaml"),
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sleeper}
+spec:
+  selector: {matchLabels: {app: sleeper}}
+  template:
+    metadata: {labels: {app: sleeper}}
+    spec:
+      containers:
+      - name: sleeper
+        command: [sleep, '60']
+",
+    )
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut warned = None;
+    while Instant::now() < deadline && warned.is_none() {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && line.contains("the Deployments changed")
+        {
+            warned = Some(line);
+        }
+    }
+    let warned = warned.expect("a warning about the new Deployment");
+    assert!(
+        warned.contains("new: sleeper-0") && warned.contains("restart"),
+        "{warned}"
+    );
     let down = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["down", "--gateway-port", &port])
         .output()

@@ -96,8 +96,44 @@ pub fn run(args: &Args) -> i32 {
     print_summary(&mesh, started.elapsed());
     // The control plane watches the directory: edits take effect within a second, and
     // a refused edit is reported here (its stderr is ours).
+    // Pods are started once: say so when the directory's Deployments change.
+    let mut seen = trellis_control::source::fingerprint(&args.dir);
+    let mut last_said = None;
+    let mut tick = 0u32;
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(100));
+        tick += 1;
+        if tick % 10 != 0 {
+            continue;
+        }
+        let now = trellis_control::source::fingerprint(&args.dir);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let Ok(resources) = trellis_control::source::load_validated(&args.dir) else {
+            continue; // the control plane reports what is wrong
+        };
+        let Ok(drift) = crate::local::plan::drift(&mesh.plan, &resources) else {
+            continue;
+        };
+        if drift.iter().all(Vec::is_empty) || last_said.as_ref() == Some(&drift) {
+            continue;
+        }
+        let [added, removed, changed] = &drift;
+        let mut parts = Vec::new();
+        for (what, names) in [("new", added), ("gone", removed), ("changed", changed)] {
+            if !names.is_empty() {
+                parts.push(format!("{what}: {}", names.join(", ")));
+            }
+        }
+        let _ = writeln!(
+            err,
+            "{s}warning{s:#}: the Deployments changed ({}); routing and policy edits apply live, but pods start only with `trellis up`: restart it to run them",
+            parts.join("; "),
+            s = output::WARNING
+        );
+        last_said = Some(drift);
     }
     let _ = writeln!(
         anstream::stdout(),

@@ -129,3 +129,47 @@ impl Plan {
             .collect()
     }
 }
+
+/// How the pods `resources` ask for differ from the running `plan`: pods to add, to
+/// remove, and whose spec changed (names). Addresses are not compared: they are given
+/// by order, and only the runner decides them.
+pub fn drift(running: &Plan, resources: &[Resource]) -> Result<[Vec<String>; 3], String> {
+    let wanted = plan(resources)?;
+    let same = |a: &Pod, b: &Pod| {
+        (
+            &a.labels,
+            &a.ports,
+            &a.named_ports,
+            &a.command,
+            &a.env,
+            &a.service_account,
+        ) == (
+            &b.labels,
+            &b.ports,
+            &b.named_ports,
+            &b.command,
+            &b.env,
+            &b.service_account,
+        )
+    };
+    let find = |pods: &[Pod], name: &str| pods.iter().position(|p| p.name == name);
+    let added = wanted
+        .pods
+        .iter()
+        .filter(|p| find(&running.pods, &p.name).is_none())
+        .map(|p| p.name.clone())
+        .collect();
+    let removed = running
+        .pods
+        .iter()
+        .filter(|p| find(&wanted.pods, &p.name).is_none())
+        .map(|p| p.name.clone())
+        .collect();
+    let changed = wanted
+        .pods
+        .iter()
+        .filter(|p| find(&running.pods, &p.name).is_some_and(|i| !same(&running.pods[i], p)))
+        .map(|p| p.name.clone())
+        .collect();
+    Ok([added, removed, changed])
+}
