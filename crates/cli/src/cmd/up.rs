@@ -103,7 +103,7 @@ pub fn run(args: &Args) -> i32 {
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(100));
         tick += 1;
-        if tick % 10 != 0 {
+        if !tick.is_multiple_of(10) {
             continue;
         }
         let now = trellis_control::source::fingerprint(&args.dir);
