@@ -207,3 +207,75 @@ fn security_policies_are_said_to_be_not_enforced() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_carry_the_request_and_its_flags_as_text_or_json() {
+    let (_echo, ready, _) = spawn(
+        &["echo", "--listen", "127.0.0.1:0", "--name", "echo"],
+        "listening on http://",
+    );
+    let echo_addr: SocketAddr = ready
+        .rsplit("http://")
+        .next()
+        .expect("address")
+        .trim()
+        .parse()
+        .expect("echo address");
+    for encoding in ["text", "json"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gw = free_port();
+        std::fs::write(
+            dir.path().join("mesh.yaml"),
+            mesh_yaml(gw, echo_addr, FORWARD),
+        )
+        .expect("write");
+        let (admin, stats) = (free_port(), free_port());
+        let (_proxy, _, out) = spawn(
+            &[
+                "proxy",
+                "--standalone",
+                dir.path().to_str().expect("path"),
+                "--role",
+                "gateway",
+                "--bind",
+                "127.0.0.1",
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+                "--stats",
+                &format!("127.0.0.1:{stats}"),
+                "--access-log",
+                "--access-log-encoding",
+                encoding,
+            ],
+            "ready",
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{gw}").parse().expect("addr");
+        assert_eq!(get(addr, "/logged?x=1").await.0, 200);
+        let line = wait_for_line(&out, "/logged?x=1");
+        if encoding == "json" {
+            let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
+            assert_eq!(v["method"], "GET", "{v}");
+            assert_eq!(v["path"], "/logged?x=1", "{v}");
+            assert_eq!(v["response_code"], 200, "{v}");
+            assert_eq!(v["response_flags"], "-", "{v}");
+            assert_eq!(v["upstream_host"], echo_addr.to_string(), "{v}");
+            assert!(
+                v["upstream_cluster"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("echo.local")),
+                "{v}"
+            );
+            assert!(
+                v["x_request_id"].as_str().is_some_and(|id| id.len() == 36),
+                "{v}"
+            );
+            assert!(v["bytes_sent"].as_u64().is_some_and(|b| b > 0), "{v}");
+        } else {
+            assert!(
+                line.contains("\"GET /logged?x=1 HTTP/1.1\" 200 -")
+                    && line.contains(&echo_addr.to_string()),
+                "{line}"
+            );
+        }
+    }
+}

@@ -25,10 +25,41 @@ pub struct Entry<'a> {
     pub request_id: Option<&'a str>,
 }
 
-/// Writes `entry` as one line.
-pub fn write(entry: &Entry<'_>) {
+/// Writes `entry` as one line: text, or a JSON object with Istio's field names.
+pub fn write(json: bool, entry: &Entry<'_>) {
+    let line = if json {
+        json_line(entry)
+    } else {
+        text_line(entry)
+    };
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
+/// The JSON encoding (`accessLogEncoding: JSON`); absent values are null.
+pub fn json_line(entry: &Entry<'_>) -> String {
+    let mut line = serde_json::json!({
+        "start_time": timestamp(SystemTime::now() - entry.duration),
+        "method": entry.method.as_str(),
+        "path": entry.path,
+        "protocol": format!("{:?}", entry.version),
+        "response_code": entry.code,
+        "response_flags": entry.flags.to_string(),
+        "bytes_received": entry.request_bytes,
+        "bytes_sent": entry.response_bytes,
+        "duration": entry.duration.as_millis() as u64,
+        "x_request_id": entry.request_id,
+        "authority": entry.authority,
+        "upstream_host": entry.upstream.map(|a| a.to_string()),
+        "upstream_cluster": entry.cluster,
+    })
+    .to_string();
+    line.push('\n');
+    line
+}
+
+fn text_line(entry: &Entry<'_>) -> String {
     let upstream = entry.upstream.map_or("-".to_string(), |a| a.to_string());
-    let line = format!(
+    format!(
         "[{}] \"{} {} {:?}\" {} {} {} {} {} \"{}\" \"{}\" \"{}\" {}\n",
         timestamp(SystemTime::now()),
         entry.method,
@@ -43,8 +74,7 @@ pub fn write(entry: &Entry<'_>) {
         entry.authority,
         upstream,
         entry.cluster.unwrap_or("-"),
-    );
-    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    )
 }
 
 /// RFC 3339 UTC with milliseconds, without a date library.

@@ -181,20 +181,23 @@ impl Log {
                     });
                 }
                 if shared.access_log {
-                    crate::access_log::write(&crate::access_log::Entry {
-                        method: &self.method,
-                        path: &self.path,
-                        version: self.version,
-                        code,
-                        flags,
-                        request_bytes: self.request_bytes,
-                        response_bytes: ended.bytes,
-                        duration,
-                        authority: &self.authority,
-                        upstream: self.upstream,
-                        cluster: self.cluster.as_ref().map(|c| c.model.name.as_str()),
-                        request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
-                    });
+                    crate::access_log::write(
+                        shared.access_log_json,
+                        &crate::access_log::Entry {
+                            method: &self.method,
+                            path: &self.path,
+                            version: self.version,
+                            code,
+                            flags,
+                            request_bytes: self.request_bytes,
+                            response_bytes: ended.bytes,
+                            duration,
+                            authority: &self.authority,
+                            upstream: self.upstream,
+                            cluster: self.cluster.as_ref().map(|c| c.model.name.as_str()),
+                            request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
+                        },
+                    );
                 }
             }),
         );

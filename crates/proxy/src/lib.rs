@@ -48,6 +48,7 @@ pub struct Shared {
     /// Bumped on every accepted config, so workers re-read listeners.
     changes: watch::Sender<u64>,
     access_log: bool,
+    access_log_json: bool,
     header_read_timeout: std::time::Duration,
     ready: AtomicBool,
 }
@@ -63,6 +64,8 @@ pub struct Options {
     pub stats: Option<SocketAddr>,
     /// Write an access log line per request to standard output.
     pub access_log: bool,
+    /// Lines as JSON objects (Istio's `accessLogEncoding: JSON`) instead of text.
+    pub access_log_json: bool,
     /// How long a client may take to send a request head (slow clients are cut off).
     pub header_read_timeout: std::time::Duration,
 }
@@ -74,6 +77,7 @@ impl Default for Options {
             admin: None,
             stats: None,
             access_log: false,
+            access_log_json: false,
             header_read_timeout: std::time::Duration::from_secs(30),
         }
     }
@@ -104,6 +108,7 @@ impl Proxy {
             metrics: metrics::Metrics::default(),
             changes,
             access_log: options.access_log,
+            access_log_json: options.access_log_json,
             header_read_timeout: options.header_read_timeout,
             ready: AtomicBool::new(false),
         });

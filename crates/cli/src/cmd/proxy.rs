@@ -87,6 +87,24 @@ pub struct Args {
     /// Log every request to standard output.
     #[arg(long)]
     pub access_log: bool,
+    /// Access log lines as text (Istio's default format) or JSON objects (implies
+    /// --access-log).
+    #[arg(long, value_enum, value_name = "ENCODING", default_value = "text")]
+    pub access_log_encoding: AccessLogEncoding,
+}
+
+/// Istio's `accessLogEncoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLogEncoding {
+    Text,
+    Json,
+}
+
+impl Args {
+    fn access_log(&self) -> (bool, bool) {
+        let json = self.access_log_encoding == AccessLogEncoding::Json;
+        (self.access_log || json, json)
+    }
 }
 
 /// Starts the proxy and runs until killed.
@@ -118,7 +136,8 @@ pub fn run(args: &Args) -> i32 {
         workers: args.workers,
         admin: Some(args.admin),
         stats: Some(args.stats),
-        access_log: args.access_log,
+        access_log: args.access_log().0,
+        access_log_json: args.access_log().1,
         ..Options::default()
     };
     let proxy = match Proxy::start(first, options) {
@@ -229,7 +248,8 @@ fn follow(args: &Args, address: &str) -> i32 {
             workers: args.workers,
             admin: Some(args.admin),
             stats: Some(args.stats),
-            access_log: args.access_log,
+            access_log: args.access_log().0,
+            access_log_json: args.access_log().1,
             ..Options::default()
         },
         proxy: None,

@@ -303,6 +303,7 @@ pub async fn start(config: ProxyConfig, stats: Option<u16>) -> (Proxy, SocketAdd
         admin: None,
         stats: stats.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
         access_log: false,
+        access_log_json: false,
         header_read_timeout: Duration::from_millis(500),
     };
     let proxy = Proxy::start(config, options).expect("proxy starts");
