@@ -466,6 +466,20 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
         text.starts_with("CLUSTER") && text.contains("TLS") && text.contains("reviews"),
         "{text}"
     );
+    let listeners = trellis(&[
+        "proxy-config",
+        "listeners",
+        "istio-ingressgateway",
+        "--control-plane",
+        &api,
+    ]);
+    let text = String::from_utf8_lossy(&listeners.stdout);
+    assert!(
+        text.starts_with("LISTENER")
+            && text.lines().next().is_some_and(|h| h.ends_with("TLS"))
+            && text.contains(&format!("127.0.0.1:{port}")),
+        "{text}"
+    );
     let json = trellis(&[
         "proxy-config",
         "endpoints",

@@ -539,13 +539,36 @@ pub fn proxy_config(args: &ProxyConfigArgs) -> i32 {
     if show(Section::Listeners) {
         let _ = writeln!(
             out,
-            "{:<34} {:<24} {:<9} {:<8} ROUTES",
-            "LISTENER", "ADDRESS", "DIRECTION", "PROTOCOL"
+            "{:<34} {:<24} {:<9} {:<8} {:<24} TLS",
+            "LISTENER", "ADDRESS", "DIRECTION", "PROTOCOL", "ROUTES"
         );
         for l in config["listeners"].as_array().into_iter().flatten() {
+            // Terminated TLS: the mode and the server names certificates are picked by.
+            let tls = match &l["tls"] {
+                Value::Object(t) => {
+                    let hosts: Vec<&str> = t
+                        .get("certificates")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|c| c["sniHosts"].as_array().into_iter().flatten())
+                        .filter_map(Value::as_str)
+                        .collect();
+                    format!(
+                        "{} {}",
+                        t.get("mode").and_then(Value::as_str).unwrap_or("SIMPLE"),
+                        if hosts.is_empty() {
+                            "*".to_string()
+                        } else {
+                            hosts.join(",")
+                        }
+                    )
+                }
+                _ => "-".into(),
+            };
             let _ = writeln!(
                 out,
-                "{:<34} {:<24} {:<9} {:<8} {}",
+                "{:<34} {:<24} {:<9} {:<8} {:<24} {tls}",
                 l["name"].as_str().unwrap_or_default(),
                 l["bind"].as_str().unwrap_or("-"),
                 l["direction"].as_str().unwrap_or_default(),
