@@ -4,6 +4,16 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Set with every flag [`stop_flag`] hands out: the process is stopping.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// True once SIGINT or SIGTERM has arrived (after [`stop_flag`] was called). A Ctrl-C
+/// at a terminal reaches the whole process group, so children die at the same moment;
+/// supervisors and traffic loops ask this before calling that a failure.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Acquire)
+}
+
 /// A flag set once SIGINT or SIGTERM arrives. Returns once the handlers are in place,
 /// so a signal that comes after this call never kills the process outright.
 pub fn stop_flag() -> Arc<AtomicBool> {
@@ -31,6 +41,7 @@ pub fn stop_flag() -> Arc<AtomicBool> {
                 _ = term.recv() => {}
             }
         });
+        STOPPING.store(true, Ordering::Release);
         set.store(true, Ordering::Release);
     });
     let _ = wait.recv_timeout(std::time::Duration::from_secs(2));

@@ -223,8 +223,12 @@ fn unknown_analyzer_is_a_usage_error_with_a_hint() {
     );
 }
 
+/// A local mesh uses fixed loopback addresses (127.0.1.N, 127.0.2.N): one at a time.
+static ONE_MESH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn demo_runs_the_mesh_and_reports_where_requests_go() {
+    let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -252,4 +256,106 @@ fn demo_runs_the_mesh_and_reports_where_requests_go() {
     let printed = trellis(&["demo", "--print"], None);
     let check = trellis(&["validate", "-f", "-"], Some(&text(&printed.stdout)));
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+}
+
+/// A Ctrl-C at a terminal reaches the whole process group: the apps die with the demo.
+/// That is a clean stop, not crashes to restart or failed requests to report.
+#[test]
+fn demo_stops_cleanly_when_its_whole_process_group_is_interrupted() {
+    let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let gateway = free();
+    let control = (0..50)
+        .map(|_| free())
+        .find(|p| *p > 2 && std::net::TcpListener::bind(("127.0.0.1", p - 2)).is_ok())
+        .expect("a free pair of ports");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args([
+            "demo",
+            "--rate",
+            "40",
+            "--gateway-port",
+            &gateway.to_string(),
+            "--control-plane-port",
+            &control.to_string(),
+        ])
+        .env("NO_COLOR", "1")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("demo");
+    let pgid = child.id();
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let errors = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut lines = Vec::new();
+    while std::time::Instant::now() < deadline
+        && !lines.iter().any(|l: &String| l.contains("mesh ready"))
+    {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            lines.push(line);
+        }
+    }
+    assert!(lines.iter().any(|l| l.contains("mesh ready")), "{lines:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-s", "INT", "--", &format!("-{pgid}")])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // Whatever happened, nothing of this group outlives the test.
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
+        .status();
+    let _ = child.wait();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+        lines.push(line);
+    }
+    let errors = errors.join().expect("stderr");
+    assert!(
+        status.is_some(),
+        "the demo did not stop: {lines:?} {errors:?}"
+    );
+    assert!(
+        !errors.iter().any(|l| l.contains("restarting")),
+        "a stop is not a crash: {errors:?}"
+    );
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("failed requests:"))
+        .unwrap_or_else(|| panic!("a final summary: {lines:?}"));
+    assert!(last.contains("failed requests: 0"), "{last}");
 }

@@ -229,6 +229,10 @@ fn send_traffic(gateway: SocketAddr, rate: u32, tally: &Mutex<Tally>, stop: &Ato
             n += 1;
             let beta = n.is_multiple_of(10);
             let version = request(&mut sender, gateway, beta).await;
+            if version.is_none() && crate::signals::stopping() {
+                // The apps got the same Ctrl-C: not a failure of the mesh.
+                break;
+            }
             {
                 let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
                 match version {

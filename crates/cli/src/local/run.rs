@@ -413,6 +413,12 @@ fn supervise_with(name: String, spawn: Spawn, stop: Arc<AtomicBool>) -> Result<S
                     }
                 };
                 let Some(status) = exited else { continue };
+                // A Ctrl-C reaches the children too; the signal may land here a moment
+                // after they died. Stopping is not a crash.
+                std::thread::sleep(Duration::from_millis(50));
+                if stop.load(Ordering::Acquire) || crate::signals::stopping() {
+                    return;
+                }
                 eprintln!("{name} exited ({status}); restarting in {backoff:?}");
                 let wake = Instant::now() + backoff;
                 while Instant::now() < wake {
