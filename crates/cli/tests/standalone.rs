@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 mod common;
-use common::{free_port, spawn, wait_for_line};
+use common::{free_port, spawn, spawn_echo, wait_for_line};
 
 fn mesh_yaml(gateway_port: u16, echo: SocketAddr, rule: &str) -> String {
     format!(
@@ -74,17 +74,7 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_gateway_routes_reloads_and_refuses_bad_edits() {
-    let (_echo, ready, _) = spawn(
-        &["echo", "--listen", "127.0.0.1:0", "--name", "echo"],
-        "listening on http://",
-    );
-    let echo_addr: SocketAddr = ready
-        .rsplit("http://")
-        .next()
-        .expect("address")
-        .trim()
-        .parse()
-        .expect("echo address");
+    let (_echo, echo_addr) = spawn_echo();
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = free_port();
     let file = dir.path().join("mesh.yaml");
@@ -210,17 +200,7 @@ fn security_policies_are_said_to_be_not_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_lines_carry_the_request_and_its_flags_as_text_or_json() {
-    let (_echo, ready, _) = spawn(
-        &["echo", "--listen", "127.0.0.1:0", "--name", "echo"],
-        "listening on http://",
-    );
-    let echo_addr: SocketAddr = ready
-        .rsplit("http://")
-        .next()
-        .expect("address")
-        .trim()
-        .parse()
-        .expect("echo address");
+    let (_echo, echo_addr) = spawn_echo();
     for encoding in ["text", "json"] {
         let dir = tempfile::tempdir().expect("tempdir");
         let gw = free_port();

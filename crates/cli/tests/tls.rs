@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
-use common::{free_port, spawn, wait_for_line};
+use common::{free_port, spawn, spawn_echo, wait_for_line};
 
 /// A test CA and a leaf for `names` it signed: (CA PEM, leaf chain PEM, leaf key PEM).
 fn pki(names: &[&str]) -> (String, String, String) {
@@ -157,17 +157,7 @@ async fn seed_gateway_terminates_tls_by_sni_and_alpn_and_rotates_certificates() 
         println!("skipped: {} not found", seed.display());
         return;
     };
-    let (_echo, ready, _) = spawn(
-        &["echo", "--listen", "127.0.0.1:0", "--name", "echo"],
-        "listening on http://",
-    );
-    let echo: SocketAddr = ready
-        .rsplit("http://")
-        .next()
-        .expect("address")
-        .trim()
-        .parse()
-        .expect("echo address");
+    let (_echo, echo) = spawn_echo();
     let (ca, cert, key) = pki(&["app.example.com"]);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("01-gateway.yaml"), gateway).expect("write");

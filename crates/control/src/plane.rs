@@ -95,6 +95,12 @@ struct SavedWorkload {
     service_account: String,
 }
 
+/// Replaces `file` with `text` all at once: a temporary file renamed over it.
+fn write_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, file))
+}
+
 /// Where announced workloads are saved, beside the state file.
 fn workloads_file(state_file: &std::path::Path) -> std::path::PathBuf {
     state_file.with_extension("workloads.json")
@@ -322,13 +328,7 @@ impl ControlPlane {
         if self.remembered().saved == fingerprint {
             return;
         }
-        let Some(file) = self
-            .inner
-            .state_file
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        else {
+        let Some(file) = self.state_file() else {
             return;
         };
         let saved: Vec<SavedWorkload> = workloads
@@ -346,10 +346,7 @@ impl ControlPlane {
             })
             .collect();
         let file = workloads_file(&file);
-        let tmp = file.with_extension("tmp");
-        let text = serde_json::to_string(&saved).unwrap_or_default();
-        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &file));
-        match result {
+        match write_atomically(&file, &serde_json::to_string(&saved).unwrap_or_default()) {
             Ok(()) => self.remembered().saved = fingerprint,
             Err(e) => {
                 tracing::warn!(file = %file.display(), error = %e, "cannot save the announced workloads");
@@ -357,16 +354,18 @@ impl ControlPlane {
         }
     }
 
-    /// Writes the API layer to the state file (a YAML stream of JSON documents),
-    /// atomically: a temporary file renamed over the old one.
-    fn save_state(&self) {
-        let Some(file) = self
-            .inner
+    fn state_file(&self) -> Option<std::path::PathBuf> {
+        self.inner
             .state_file
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-        else {
+    }
+
+    /// Writes the API layer to the state file (a YAML stream of JSON documents),
+    /// atomically: a temporary file renamed over the old one.
+    fn save_state(&self) {
+        let Some(file) = self.state_file() else {
             return;
         };
         let docs: Vec<String> = self
@@ -375,10 +374,7 @@ impl ControlPlane {
             .iter()
             .map(|r| r.raw.to_string())
             .collect();
-        let text = docs.join("\n---\n");
-        let tmp = file.with_extension("tmp");
-        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &file));
-        if let Err(e) = result {
+        if let Err(e) = write_atomically(&file, &docs.join("\n---\n")) {
             tracing::warn!(file = %file.display(), error = %e, "cannot save the applied resources");
         }
     }

@@ -101,15 +101,24 @@ impl<I> Guarded<I> {
                             return;
                         }
                     }
+                    // Usually a whole head arrives in one read: read it where it lies.
+                    if self.head.is_empty()
+                        && let Some(end) = head_end(bytes, 0)
+                    {
+                        let read = read_head(&bytes[..end]);
+                        bytes = &bytes[end..];
+                        self.state = self.count_head(read);
+                        continue;
+                    }
                     let from = self.head.len().saturating_sub(3);
                     self.head.extend_from_slice(bytes);
                     match head_end(&self.head, from) {
                         Some(end) => {
                             let rest = self.head.len() - end;
                             bytes = &bytes[bytes.len() - rest..];
-                            self.head.truncate(end);
-                            self.state = self.end_of_head();
+                            let read = read_head(&self.head[..end]);
                             self.head.clear();
+                            self.state = self.count_head(read);
                         }
                         None => {
                             if self.head.len() > MAX_HEAD {
@@ -188,63 +197,72 @@ impl<I> Guarded<I> {
         }
     }
 
-    /// Reads the complete head in `self.head` and says what follows it.
-    fn end_of_head(&mut self) -> State {
+    /// Counts a head read by [`read_head`], records it if its framing conflicts, and
+    /// says what follows it.
+    fn count_head(&mut self, (next, conflicting): (State, bool)) -> State {
         let position = self.heads;
         self.heads += 1;
-        let text = &self.head;
-        let mut lines = text.split(|b| *b == b'\n').map(trim_cr);
-        let Some(request_line) = lines.next() else {
-            return State::Off;
-        };
-        let mut parts = request_line.split(|b| *b == b' ');
-        let method = parts.next().unwrap_or_default();
-        let version = parts.next_back().unwrap_or_default();
-        if !version.starts_with(b"HTTP/1.") || method == b"CONNECT" {
-            return State::Off;
-        }
-        let (mut length, mut chunked, mut lengths, mut encodings) = (None, false, 0, 0);
-        for line in lines {
-            let Some(colon) = line.iter().position(|b| *b == b':') else {
-                continue;
-            };
-            let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-            if name.eq_ignore_ascii_case(b"content-length") {
-                lengths += 1;
-                length = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok());
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                encodings += 1;
-                chunked = value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|last| trim(last).eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case(b"upgrade") {
-                return State::Off;
-            }
-        }
-        if lengths > 0 && encodings > 0 {
+        if conflicting {
             // hyper closes the connection after this request; nothing after it is read.
             self.framing
                 .conflicting
                 .store(position + 1, Ordering::Relaxed);
-            return State::Off;
         }
-        match (encodings > 0, chunked, length) {
-            (true, true, _) => State::ChunkSize {
-                size: 0,
-                digits: false,
-                ext: false,
-            },
-            // Not chunked last: hyper refuses it with 400.
-            (true, false, _) => State::Off,
-            (false, _, Some(0)) => State::Head,
-            (false, _, Some(n)) => State::Length(n),
-            (false, _, None) if lengths > 0 => State::Off,
-            (false, _, None) => State::Head,
+        next
+    }
+}
+
+/// Reads a complete request head: what follows it, and whether it frames its body two
+/// ways (both Content-Length and Transfer-Encoding).
+fn read_head(head: &[u8]) -> (State, bool) {
+    let next = |state| (state, false);
+    let mut lines = head.split(|b| *b == b'\n').map(trim_cr);
+    let Some(request_line) = lines.next() else {
+        return next(State::Off);
+    };
+    let mut parts = request_line.split(|b| *b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let version = parts.next_back().unwrap_or_default();
+    if !version.starts_with(b"HTTP/1.") || method == b"CONNECT" {
+        return next(State::Off);
+    }
+    let (mut length, mut chunked, mut lengths, mut encodings) = (None, false, 0, 0);
+    for line in lines {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            encodings += 1;
+            chunked = value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            return next(State::Off);
         }
     }
+    if lengths > 0 && encodings > 0 {
+        return (State::Off, true);
+    }
+    next(match (encodings > 0, chunked, length) {
+        (true, true, _) => State::ChunkSize {
+            size: 0,
+            digits: false,
+            ext: false,
+        },
+        // Not chunked last: hyper refuses it with 400.
+        (true, false, _) => State::Off,
+        (false, _, Some(0)) => State::Head,
+        (false, _, Some(n)) => State::Length(n),
+        (false, _, None) if lengths > 0 => State::Off,
+        (false, _, None) => State::Head,
+    })
 }
 
 /// Where a head ends (just past its blank line), looking from `from` on.
@@ -263,10 +281,6 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-fn trim(value: &[u8]) -> &[u8] {
-    value.trim_ascii()
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {

@@ -227,9 +227,9 @@ fn dotted(oid: &[u8]) -> String {
 /// Escapes RFC 4514's special characters.
 fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
     for (i, c) in value.chars().enumerate() {
-        let edge =
-            (i == 0 && (c == ' ' || c == '#')) || (i + 1 == value.chars().count() && c == ' ');
+        let edge = (i == 0 && (c == ' ' || c == '#')) || (i == last && c == ' ');
         if edge || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') {
             out.push('\\');
         }

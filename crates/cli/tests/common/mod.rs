@@ -85,6 +85,22 @@ pub fn spawn(args: &[&str], ready: &str) -> (Running, String, mpsc::Receiver<Str
     panic!("trellis {args:?} never printed {ready:?}: {seen:?}");
 }
 
+/// Starts `trellis echo` on a free loopback port: the process and its address.
+pub fn spawn_echo() -> (Running, std::net::SocketAddr) {
+    let (echo, ready, _) = spawn(
+        &["echo", "--listen", "127.0.0.1:0", "--name", "echo"],
+        "listening on http://",
+    );
+    let addr = ready
+        .rsplit("http://")
+        .next()
+        .expect("address")
+        .trim()
+        .parse()
+        .expect("echo address");
+    (echo, addr)
+}
+
 /// Waits (bounded) for an output line containing `text`.
 pub fn wait_for_line(rx: &mpsc::Receiver<String>, text: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
