@@ -1,4 +1,4 @@
-//! The access log: one line per request on standard output, in the shape of Istio's
+//! The access log: one line per request (or TCP connection) on standard output, in the shape of Istio's
 //! default Envoy text format, so existing log tooling and habits still apply.
 
 use std::io::Write;
@@ -9,20 +9,37 @@ use http::{Method, Version};
 
 use crate::flags::Flags;
 
-/// One finished request.
+/// One finished request or TCP connection.
 pub struct Entry<'a> {
+    /// The request, for HTTP; `None` for a TCP connection.
+    pub http: Option<HttpFields<'a>>,
+    pub flags: Flags,
+    /// Why connecting upstream failed, when it did.
+    pub failure_reason: Option<&'a str>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration: Duration,
+    pub upstream: Option<SocketAddr>,
+    pub cluster: Option<&'a str>,
+    pub downstream_local: SocketAddr,
+    pub downstream_peer: SocketAddr,
+}
+
+/// What only an HTTP request has.
+pub struct HttpFields<'a> {
     pub method: &'a Method,
     pub path: &'a str,
     pub version: Version,
     pub code: u16,
-    pub flags: Flags,
-    pub request_bytes: u64,
-    pub response_bytes: u64,
-    pub duration: Duration,
-    pub authority: &'a str,
-    pub upstream: Option<SocketAddr>,
-    pub cluster: Option<&'a str>,
+    /// Envoy's response code details (`via_upstream`, `route_not_found`, ...).
+    pub details: &'a str,
+    /// From the request's start to the upstream's response headers.
+    pub upstream_service_time: Option<Duration>,
+    pub forwarded_for: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
     pub request_id: Option<&'a str>,
+    pub authority: &'a str,
+    pub route: Option<&'a str>,
 }
 
 /// Writes `entry` as one line: text, or a JSON object with Istio's field names.
@@ -37,43 +54,71 @@ pub fn write(json: bool, entry: &Entry<'_>) {
 
 /// The JSON encoding (`accessLogEncoding: JSON`); absent values are null.
 pub fn json_line(entry: &Entry<'_>) -> String {
+    let http = entry.http.as_ref();
     let mut line = serde_json::json!({
         "start_time": timestamp(SystemTime::now() - entry.duration),
-        "method": entry.method.as_str(),
-        "path": entry.path,
-        "protocol": format!("{:?}", entry.version),
-        "response_code": entry.code,
+        "method": http.map(|h| h.method.as_str()),
+        "path": http.map(|h| h.path),
+        "protocol": http.map(|h| format!("{:?}", h.version)),
+        "response_code": http.map_or(0, |h| h.code),
         "response_flags": entry.flags.to_string(),
-        "bytes_received": entry.request_bytes,
-        "bytes_sent": entry.response_bytes,
+        "response_code_details": http.map(|h| h.details),
+        "upstream_transport_failure_reason": entry.failure_reason,
+        "bytes_received": entry.bytes_received,
+        "bytes_sent": entry.bytes_sent,
         "duration": entry.duration.as_millis() as u64,
-        "x_request_id": entry.request_id,
-        "authority": entry.authority,
+        "upstream_service_time": http
+            .and_then(|h| h.upstream_service_time)
+            .map(|d| d.as_millis() as u64),
+        "x_forwarded_for": http.and_then(|h| h.forwarded_for),
+        "user_agent": http.and_then(|h| h.user_agent),
+        "request_id": http.and_then(|h| h.request_id),
+        "x_request_id": http.and_then(|h| h.request_id),
+        "authority": http.map(|h| h.authority),
         "upstream_host": entry.upstream.map(|a| a.to_string()),
         "upstream_cluster": entry.cluster,
+        "downstream_local_address": entry.downstream_local.to_string(),
+        "downstream_remote_address": entry.downstream_peer.to_string(),
+        "route_name": http.and_then(|h| h.route),
     })
     .to_string();
     line.push('\n');
     line
 }
 
+/// Istio's default text format, field for field (`-` where a value is absent).
 fn text_line(entry: &Entry<'_>) -> String {
-    let upstream = entry.upstream.map_or("-".to_string(), |a| a.to_string());
+    fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+        v.map_or("-".to_string(), |v| v.to_string())
+    }
+    let http = entry.http.as_ref();
+    let request = match http {
+        Some(h) => format!("{} {} {:?}", h.method, h.path, h.version),
+        None => "- - -".to_string(),
+    };
     format!(
-        "[{}] \"{} {} {:?}\" {} {} {} {} {} \"{}\" \"{}\" \"{}\" {}\n",
-        timestamp(SystemTime::now()),
-        entry.method,
-        entry.path,
-        entry.version,
-        entry.code,
+        "[{}] \"{request}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} - {}\n",
+        timestamp(SystemTime::now() - entry.duration),
+        http.map_or(0, |h| h.code),
         entry.flags,
-        entry.request_bytes,
-        entry.response_bytes,
+        http.map_or("-", |h| h.details),
+        entry.failure_reason.unwrap_or("-"),
+        entry.bytes_received,
+        entry.bytes_sent,
         entry.duration.as_millis(),
-        entry.request_id.unwrap_or("-"),
-        entry.authority,
-        upstream,
+        or_dash(
+            http.and_then(|h| h.upstream_service_time)
+                .map(|d| d.as_millis())
+        ),
+        http.and_then(|h| h.forwarded_for).unwrap_or("-"),
+        http.and_then(|h| h.user_agent).unwrap_or("-"),
+        http.and_then(|h| h.request_id).unwrap_or("-"),
+        http.map_or("-", |h| h.authority),
+        or_dash(entry.upstream),
         entry.cluster.unwrap_or("-"),
+        entry.downstream_local,
+        entry.downstream_peer,
+        http.and_then(|h| h.route).unwrap_or("-"),
     )
 }
 

@@ -71,6 +71,9 @@ pub struct Ended {
     pub bytes: u64,
     /// False when the stream was cut short (error or dropped before its end).
     pub complete: bool,
+    /// The stream failed on the upstream's side (its connection ended mid-body),
+    /// rather than being dropped by the downstream.
+    pub upstream_error: bool,
     /// `grpc-status` from the trailers, if any.
     pub grpc_status: Option<u8>,
 }
@@ -97,11 +100,12 @@ impl Metered {
         }))
     }
 
-    fn finish(&mut self, complete: bool) {
+    fn finish(&mut self, complete: bool, upstream_error: bool) {
         if let Some(done) = self.done.take() {
             done(Ended {
                 bytes: self.bytes,
                 complete,
+                upstream_error,
                 grpc_status: self.grpc_status,
             });
         }
@@ -127,11 +131,11 @@ impl Body for Metered {
                         .and_then(|v| v.to_str().ok()?.parse().ok());
                 }
                 if self.inner.is_end_stream() {
-                    self.finish(true);
+                    self.finish(true, false);
                 }
             }
-            Poll::Ready(None) => self.finish(true),
-            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Ready(None) => self.finish(true, false),
+            Poll::Ready(Some(Err(_))) => self.finish(false, true),
             Poll::Pending => {}
         }
         polled
@@ -149,6 +153,6 @@ impl Body for Metered {
 impl Drop for Metered {
     fn drop(&mut self) {
         let complete = self.inner.is_end_stream();
-        self.finish(complete);
+        self.finish(complete, false);
     }
 }

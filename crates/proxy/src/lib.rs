@@ -4,20 +4,21 @@
 //! The live config sits behind one atomic pointer; a request loads it once, and a
 //! swap never blocks or drops a request. Health state lives outside the config and
 //! survives swaps. Modules are named for the steps traffic takes:
-//! listener → http (route, fault, retry) → balance → upstream.
+//! listener → (tls) → downstream → http stages (route, authz, fault, retry) or tcp →
+//! balance → upstream (connect, pool).
 
 mod access_log;
 mod admin;
 mod balance;
 mod body;
-mod cors;
+mod downstream;
+mod error;
 mod flags;
 mod framing;
 mod http;
 mod listener;
 mod matcher;
 mod metrics;
-mod origin;
 mod peer;
 mod rand;
 mod snapshot;
@@ -27,9 +28,10 @@ mod tcp;
 mod tls;
 mod upstream;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -39,6 +41,30 @@ pub use flags::Flags;
 pub use listener::looks_like_http;
 
 use crate::snapshot::Snapshot;
+
+/// Why a proxy could not start, or why a config was refused (the running one stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot bind {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The config itself is wrong (a missing cluster, a bad regex or certificate).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot start thread {name}: {source}")]
+    Thread {
+        name: String,
+        source: std::io::Error,
+    },
+}
 
 /// What every task of the proxy shares.
 pub struct Shared {
@@ -51,6 +77,9 @@ pub struct Shared {
     access_log_json: bool,
     header_read_timeout: std::time::Duration,
     ready: AtomicBool,
+    /// Listeners asked to bind port 0: the port the OS gave each, held by a bound
+    /// (not listening) socket so that it stays this proxy's while the listener lives.
+    ports: Mutex<HashMap<(String, SocketAddr), (SocketAddr, socket2::Socket)>>,
 }
 
 /// How the proxy runs.
@@ -87,20 +116,31 @@ impl Default for Options {
 pub struct Proxy {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    admin: Option<SocketAddr>,
+    stats: Option<SocketAddr>,
 }
 
 impl Proxy {
-    /// Compiles `config` and starts the workers and the admin thread.
-    pub fn start(config: ProxyConfig, options: Options) -> Result<Proxy, String> {
+    /// Compiles `config` and starts the workers and the admin thread. Listeners,
+    /// admin and stats addresses with port 0 get a port from the OS (see
+    /// [`Proxy::listeners`], [`Proxy::admin_addr`], [`Proxy::stats_addr`]).
+    pub fn start(mut config: ProxyConfig, options: Options) -> Result<Proxy, ConfigError> {
         let registry = state::Registry::default();
+        let mut ports = HashMap::new();
+        resolve_ports(&mut config, &mut ports)?;
         // Fail now, with the address, rather than in a worker thread later.
         for l in &config.listeners {
-            if let Some(addr) = l.bind {
-                std::net::TcpListener::bind(addr)
-                    .map_err(|e| format!("cannot listen on {addr} ({}): {e}", l.name))?;
+            if let Some(addr) = l.bind
+                && !ports.values().any(|(bound, _)| *bound == addr)
+            {
+                std::net::TcpListener::bind(addr).map_err(|source| ConfigError::Bind {
+                    listener: l.name.clone(),
+                    addr,
+                    source,
+                })?;
             }
         }
-        let snapshot = Snapshot::compile(config, &registry)?;
+        let snapshot = Snapshot::compile(config, &registry).map_err(ConfigError::Invalid)?;
         let (changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -111,17 +151,24 @@ impl Proxy {
             access_log_json: options.access_log_json,
             header_read_timeout: options.header_read_timeout,
             ready: AtomicBool::new(false),
+            ports: Mutex::new(ports),
         });
         let mut threads = Vec::new();
         let mut bound = Vec::new();
+        let (mut admin_addr, mut stats_addr) = (None, None);
         for (addr, surface) in [
             (options.admin, admin::Surface::Admin),
             (options.stats, admin::Surface::Stats),
         ] {
             if let Some(addr) = addr {
-                let socket = std::net::TcpListener::bind(addr)
-                    .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-                socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let admin_error = |source| ConfigError::Admin { addr, source };
+                let socket = std::net::TcpListener::bind(addr).map_err(admin_error)?;
+                socket.set_nonblocking(true).map_err(admin_error)?;
+                let local = socket.local_addr().map_err(admin_error)?;
+                match surface {
+                    admin::Surface::Admin => admin_addr = Some(local),
+                    admin::Surface::Stats => stats_addr = Some(local),
+                }
                 bound.push((socket, surface));
             }
         }
@@ -161,28 +208,62 @@ impl Proxy {
             }
         }
         shared.ready.store(true, Ordering::Release);
-        Ok(Proxy { shared, threads })
+        Ok(Proxy {
+            shared,
+            threads,
+            admin: admin_addr,
+            stats: stats_addr,
+        })
     }
 
     /// Swaps in a new config. On error the running config stays in force (a NACK).
-    pub fn update(&self, config: ProxyConfig) -> Result<(), String> {
+    pub fn update(&self, mut config: ProxyConfig) -> Result<(), ConfigError> {
+        let mut ports = self.shared.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = std::mem::take(&mut *ports);
+        let resolved = resolve_ports(&mut config, &mut next);
+        if let Err(e) = resolved {
+            *ports = next;
+            return Err(e);
+        }
         // A listener on a new address must be able to bind there, or the whole config
         // is refused (the running one stays), rather than failing later in a worker.
         let running = self.shared.snapshot.load();
         for l in &config.listeners {
             if let Some(addr) = l.bind
+                && !next.values().any(|(bound, _)| *bound == addr)
                 && !running
                     .config
                     .listeners
                     .iter()
                     .any(|r| r.bind == Some(addr))
+                && let Err(source) = std::net::TcpListener::bind(addr)
             {
-                std::net::TcpListener::bind(addr)
-                    .map_err(|e| format!("cannot listen on {addr} ({}): {e}", l.name))?;
+                *ports = next;
+                return Err(ConfigError::Bind {
+                    listener: l.name.clone(),
+                    addr,
+                    source,
+                });
             }
         }
         drop(running);
-        let snapshot = Snapshot::compile(config, &self.shared.registry)?;
+        let snapshot = match Snapshot::compile(config, &self.shared.registry) {
+            Ok(s) => s,
+            Err(e) => {
+                *ports = next;
+                return Err(ConfigError::Invalid(e));
+            }
+        };
+        // Ports of listeners the new config no longer has are given back.
+        next.retain(|(name, _), (bound, _)| {
+            snapshot
+                .config
+                .listeners
+                .iter()
+                .any(|l| l.name == *name && l.bind == Some(*bound))
+        });
+        *ports = next;
+        drop(ports);
         self.shared.snapshot.store(Arc::new(snapshot));
         self.shared.changes.send_modify(|v| *v += 1);
         Ok(())
@@ -193,6 +274,35 @@ impl Proxy {
         self.shared.snapshot.load().config.version
     }
 
+    /// Each listener of the config in force and the address it listens on (port 0
+    /// resolved to the port the OS gave).
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        let snapshot = self.shared.snapshot.load();
+        snapshot
+            .config
+            .listeners
+            .iter()
+            .filter_map(|l| l.bind.map(|b| (l.name.clone(), b)))
+            .collect()
+    }
+
+    /// The address of the listener named `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners()
+            .into_iter()
+            .find_map(|(n, a)| (n == name).then_some(a))
+    }
+
+    /// Where the admin endpoint listens.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// Where metrics and readiness are served.
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.stats
+    }
+
     /// Blocks until every thread ends (normally never).
     pub fn wait(self) {
         for t in self.threads {
@@ -201,7 +311,39 @@ impl Proxy {
     }
 }
 
-fn spawn_thread<F, Fut>(name: &str, f: F) -> Result<std::thread::JoinHandle<()>, String>
+/// Gives each listener that asks for port 0 a port: the one it already has (same
+/// name and requested address), or a new one from the OS, held in `ports`.
+fn resolve_ports(
+    config: &mut ProxyConfig,
+    ports: &mut HashMap<(String, SocketAddr), (SocketAddr, socket2::Socket)>,
+) -> Result<(), ConfigError> {
+    for l in &mut config.listeners {
+        let Some(requested) = l.bind.filter(|a| a.port() == 0) else {
+            continue;
+        };
+        let key = (l.name.clone(), requested);
+        if let Some((bound, _)) = ports.get(&key) {
+            l.bind = Some(*bound);
+            continue;
+        }
+        let bind_error = |source| ConfigError::Bind {
+            listener: l.name.clone(),
+            addr: requested,
+            source,
+        };
+        let socket = listener::reserve(requested).map_err(bind_error)?;
+        let bound = socket
+            .local_addr()
+            .map_err(bind_error)?
+            .as_socket()
+            .ok_or_else(|| bind_error(std::io::Error::other("not an IP address")))?;
+        l.bind = Some(bound);
+        ports.insert(key, (bound, socket));
+    }
+    Ok(())
+}
+
+fn spawn_thread<F, Fut>(name: &str, f: F) -> Result<std::thread::JoinHandle<()>, ConfigError>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
@@ -217,5 +359,8 @@ where
                 Err(e) => tracing::error!(error = %e, "cannot start runtime"),
             }
         })
-        .map_err(|e| format!("cannot start thread {name}: {e}"))
+        .map_err(|source| ConfigError::Thread {
+            name: name.to_string(),
+            source,
+        })
 }

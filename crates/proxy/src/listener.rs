@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 use trellis_model::ListenerProtocol;
 
 use crate::Shared;
-use crate::http::{Connection, handle};
+use crate::downstream::Connection;
+use crate::http::handle;
 use crate::snapshot::ListenerRt;
 use crate::tls::HANDSHAKE_TIMEOUT;
 
@@ -25,6 +26,15 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Binds a listening socket that other workers can bind too.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = reserve(addr)?;
+    socket.set_nonblocking(true)?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A socket bound to `addr` (SO_REUSEPORT, so the workers can bind the same port)
+/// but not listening: it holds the port without taking connections.
+pub fn reserve(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
     } else {
@@ -33,10 +43,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket)
 }
 
 /// Keeps this worker's listeners in line with the config, until the process ends;
@@ -94,16 +102,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: Tcp
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
-        let conn = Arc::new(Connection {
-            shared: shared.clone(),
-            listener: listener.clone(),
+        let conn = Arc::new(Connection::new(
+            shared.clone(),
+            listener.clone(),
             peer,
             local,
-            tls: listener.tls.is_some(),
-            framing: Arc::default(),
-            peer_ip: std::sync::OnceLock::new(),
-            peer_cert: std::sync::OnceLock::new(),
-        });
+        ));
         tokio::spawn(serve(conn, stream));
     }
 }
@@ -128,15 +132,11 @@ async fn serve(conn: Arc<Connection>, stream: TcpStream) {
 /// Terminates TLS with the certificates of the config in force now (so a swap applies
 /// to new connections), then serves HTTP as the ALPN says.
 async fn serve_tls(conn: Arc<Connection>, stream: TcpStream) {
-    let tls = {
-        let snapshot = conn.shared.snapshot.load();
-        snapshot
-            .listeners
-            .iter()
-            .find(|l| l.model.name == conn.listener.model.name)
-            .and_then(|l| l.tls.clone())
-            .or_else(|| conn.listener.tls.clone())
-    };
+    let tls = conn
+        .current_listener(&conn.shared.snapshot.load())
+        .tls
+        .clone()
+        .or_else(|| conn.listener.tls.clone());
     let Some(tls) = tls else { return };
     let metrics = &conn.shared.metrics;
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;

@@ -145,7 +145,7 @@ struct TcpSeries {
 #[derive(Default)]
 struct Shard {
     requests: HashMap<RequestKey, RequestSeries>,
-    tcp: HashMap<Arc<str>, TcpSeries>,
+    tcp: HashMap<(Arc<str>, Flags), TcpSeries>,
 }
 
 /// One finished HTTP request, as metrics see it.
@@ -218,14 +218,14 @@ impl Metrics {
     }
 
     /// Records a TCP connection opening.
-    pub fn tcp_opened(&self, peers: &Arc<str>) {
-        self.with_shard(|shard| shard.tcp.entry(peers.clone()).or_default().opened += 1);
+    pub fn tcp_opened(&self, peers: &Arc<str>, flags: Flags) {
+        self.with_shard(|shard| shard.tcp.entry((peers.clone(), flags)).or_default().opened += 1);
     }
 
     /// Records a TCP connection closing with the bytes it carried.
-    pub fn tcp_closed(&self, peers: &Arc<str>, sent: u64, received: u64) {
+    pub fn tcp_closed(&self, peers: &Arc<str>, flags: Flags, sent: u64, received: u64) {
         self.with_shard(|shard| {
-            let s = shard.tcp.entry(peers.clone()).or_default();
+            let s = shard.tcp.entry((peers.clone(), flags)).or_default();
             s.closed += 1;
             s.sent += sent;
             s.received += received;
@@ -237,7 +237,7 @@ impl Metrics {
         // Series are merged by label text: configs replaced since may have rendered
         // the same labels into a new block.
         let mut requests: HashMap<TextKey, RequestSeries> = HashMap::new();
-        let mut tcp: HashMap<Arc<str>, TcpSeries> = HashMap::new();
+        let mut tcp: HashMap<(Arc<str>, Flags), TcpSeries> = HashMap::new();
         for shard in self.shards.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             for (k, v) in &shard.requests {
@@ -310,7 +310,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}_count{{{l}}} {}", series.total);
             }
         }
-        let mut tcp_keys: Vec<&Arc<str>> = tcp.keys().collect();
+        let mut tcp_keys: Vec<&(Arc<str>, Flags)> = tcp.keys().collect();
         tcp_keys.sort();
         type Read = fn(&TcpSeries) -> u64;
         let tcp_metrics: [(&str, Read); 4] = [
@@ -322,8 +322,12 @@ impl Metrics {
         for (name, value) in tcp_metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             for k in &tcp_keys {
-                let l = k.trim_end_matches(',');
-                let _ = writeln!(out, "{name}{{{l}}} {}", value(&tcp[*k]));
+                let (peers, flags) = k;
+                let _ = writeln!(
+                    out,
+                    "{name}{{{peers}response_flags=\"{flags}\"}} {}",
+                    value(&tcp[*k])
+                );
             }
         }
         let (ok, failed) = (

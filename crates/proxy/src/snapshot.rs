@@ -10,6 +10,7 @@ use regex::Regex;
 use trellis_model::{Action, Cluster, Direction, Listener, ProxyConfig, Route, Workload};
 
 use crate::balance::Balancer;
+use crate::http::RetryRt;
 use crate::matcher::RequestMatcher;
 use crate::metrics::{Reporter, peer_labels};
 use crate::state::{ClusterState, EndpointState, Registry};
@@ -24,6 +25,8 @@ pub struct Snapshot {
 /// A listener with its direction's metric labels for requests that match no route.
 pub struct ListenerRt {
     pub model: Listener,
+    /// Its position in the snapshot's listeners (how connections find it again).
+    pub slot: usize,
     pub table: Option<Arc<RouteTableRt>>,
     pub tcp_routes: Vec<TcpRouteRt>,
     /// Peer labels for requests that never reached a cluster (NR).
@@ -76,7 +79,13 @@ pub struct RouteTableRt {
 
 impl RouteTableRt {
     /// The virtual host for an authority (`host` or `host:port`).
+    #[cfg(test)]
     pub fn find(&self, authority: &str) -> Option<&VirtualHostRt> {
+        self.find_index(authority).map(|i| &self.vhosts[i])
+    }
+
+    /// The position of the virtual host for an authority (`host` or `host:port`).
+    pub fn find_index(&self, authority: &str) -> Option<usize> {
         let lower;
         let authority = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
             lower = authority.to_ascii_lowercase();
@@ -85,18 +94,18 @@ impl RouteTableRt {
             authority
         };
         if let Some(i) = self.exact.get(authority) {
-            return Some(&self.vhosts[*i]);
+            return Some(*i);
         }
         let host = strip_port(authority);
         if let Some(i) = self.exact.get(host) {
-            return Some(&self.vhosts[*i]);
+            return Some(*i);
         }
         for (suffix, i) in &self.suffixes {
             if host.ends_with(suffix.as_str()) || authority.ends_with(suffix.as_str()) {
-                return Some(&self.vhosts[*i]);
+                return Some(*i);
             }
         }
-        self.any.map(|i| &self.vhosts[i])
+        self.any
     }
 }
 
@@ -128,6 +137,9 @@ pub struct RouteRt {
     pub uri_regex: Option<(Regex, String)>,
     /// Compiled `corsPolicy.allowOrigins`.
     pub cors_origins: Vec<crate::matcher::Matcher>,
+    pub retry: RetryRt,
+    /// The route's timeout (none: no limit).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A compiled cluster joined to its state.
@@ -141,7 +153,7 @@ pub struct ClusterRt {
     /// Peer labels when no endpoint was reached (UH, UO).
     pub service_labels: Arc<str>,
     /// TLS origination to the endpoints, if the DestinationRule asks for it.
-    pub tls: Option<Arc<crate::origin::OriginTls>>,
+    pub tls: Option<Arc<crate::upstream::origin::OriginTls>>,
 }
 
 impl Snapshot {
@@ -155,7 +167,7 @@ impl Snapshot {
             let state = registry.cluster(&c.name);
             let tls = match &c.tls {
                 Some(t) => Some(Arc::new(
-                    crate::origin::OriginTls::compile(t)
+                    crate::upstream::origin::OriginTls::compile(t)
                         .map_err(|e| format!("cluster {}: TLS: {e}", c.name))?,
                 )),
                 None => None,
@@ -223,7 +235,8 @@ impl Snapshot {
         let listeners = config
             .listeners
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(slot, l)| {
                 let tcp_routes = l
                     .tcp_routes
                     .iter()
@@ -245,6 +258,7 @@ impl Snapshot {
                     .transpose()
                     .map_err(|e| format!("listener {}: {e}", l.name))?;
                 Ok(Arc::new(ListenerRt {
+                    slot,
                     tls,
                     model: l.clone(),
                     table: l.route_table.as_ref().and_then(|n| tables.get(n).cloned()),
@@ -345,6 +359,11 @@ fn compile_table(
                     None => Vec::new(),
                 };
                 Ok(RouteRt {
+                    retry: RetryRt::compile(r.retry.as_ref()),
+                    timeout: r
+                        .timeout_ms
+                        .filter(|ms| *ms > 0)
+                        .map(std::time::Duration::from_millis),
                     model: r.clone(),
                     matchers,
                     pick,

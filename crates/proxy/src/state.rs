@@ -125,6 +125,8 @@ pub enum Outcome {
     Status(u16),
     /// Connecting, or the connection, failed: counts as a gateway error.
     ConnectFailure,
+    /// A TCP connection was established (a success for outlier detection).
+    Connected,
 }
 
 /// The longest an ejection may last, whatever the count (Envoy's default cap).
@@ -143,6 +145,7 @@ pub fn record_outcome(
     let (is_5xx, is_gateway) = match outcome {
         Outcome::Status(code) => (code >= 500, matches!(code, 502..=504)),
         Outcome::ConnectFailure => (true, true),
+        Outcome::Connected => (false, false),
     };
     if !is_5xx {
         endpoint.consecutive_5xx.store(0, Ordering::Relaxed);

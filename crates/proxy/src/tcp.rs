@@ -1,26 +1,54 @@
-//! Opaque TCP proxying: pick a cluster by the listener's TCP routes, an endpoint by the
-//! cluster's balancer, and copy bytes both ways, counting them for Istio's TCP metrics.
+//! Opaque TCP proxying: pick a cluster by the listener's TCP routes (by the
+//! ClientHello's SNI when a route names server names), an endpoint by the cluster's
+//! balancer, connect through the same step as HTTP (limits, connect timeout,
+//! keepalive, DestinationRule TLS), and copy bytes both ways. Each connection's
+//! outcome is one set of response flags (NR, UH, UO, UF) in Istio's TCP metrics and
+//! the access log, as Envoy's TCP proxy reports it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tokio::net::TcpStream;
 
-use crate::http::Connection;
+use crate::downstream::Connection;
+use crate::error::{ErrorKind, ProxyError};
+use crate::flags::Flags;
+use crate::snapshot::ClusterRt;
 use crate::state::{Outcome, record_outcome};
+use crate::upstream::connect::{self, Alpn};
 
 /// How long a client may take to send its ClientHello on an SNI-routed listener.
 const SNI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What one connection came to, for metrics and the access log.
+struct Record {
+    start: Instant,
+    labels: Arc<str>,
+    flags: Flags,
+    cluster: Option<Arc<ClusterRt>>,
+    upstream: Option<std::net::SocketAddr>,
+    failure: Option<String>,
+    /// The open was counted already (when the upstream connection was made).
+    opened: bool,
+    sent: u64,
+    received: u64,
+}
+
 /// Proxies one accepted TCP connection.
 pub async fn proxy(conn: Arc<Connection>, mut downstream: TcpStream) {
-    let snapshot = conn.shared.snapshot.load_full();
-    let listener = snapshot
-        .listeners
-        .iter()
-        .find(|l| l.model.name == conn.listener.model.name)
-        .cloned()
-        .unwrap_or_else(|| conn.listener.clone());
+    let listener = conn.current_listener(&conn.shared.snapshot.load());
+    let mut record = Record {
+        start: Instant::now(),
+        labels: listener.unrouted_labels.clone(),
+        flags: Flags::NONE,
+        cluster: None,
+        upstream: None,
+        failure: None,
+        opened: false,
+        sent: 0,
+        received: 0,
+    };
     // TLS routes: read the ClientHello's server name (not consuming it) only when a
     // route asks for one.
     let sni = if listener.tcp_routes.iter().any(|r| !r.sni.is_empty()) {
@@ -34,45 +62,100 @@ pub async fn proxy(conn: Arc<Connection>, mut downstream: TcpStream) {
                 .as_deref()
                 .is_some_and(|name| r.sni.iter().any(|p| crate::sni::name_matches(p, name)))
     });
-    let Some(route) = route else {
-        tracing::debug!(listener = %listener.model.name, sni = ?sni, "no TCP route: closing (NR)");
-        return;
-    };
-    let Some((_, cluster)) = route.pick.pick() else {
-        return;
-    };
-    let cluster = cluster.clone();
-    let Some(index) = cluster
+    match route.and_then(|r| r.pick.pick()) {
+        None => {
+            tracing::debug!(listener = %listener.model.name, sni = ?sni, "no TCP route: closing (NR)");
+            record.flags = ErrorKind::NoRoute.flag();
+        }
+        Some((_, cluster)) => {
+            let cluster = cluster.clone();
+            record.labels = cluster.service_labels.clone();
+            record.cluster = Some(cluster.clone());
+            if let Err(e) = forward(&conn, &cluster, &mut downstream, &mut record).await {
+                tracing::debug!(cluster = %cluster.model.name, error = %e, flag = %e.kind.flag(), "TCP connection not proxied");
+                record.flags.insert(e.kind.flag());
+                if e.kind == ErrorKind::ConnectFailure {
+                    record.failure = Some(e.to_string());
+                }
+            }
+        }
+    }
+    write(&conn, &record);
+}
+
+/// Connects to an endpoint of `cluster` and copies bytes until either side closes.
+async fn forward(
+    conn: &Connection,
+    cluster: &ClusterRt,
+    downstream: &mut TcpStream,
+    record: &mut Record,
+) -> Result<(), ProxyError> {
+    let index = cluster
         .balancer
         .pick(&cluster.state, &cluster.endpoints, None, &[])
-    else {
-        tracing::debug!(cluster = %cluster.model.name, "no healthy upstream (UH)");
-        return;
-    };
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoHealthyUpstream))?;
     let endpoint = cluster.endpoints[index].clone();
-    let labels = cluster.labels[index].clone();
-    let metrics = &conn.shared.metrics;
-    metrics.tcp_opened(&labels);
-    let mut upstream = match TcpStream::connect(endpoint.addr).await {
-        Ok(s) => s,
+    record.labels = cluster.labels[index].clone();
+    record.upstream = Some(endpoint.addr);
+    let Some(_slot) = connect::reserve(cluster, &endpoint) else {
+        cluster.state.overflows.fetch_add(1, Ordering::Relaxed);
+        return Err(ProxyError::new(ErrorKind::Overflow));
+    };
+    let outlier = cluster.model.outlier.as_ref();
+    let mut upstream = match connect::connect(cluster, &endpoint, Alpn::None).await {
+        Ok(io) => io,
         Err(e) => {
-            tracing::debug!(upstream = %endpoint.addr, error = %e, "upstream connect failure (UF)");
+            let all = &cluster.endpoints;
             record_outcome(
                 &cluster.state,
-                &cluster.endpoints,
+                all,
                 &endpoint,
-                cluster.model.outlier.as_ref(),
+                outlier,
                 Outcome::ConnectFailure,
             );
-            metrics.tcp_closed(&labels, 0, 0);
-            return;
+            return Err(e);
         }
     };
-    let _ = upstream.set_nodelay(true);
+    record_outcome(
+        &cluster.state,
+        &cluster.endpoints,
+        &endpoint,
+        outlier,
+        Outcome::Connected,
+    );
+    conn.shared.metrics.tcp_opened(&record.labels, record.flags);
+    record.opened = true;
     endpoint.active.fetch_add(1, Ordering::AcqRel);
-    let (received, sent) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream)
-        .await
-        .unwrap_or((0, 0));
+    let copied = tokio::io::copy_bidirectional(downstream, &mut upstream).await;
     endpoint.active.fetch_sub(1, Ordering::AcqRel);
-    metrics.tcp_closed(&labels, sent, received);
+    let (received, sent) = copied.unwrap_or((0, 0));
+    record.received = received;
+    record.sent = sent;
+    Ok(())
+}
+
+/// Istio's TCP metrics and the access-log line for one connection.
+fn write(conn: &Connection, r: &Record) {
+    let metrics = &conn.shared.metrics;
+    if !r.opened {
+        metrics.tcp_opened(&r.labels, r.flags);
+    }
+    metrics.tcp_closed(&r.labels, r.flags, r.sent, r.received);
+    if conn.shared.access_log {
+        crate::access_log::write(
+            conn.shared.access_log_json,
+            &crate::access_log::Entry {
+                http: None,
+                flags: r.flags,
+                failure_reason: r.failure.as_deref(),
+                bytes_received: r.received,
+                bytes_sent: r.sent,
+                duration: r.start.elapsed(),
+                upstream: r.upstream,
+                cluster: r.cluster.as_ref().map(|c| c.model.name.as_str()),
+                downstream_local: conn.local,
+                downstream_peer: conn.peer,
+            },
+        );
+    }
 }

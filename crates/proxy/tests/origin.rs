@@ -273,7 +273,7 @@ async fn tls_origination_verifies_the_upstream_and_settings_changes_take_new_con
             ..good
         },
     )];
-    let err = proxy.update(bad).expect_err("refused");
+    let err = proxy.update(bad).expect_err("refused").to_string();
     assert!(
         err.contains("cluster ext") && err.contains("caCertificates"),
         "{err}"

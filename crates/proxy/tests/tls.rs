@@ -201,7 +201,10 @@ async fn certificates_follow_sni_scheme_is_https_and_swaps_apply() {
     if let Some(tls) = &mut bad.listeners[0].tls {
         tls.certificates[0].private_key_pem = leaves2[0].1.clone();
     }
-    let err = proxy.update(bad).expect_err("mismatched key refused");
+    let err = proxy
+        .update(bad)
+        .expect_err("mismatched key refused")
+        .to_string();
     assert!(err.contains("does not match"), "{err}");
     assert_eq!(proxy.version(), 2);
 }

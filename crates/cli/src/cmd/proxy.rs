@@ -184,14 +184,16 @@ pub struct Follower {
 impl trellis_control::client::Handler for Follower {
     fn apply(&mut self, config: ProxyConfig) -> Result<(), String> {
         match &self.proxy {
-            Some(p) => p.update(config),
+            Some(p) => p.update(config).map_err(|e| e.to_string()),
             None => {
-                let proxy = Proxy::start(config, self.options.clone()).inspect_err(|e| {
-                    self.failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(format!("{}: {e}", self.name));
-                })?;
+                let proxy = Proxy::start(config, self.options.clone())
+                    .inspect_err(|e| {
+                        self.failed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(format!("{}: {e}", self.name));
+                    })
+                    .map_err(|e| e.to_string())?;
                 self.proxy = Some(proxy);
                 self.started
                     .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -419,7 +421,7 @@ fn watch(args: &Args, proxy: &Proxy) {
         seen = now;
         version += 1;
         let mut err = anstream::stderr();
-        match compile(args, version).and_then(|c| proxy.update(c)) {
+        match compile(args, version).and_then(|c| proxy.update(c).map_err(|e| e.to_string())) {
             Ok(()) => {
                 let _ = writeln!(
                     err,

@@ -21,10 +21,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use trellis_model::UpstreamTls;
 
+/// What an upstream connection will carry, which decides the ALPN offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    Http1,
+    Http2,
+    /// Opaque TCP: no ALPN.
+    None,
+}
+
 /// A cluster's compiled TLS settings.
 pub struct OriginTls {
     http1: Arc<ClientConfig>,
     http2: Arc<ClientConfig>,
+    opaque: Arc<ClientConfig>,
     name: ServerName<'static>,
     /// Why connections cannot be made (the settings named a missing file or Secret).
     problem: Option<String>,
@@ -88,26 +98,32 @@ impl OriginTls {
         Ok(OriginTls {
             http1: with_alpn(b"http/1.1"),
             http2: with_alpn(b"h2"),
+            opaque: Arc::new(base),
             name,
             problem: tls.problem.clone(),
             key,
         })
     }
 
-    /// TLS over `tcp`, offering `h2` or `http/1.1`.
-    pub async fn connect(
+    /// Why connections cannot be made with these settings, if they cannot.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
+    }
+
+    /// TLS over `tcp`, offering the ALPN `alpn` asks for.
+    pub async fn handshake(
         &self,
         tcp: TcpStream,
-        h2: bool,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-        if let Some(problem) = &self.problem {
-            return Err(format!("upstream TLS settings unusable: {problem}"));
-        }
-        let config = if h2 { &self.http2 } else { &self.http1 };
+        alpn: Alpn,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let config = match alpn {
+            Alpn::Http1 => &self.http1,
+            Alpn::Http2 => &self.http2,
+            Alpn::None => &self.opaque,
+        };
         tokio_rustls::TlsConnector::from(config.clone())
             .connect(self.name.clone(), tcp)
             .await
-            .map_err(|e| format!("TLS handshake: {e}"))
     }
 }
 

@@ -7,18 +7,36 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use trellis_model::CorsPolicy;
 
+use super::Decision;
+use super::context::RequestContext;
 use crate::body::ProxyBody;
 use crate::matcher::Matcher;
+use crate::snapshot::RouteRt;
+
+/// The CORS stage: answers a preflight, or says which origin to echo in the response.
+pub fn stage<B>(
+    ctx: &mut RequestContext,
+    route: &RouteRt,
+    req: &http::Request<B>,
+) -> Decision<Option<HeaderValue>> {
+    let Some(policy) = &route.model.cors else {
+        return Decision::Continue(None);
+    };
+    if let Some(reply) = preflight(policy, &route.cors_origins, req.method(), req.headers()) {
+        return Decision::Reply(ctx.answer("cors_response", reply));
+    }
+    Decision::Continue(allowed_origin(&route.cors_origins, req.headers()).cloned())
+}
 
 /// The request's origin when the policy allows it.
-pub fn allowed_origin<'a>(origins: &[Matcher], headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
+fn allowed_origin<'a>(origins: &[Matcher], headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
     let origin = headers.get(header::ORIGIN)?;
     let text = origin.to_str().ok()?;
     origins.iter().any(|m| m.matches(text)).then_some(origin)
 }
 
 /// The proxy's own answer to a preflight from an allowed origin.
-pub fn preflight(
+fn preflight(
     policy: &CorsPolicy,
     origins: &[Matcher],
     method: &Method,
