@@ -10,7 +10,7 @@ use trellis_model::Route;
 
 async fn proxy() -> std::net::SocketAddr {
     let v1 = Upstream::start("v1");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let (proxy, addr) = start(
         config(
             port,
@@ -20,7 +20,7 @@ async fn proxy() -> std::net::SocketAddr {
             }],
             vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
         ),
-        None,
+        false,
     )
     .await;
     // Keep the proxy running for the rest of the test process.

@@ -139,7 +139,7 @@ async fn tls_origination_verifies_the_upstream_and_settings_changes_take_new_con
     let (ca, leaves) = pki(&["api.external.test"]);
     let (other_ca, _) = pki(&["unrelated.test"]);
     let upstream = tls_upstream("external", &leaves[0], None);
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let good = UpstreamTls {
         sni: "api.external.test".into(),
         ca_pem: Some(ca.clone()),
@@ -150,7 +150,7 @@ async fn tls_origination_verifies_the_upstream_and_settings_changes_take_new_con
         route_to("ext"),
         vec![tls_cluster("ext", upstream, good.clone())],
     );
-    let (proxy, addr) = start(cfg.clone(), None).await;
+    let (proxy, addr) = start(cfg.clone(), false).await;
     let mut client = Client::new(addr);
 
     let r = client.get("reviews", "/", &[]).await.expect("request");
@@ -284,7 +284,7 @@ async fn tls_origination_verifies_the_upstream_and_settings_changes_take_new_con
 async fn mutual_origination_presents_the_client_certificate() {
     let (ca, leaves) = pki(&["api.partner.test", "client.mesh.test"]);
     let upstream = tls_upstream("partner", &leaves[0], Some(&ca));
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let simple = UpstreamTls {
         sni: "api.partner.test".into(),
         ca_pem: Some(ca.clone()),
@@ -295,7 +295,7 @@ async fn mutual_origination_presents_the_client_certificate() {
         route_to("partner"),
         vec![tls_cluster("partner", upstream, simple.clone())],
     );
-    let (proxy, addr) = start(cfg.clone(), None).await;
+    let (proxy, addr) = start(cfg.clone(), false).await;
     let mut client = Client::new(addr);
     // Without a client certificate the upstream refuses the handshake.
     let r = client.get("reviews", "/", &[]).await.expect("request");

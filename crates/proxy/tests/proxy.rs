@@ -18,7 +18,7 @@ fn within(count: usize, n: usize, p: f64, k: f64) -> bool {
 async fn weighted_route_splits_ninety_ten_and_header_match_wins() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let routes = vec![
         Route {
             name: "beta".into(),
@@ -43,7 +43,7 @@ async fn weighted_route_splits_ninety_ten_and_header_match_wins() {
         cluster("v1", vec![endpoint(v1.addr, "v1")]),
         cluster("v2", vec![endpoint(v2.addr, "v2")]),
     ];
-    let (_proxy, addr) = start(config(port, routes, clusters), None).await;
+    let (_proxy, addr) = start(config(port, routes, clusters), false).await;
     let mut client = Client::new(addr);
     let n = 2000;
     let mut to_v2 = 0;
@@ -65,7 +65,7 @@ async fn weighted_route_splits_ninety_ten_and_header_match_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_host_is_404_with_nr() {
     let v1 = Upstream::start("v1");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let (_proxy, addr) = start(
         config(
             port,
@@ -75,7 +75,7 @@ async fn unmatched_host_is_404_with_nr() {
             }],
             vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
         ),
-        None,
+        false,
     )
     .await;
     let r = Client::new(addr)
@@ -88,7 +88,7 @@ async fn unmatched_host_is_404_with_nr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injection_lands_near_its_percentages() {
     let v1 = Upstream::start("v1");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let route = Route {
         action: forward(&[("v1", 100)]),
         fault: Some(Fault {
@@ -110,7 +110,7 @@ async fn fault_injection_lands_near_its_percentages() {
             vec![route],
             vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
         ),
-        None,
+        false,
     )
     .await;
     let mut client = Client::new(addr);
@@ -130,8 +130,8 @@ async fn fault_injection_lands_near_its_percentages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_is_uf_and_retries_exhaust_with_urx() {
-    let port = free_port();
-    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let port = 0; // the OS picks; `start` says which
+    let (_held, dead) = refused_addr();
     let plain = Route {
         name: "plain".into(),
         matches: vec![RouteMatch {
@@ -158,7 +158,7 @@ async fn connect_failure_is_uf_and_retries_exhaust_with_urx() {
             vec![plain, retried],
             vec![cluster("dead", vec![endpoint(dead, "v1")])],
         ),
-        None,
+        false,
     )
     .await;
     let mut client = Client::new(addr);
@@ -173,7 +173,7 @@ async fn retries_hide_a_flaky_upstream() {
     let bad = Upstream::start("bad");
     bad.forced_status.store(503, Ordering::Relaxed);
     let good = Upstream::start("good");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let route = Route {
         action: forward(&[("both", 100)]),
         retry: Some(RetryPolicy {
@@ -193,7 +193,7 @@ async fn retries_hide_a_flaky_upstream() {
                 vec![endpoint(bad.addr, "v1"), endpoint(good.addr, "v2")],
             )],
         ),
-        None,
+        false,
     )
     .await;
     let mut client = Client::new(addr);
@@ -208,7 +208,7 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_brings_it_back() {
     let bad = Upstream::start("bad");
     bad.forced_status.store(500, Ordering::Relaxed);
     let good = Upstream::start("good");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let mut c = cluster(
         "both",
         vec![endpoint(bad.addr, "v1"), endpoint(good.addr, "v2")],
@@ -230,7 +230,7 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_brings_it_back() {
             }],
             vec![c],
         ),
-        None,
+        false,
     )
     .await;
     let mut client = Client::new(addr);
@@ -282,7 +282,7 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_brings_it_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limits_overflow_with_uo() {
     let slow = Upstream::start("slow");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let mut c = cluster("slow", vec![endpoint(slow.addr, "v1")]);
     c.pool.max_connections = 1;
     c.pool.max_pending_requests = 1;
@@ -295,7 +295,7 @@ async fn connection_limits_overflow_with_uo() {
             }],
             vec![c],
         ),
-        None,
+        false,
     )
     .await;
     let mut tasks = Vec::new();
@@ -322,7 +322,7 @@ async fn connection_limits_overflow_with_uo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_timeout_is_504_with_ut() {
     let slow = Upstream::start("slow");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let route = Route {
         action: forward(&[("slow", 100)]),
         timeout_ms: Some(100),
@@ -334,7 +334,7 @@ async fn route_timeout_is_504_with_ut() {
             vec![route],
             vec![cluster("slow", vec![endpoint(slow.addr, "v1")])],
         ),
-        None,
+        false,
     )
     .await;
     let started = Instant::now();
@@ -350,7 +350,7 @@ async fn route_timeout_is_504_with_ut() {
 async fn config_swaps_under_load_lose_nothing() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let clusters = || {
         vec![
             cluster("v1", vec![endpoint(v1.addr, "v1")]),
@@ -366,7 +366,7 @@ async fn config_swaps_under_load_lose_nothing() {
             }],
             clusters(),
         ),
-        None,
+        false,
     )
     .await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -415,7 +415,7 @@ async fn config_swaps_under_load_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_config_is_refused_and_the_old_one_stays() {
     let v1 = Upstream::start("v1");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let (proxy, addr) = start(
         config(
             port,
@@ -425,7 +425,7 @@ async fn a_broken_config_is_refused_and_the_old_one_stays() {
             }],
             vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
         ),
-        None,
+        false,
     )
     .await;
     let mut bad = config(
@@ -452,9 +452,8 @@ async fn a_broken_config_is_refused_and_the_old_one_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istio_metrics_are_served_in_prometheus_text() {
     let v1 = Upstream::start("v1");
-    let port = free_port();
-    let stats = free_port();
-    let (_proxy, addr) = start(
+    let port = 0; // the OS picks; `start` says which
+    let (proxy, addr) = start(
         config(
             port,
             vec![Route {
@@ -463,7 +462,7 @@ async fn istio_metrics_are_served_in_prometheus_text() {
             }],
             vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
         ),
-        Some(stats),
+        true,
     )
     .await;
     let mut client = Client::new(addr);
@@ -474,7 +473,7 @@ async fn istio_metrics_are_served_in_prometheus_text() {
         .get("reviews", "/status/503", &[])
         .await
         .expect("request");
-    let stats_addr = std::net::SocketAddr::from(([127, 0, 0, 1], stats));
+    let stats_addr = proxy.stats_addr().expect("stats served");
     let mut text = String::new();
     let found = eventually(Duration::from_secs(3), async || {
         text = Client::new(stats_addr)
@@ -507,7 +506,7 @@ async fn istio_metrics_are_served_in_prometheus_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_is_proxied_over_h2() {
     let v1 = Upstream::start("v1");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let (_proxy, addr) = start(
         config(
             port,
@@ -517,7 +516,7 @@ async fn h2c_prior_knowledge_is_proxied_over_h2() {
             }],
             vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
         ),
-        None,
+        false,
     )
     .await;
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -541,7 +540,7 @@ async fn h2c_prior_knowledge_is_proxied_over_h2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_are_edited_and_uri_rewritten() {
     let v1 = Upstream::start("v1");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let route = Route {
         matches: vec![RouteMatch {
             uri: Some(StringMatch::Prefix("/old".into())),
@@ -575,7 +574,7 @@ async fn headers_are_edited_and_uri_rewritten() {
             vec![route],
             vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
         ),
-        None,
+        false,
     )
     .await;
     let r = Client::new(addr)
@@ -596,7 +595,7 @@ async fn headers_are_edited_and_uri_rewritten() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_is_answered_and_responses_carry_the_origin() {
     let v1 = Upstream::start("v1");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let route = Route {
         action: forward(&[("v1", 100)]),
         cors: Some(CorsPolicy {
@@ -615,7 +614,7 @@ async fn cors_preflight_is_answered_and_responses_carry_the_origin() {
             vec![route],
             vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
         ),
-        None,
+        false,
     )
     .await;
     let mut client = Client::new(addr);
@@ -675,7 +674,7 @@ async fn cors_preflight_is_answered_and_responses_carry_the_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_are_reused_until_their_idle_timeout() {
     let v1 = Upstream::start("v1");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let mut c = cluster("v1", vec![endpoint(v1.addr, "v1")]);
     c.pool.idle_timeout_ms = 300;
     let (_proxy, addr) = start(
@@ -687,7 +686,7 @@ async fn pooled_connections_are_reused_until_their_idle_timeout() {
             }],
             vec![c],
         ),
-        None,
+        false,
     )
     .await;
     let mut client = Client::new(addr);

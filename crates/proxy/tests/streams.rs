@@ -87,7 +87,7 @@ async fn read_some(s: &mut TcpStream, want: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgraded_connections_are_tunnelled_both_ways() {
     let upstream = upgrading_upstream().await;
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let (_proxy, addr) = start(
         config(
             port,
@@ -97,7 +97,7 @@ async fn upgraded_connections_are_tunnelled_both_ways() {
             }],
             vec![cluster("ws", vec![endpoint(upstream, "v1")])],
         ),
-        None,
+        false,
     )
     .await;
     let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -131,7 +131,7 @@ async fn upgraded_connections_are_tunnelled_both_ways() {
 async fn tcp_listeners_proxy_opaque_bytes_by_weight() {
     let a = tcp_echo("a:").await;
     let b = tcp_echo("b:").await;
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let mut cfg = config(
         port,
         vec![],
@@ -158,8 +158,7 @@ async fn tcp_listeners_proxy_opaque_bytes_by_weight() {
             },
         ],
     }];
-    let stats = free_port();
-    let (_proxy, addr) = start(cfg, Some(stats)).await;
+    let (proxy, addr) = start(cfg, true).await;
     let (mut to_a, mut to_b) = (0, 0);
     for _ in 0..200 {
         let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -173,7 +172,7 @@ async fn tcp_listeners_proxy_opaque_bytes_by_weight() {
     }
     // 20% of 200: sd ~5.7; allow 4.5 sd.
     assert!((to_b as f64 - 40.0).abs() <= 26.0, "a {to_a}, b {to_b}");
-    let stats_addr = SocketAddr::from(([127, 0, 0, 1], stats));
+    let stats_addr = proxy.stats_addr().expect("stats served");
     let mut text = String::new();
     let found = eventually(Duration::from_secs(3), async || {
         text = Client::new(stats_addr)

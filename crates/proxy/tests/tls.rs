@@ -120,7 +120,7 @@ async fn get_tls(
 async fn certificates_follow_sni_scheme_is_https_and_swaps_apply() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let (ca, leaves) = pki(&[&["app.example.com"], &["x.api.example.com"]]);
     let hosts: &[&[&str]] = &[&["app.example.com"], &["*.api.example.com"]];
     let routes = vec![
@@ -145,7 +145,7 @@ async fn certificates_follow_sni_scheme_is_https_and_swaps_apply() {
     ];
     let mut cfg = config(port, routes, clusters);
     cfg.listeners[0].tls = Some(tls_server(&leaves, hosts));
-    let (proxy, addr) = start(cfg.clone(), None).await;
+    let (proxy, addr) = start(cfg.clone(), false).await;
 
     // Each name gets its own certificate (each leaf names only its host), and the
     // request is https to the routes.
@@ -211,7 +211,7 @@ async fn certificates_follow_sni_scheme_is_https_and_swaps_apply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_to_https_drops_the_http_port() {
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let routes = vec![Route {
         name: "https-redirect".into(),
         action: Action::Redirect(Redirect {
@@ -221,7 +221,7 @@ async fn redirect_to_https_drops_the_http_port() {
         }),
         ..Default::default()
     }];
-    let (_proxy, addr) = start(config(port, routes, vec![]), None).await;
+    let (_proxy, addr) = start(config(port, routes, vec![]), false).await;
     let mut client = Client::new(addr);
     let r = client
         .get("reviews:80", "/a?b=1", &[])
@@ -271,7 +271,7 @@ async fn passthrough(addr: SocketAddr, sni: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_routes_by_client_hello_server_name() {
     let (a, b) = (named_tcp("a").await, named_tcp("b").await);
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let mut cfg = config(
         port,
         vec![],
@@ -292,7 +292,7 @@ async fn passthrough_routes_by_client_hello_server_name() {
     cfg.listeners[0].protocol = ListenerProtocol::Tcp;
     cfg.listeners[0].route_table = None;
     cfg.listeners[0].tcp_routes = vec![route("a.example.com", "a"), route("*.b.example.com", "b")];
-    let (_proxy, addr) = start(cfg, None).await;
+    let (_proxy, addr) = start(cfg, false).await;
     assert_eq!(passthrough(addr, "a.example.com").await, "a");
     assert_eq!(passthrough(addr, "x.b.example.com").await, "b");
     // No route for this name: closed without reaching an upstream.
@@ -302,7 +302,7 @@ async fn passthrough_routes_by_client_hello_server_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let v1 = Upstream::start("v1");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let client_id = "spiffe://cluster.local/ns/shop/sa/client";
     let (ca, leaves) = pki(&[&["app.example.com"], &["client.example.com", client_id]]);
     let mut cfg = config(
@@ -318,7 +318,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     tls.client_ca_pem = Some(ca.clone());
     cfg.listeners[0].tls = Some(tls);
     cfg.listeners[0].direction = Direction::Gateway;
-    let (_proxy, addr) = start(cfg, None).await;
+    let (_proxy, addr) = start(cfg, false).await;
 
     // Without a client certificate: refused (the error surfaces at the first read in TLS 1.3).
     let anonymous = get_tls(addr, &ca, "app.example.com", "/").await;
@@ -381,7 +381,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_drops_a_client_certificate_header_it_did_not_verify() {
     let v1 = Upstream::start("v1");
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let mut cfg = config(
         port,
         vec![Route {
@@ -391,7 +391,7 @@ async fn a_gateway_drops_a_client_certificate_header_it_did_not_verify() {
         vec![cluster("v1", vec![endpoint(v1.addr, "v1")])],
     );
     cfg.listeners[0].direction = Direction::Gateway;
-    let (_proxy, addr) = start(cfg, None).await;
+    let (_proxy, addr) = start(cfg, false).await;
     let reply = Client::new(addr)
         .get(
             "reviews",
@@ -413,11 +413,11 @@ async fn a_gateway_drops_a_client_certificate_header_it_did_not_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_cut_off_after_the_handshake_timeout() {
-    let port = free_port();
+    let port = 0; // the OS picks; `start` says which
     let (ca, leaves) = pki(&[&["app.example.com"]]);
     let mut cfg = config(port, vec![], vec![]);
     cfg.listeners[0].tls = Some(tls_server(&leaves, &[&["app.example.com"]]));
-    let (_proxy, addr) = start(cfg, None).await;
+    let (_proxy, addr) = start(cfg, false).await;
     let started = std::time::Instant::now();
     let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut buf = [0u8; 64];

@@ -127,11 +127,6 @@ pub fn run(args: &Args) -> i32 {
         first.route_tables.len(),
         first.clusters.len()
     );
-    let binds: Vec<String> = first
-        .listeners
-        .iter()
-        .filter_map(|l| l.bind.map(|b| format!("{} {b}", l.name)))
-        .collect();
     let options = Options {
         workers: args.workers,
         admin: Some(args.admin),
@@ -153,14 +148,15 @@ pub fn run(args: &Args) -> i32 {
         args.role,
         s = output::OK
     );
-    for b in binds {
-        let _ = writeln!(anstream::stdout(), "  listening: {b}");
+    // The addresses bound, a port 0 resolved to the port the OS gave.
+    for (name, addr) in proxy.listeners() {
+        let _ = writeln!(anstream::stdout(), "  listening: {name} {addr}");
     }
     let _ = writeln!(
         anstream::stdout(),
         "  admin: http://{}/  metrics: http://{}/stats/prometheus",
-        args.admin,
-        args.stats
+        proxy.admin_addr().unwrap_or(args.admin),
+        proxy.stats_addr().unwrap_or(args.stats)
     );
     if args.standalone.is_some() {
         watch(args, &proxy);

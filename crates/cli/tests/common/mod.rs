@@ -115,3 +115,47 @@ pub fn wait_for_line(rx: &mpsc::Receiver<String>, text: &str) -> String {
     }
     panic!("no line containing {text:?}: {seen:?}");
 }
+
+/// Where a `trellis proxy` listens, as it printed after `ready` (ports the OS gave
+/// for every port 0 it was asked for).
+pub struct ProxyAddrs {
+    pub listeners: Vec<(String, std::net::SocketAddr)>,
+    pub admin: std::net::SocketAddr,
+    pub stats: std::net::SocketAddr,
+}
+
+impl ProxyAddrs {
+    /// The only (or first) listener's address.
+    pub fn listener(&self) -> std::net::SocketAddr {
+        self.listeners.first().expect("a listener").1
+    }
+}
+
+/// Starts `trellis proxy ARGS` (give it `--admin 127.0.0.1:0 --stats 127.0.0.1:0` and
+/// port 0 in `--port-map`) and reads the addresses it bound from its start-up lines.
+pub fn spawn_proxy(args: &[&str]) -> (Running, ProxyAddrs, mpsc::Receiver<String>) {
+    let (running, _, rx) = spawn(args, "ready");
+    let mut listeners = Vec::new();
+    loop {
+        let line = wait_for_line(&rx, ":");
+        if let Some(rest) = line.trim().strip_prefix("listening: ") {
+            let (name, addr) = rest.rsplit_once(' ').expect("NAME ADDR");
+            listeners.push((name.to_string(), addr.parse().expect("listener address")));
+            continue;
+        }
+        if let Some(rest) = line.trim().strip_prefix("admin: http://") {
+            let (admin, rest) = rest.split_once('/').expect("admin address");
+            let stats = rest
+                .split("http://")
+                .nth(1)
+                .and_then(|s| s.split('/').next())
+                .expect("stats address");
+            let addrs = ProxyAddrs {
+                listeners,
+                admin: admin.parse().expect("admin address"),
+                stats: stats.parse().expect("stats address"),
+            };
+            return (running, addrs, rx);
+        }
+    }
+}

@@ -19,13 +19,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use trellis_model::*;
 use trellis_proxy::{Options, Proxy};
 
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// An address where connections are refused: a socket bound there but not listening,
+/// held (so no other test can take the port) for as long as the returned guard lives.
+pub fn refused_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    (socket, addr)
 }
 
 /// An upstream that answers with its name; `/status/N` and `/delay/MS` behave as named.
@@ -295,18 +297,21 @@ pub fn config(port: u16, routes: Vec<Route>, clusters: Vec<Cluster>) -> ProxyCon
     }
 }
 
-/// Starts a proxy and waits until its listener accepts.
-pub async fn start(config: ProxyConfig, stats: Option<u16>) -> (Proxy, SocketAddr) {
-    let addr = config.listeners[0].bind.expect("bind");
+/// Starts a proxy and waits until its first listener accepts; returns that listener's
+/// address (a port 0 in the config is the port the OS gave). With `stats`, metrics are
+/// served on a port the OS picks too (`Proxy::stats_addr`).
+pub async fn start(config: ProxyConfig, stats: bool) -> (Proxy, SocketAddr) {
+    let name = config.listeners[0].name.clone();
     let options = Options {
         workers: 1,
         admin: None,
-        stats: stats.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+        stats: stats.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         access_log: false,
         access_log_json: false,
         header_read_timeout: Duration::from_millis(500),
     };
     let proxy = Proxy::start(config, options).expect("proxy starts");
+    let addr = proxy.listener_addr(&name).expect("the listener is bound");
     let up = eventually(Duration::from_secs(5), async || {
         tokio::net::TcpStream::connect(addr).await.is_ok()
     })
