@@ -136,7 +136,9 @@ spec:
 /// Sends `ping` through the gateway; the line that came back, or `None` when the
 /// connection was closed without one.
 async fn ping(gateway: SocketAddr) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(gateway).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(gateway)
+        .await
+        .expect("connect");
     stream.write_all(b"ping\n").await.expect("write");
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), async {

@@ -314,23 +314,29 @@ pub fn destination(
     name
 }
 
-/// Istio's retry default when a rule names none: two attempts on connection trouble and 503.
+/// Istio's retry policy where a rule names none: two attempts on connection trouble
+/// and 503 (the mesh config's default `retryOn`).
+pub(crate) fn default_retry() -> model::RetryPolicy {
+    model::RetryPolicy {
+        attempts: 2,
+        per_try_timeout_ms: None,
+        retry_on: DEFAULT_RETRY_ON.map(String::from).to_vec(),
+        retriable_status_codes: vec![503],
+    }
+}
+
+const DEFAULT_RETRY_ON: [&str; 5] = [
+    "connect-failure",
+    "refused-stream",
+    "unavailable",
+    "cancelled",
+    "retriable-status-codes",
+];
+
+/// The rule's retry policy: its own `retries`, with Istio's defaults for what it omits.
 fn retry(rule: &HttpRoute) -> model::RetryPolicy {
     let Some(r) = &rule.retries else {
-        return model::RetryPolicy {
-            attempts: 2,
-            per_try_timeout_ms: None,
-            retry_on: [
-                "connect-failure",
-                "refused-stream",
-                "unavailable",
-                "cancelled",
-                "retriable-status-codes",
-            ]
-            .map(String::from)
-            .to_vec(),
-            retriable_status_codes: vec![503],
-        };
+        return default_retry();
     };
     let mut retry_on = Vec::new();
     let mut codes = Vec::new();
@@ -349,16 +355,9 @@ fn retry(rule: &HttpRoute) -> model::RetryPolicy {
         retry_on.push("retriable-status-codes".into());
     }
     if r.retry_on.is_empty() {
-        retry_on = [
-            "connect-failure",
-            "refused-stream",
-            "unavailable",
-            "cancelled",
-            "retriable-status-codes",
-        ]
-        .map(String::from)
-        .to_vec();
-        codes.push(503);
+        let default = default_retry();
+        retry_on = default.retry_on;
+        codes.extend(default.retriable_status_codes);
     }
     model::RetryPolicy {
         attempts: r.attempts.max(0) as u32,

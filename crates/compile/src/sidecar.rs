@@ -308,20 +308,7 @@ fn routes_for(
             }],
             rewrite: None,
         }),
-        retry: Some(model::RetryPolicy {
-            attempts: 2,
-            per_try_timeout_ms: None,
-            retry_on: [
-                "connect-failure",
-                "refused-stream",
-                "unavailable",
-                "cancelled",
-                "retriable-status-codes",
-            ]
-            .map(String::from)
-            .to_vec(),
-            retriable_status_codes: vec![503],
-        }),
+        retry: Some(crate::route::default_retry()),
         ..Default::default()
     }]
 }

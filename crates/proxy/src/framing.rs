@@ -382,4 +382,89 @@ POST /d HTTP/1.1\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n
             assert!(!framing.refuse());
         }
     }
+
+    /// A request stream made of whole requests: each a head with a length, a chunked
+    /// or no body, and whether it frames its body both ways.
+    fn requests() -> impl proptest::strategy::Strategy<Value = Vec<(u8, Vec<u8>, bool)>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (
+                0u8..3,
+                proptest::collection::vec(any::<u8>(), 0..40),
+                any::<bool>(),
+            ),
+            1..6,
+        )
+    }
+
+    fn render(requests: &[(u8, Vec<u8>, bool)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (kind, body, conflict) in requests {
+            if *conflict {
+                // Framed both ways: hyper answers it and closes; nothing follows.
+                out.extend_from_slice(
+                    format!(
+                        "POST / HTTP/1.1\r\ncontent-length: {}\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                break;
+            }
+            match kind {
+                0 => out.extend_from_slice(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"),
+                1 => {
+                    out.extend_from_slice(
+                        format!("POST / HTTP/1.1\r\ncontent-length: {}\r\n\r\n", body.len())
+                            .as_bytes(),
+                    );
+                    out.extend_from_slice(body);
+                }
+                _ => {
+                    out.extend_from_slice(b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
+                    if !body.is_empty() {
+                        out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                        out.extend_from_slice(body);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes, split anywhere, never panic the guard.
+        #[test]
+        fn arbitrary_bytes_in_any_split_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            piece in 1usize..64,
+        ) {
+            let (framing, _, heads) = follow_in_pieces(&bytes, piece);
+            for _ in 0..heads {
+                let _ = framing.refuse();
+            }
+        }
+
+        /// Whole requests are counted the same whatever the split, and exactly the
+        /// head that framed its body two ways is refused.
+        #[test]
+        fn requests_are_followed_the_same_in_every_split(
+            reqs in requests(),
+            piece in 1usize..50,
+        ) {
+            let stream = render(&reqs);
+            let (whole, _, heads) = follow_in_pieces(&stream, stream.len().max(1));
+            let (split, _, split_heads) = follow_in_pieces(&stream, piece);
+            proptest::prop_assert_eq!(heads, split_heads);
+            let expected = reqs.iter().position(|(_, _, conflict)| *conflict);
+            proptest::prop_assert_eq!(heads as usize, expected.map_or(reqs.len(), |at| at + 1));
+            for n in 0..heads {
+                let refused = whole.refuse();
+                proptest::prop_assert_eq!(split.refuse(), refused);
+                proptest::prop_assert_eq!(refused, Some(n as usize) == expected, "head {}", n);
+            }
+        }
+    }
 }

@@ -316,4 +316,40 @@ mod tests {
         assert_eq!(PeerCert::from_der(&[0x30, 0x82, 0x01]), None);
         assert_eq!(PeerCert::from_der(&[0x04, 0x01, 0x00]), None);
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes are read or refused, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = PeerCert::from_der(&bytes);
+        }
+
+        /// Any prefix of a real certificate is refused or read; the whole one reads back
+        /// the names it was made with.
+        #[test]
+        fn real_certificates_read_back_their_names(
+            namespace in "[a-z][a-z0-9-]{0,20}",
+            account in "[a-z][a-z0-9-]{0,20}",
+            dns in proptest::collection::vec("[a-z]{1,10}\\.example\\.com", 0..3),
+            common_name in "[A-Za-z0-9 ,+=]{1,20}",
+        ) {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(dns.clone()).expect("params");
+            let uri = format!("spiffe://cluster.local/ns/{namespace}/sa/{account}");
+            params.subject_alt_names.push(rcgen::SanType::URI(
+                rcgen::string::Ia5String::try_from(uri.as_str()).expect("uri"),
+            ));
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(rcgen::DnType::CommonName, common_name.as_str());
+            let cert = params.self_signed(&key).expect("cert");
+            let der = cert.der();
+            let peer = PeerCert::from_der(der).expect("a real certificate is read");
+            proptest::prop_assert_eq!(&peer.uris, &vec![uri]);
+            proptest::prop_assert_eq!(&peer.dns, &dns);
+            proptest::prop_assert_eq!(peer.subject, format!("CN={}", escape(&common_name)));
+            for cut in [1, der.len() / 3, der.len() / 2, der.len() - 1] {
+                proptest::prop_assert_eq!(PeerCert::from_der(&der[..cut]), None);
+            }
+        }
+    }
 }

@@ -7,17 +7,20 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Instant;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use trellis_model::OutlierDetection;
 
 use crate::body::ProxyBody;
 
-/// Milliseconds since the process started (a cheap monotonic clock).
+/// Milliseconds since the process started (a cheap monotonic clock). It is tokio's
+/// clock, so tests can pause and advance it.
 pub fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+    Instant::now()
+        .saturating_duration_since(*START.get_or_init(Instant::now))
+        .as_millis() as u64
 }
 
 /// Per-cluster state.
@@ -222,8 +225,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn consecutive_errors_eject_and_the_ejection_ends() {
+    #[tokio::test(start_paused = true)]
+    async fn consecutive_errors_eject_and_the_ejection_ends() {
         let cluster = ClusterState::default();
         let a = cluster.endpoint("127.0.0.1:1".parse().expect("addr"));
         let b = cluster.endpoint("127.0.0.1:2".parse().expect("addr"));
@@ -239,7 +242,12 @@ mod tests {
             record_outcome(&cluster, &all, &b, Some(&policy()), Outcome::ConnectFailure);
         }
         assert!(!b.is_ejected());
-        std::thread::sleep(std::time::Duration::from_millis(60));
+        tokio::time::advance(std::time::Duration::from_millis(49)).await;
+        assert!(
+            a.is_ejected(),
+            "still ejected before the base ejection time"
+        );
+        tokio::time::advance(std::time::Duration::from_millis(2)).await;
         assert!(!a.is_ejected());
     }
 
