@@ -1,83 +1,85 @@
 //! Base64 as Kubernetes stores Secret data: the standard alphabet with padding
 //! required, read strictly so that a Secret whose `data` is not base64 is refused on
-//! load (the analyzers rely on that). Lenient PEM decoding is the analyzers' own.
+//! load (the analyzers rely on that). The `base64` crate decodes; this module decides
+//! what counts as valid and says why not. Lenient PEM decoding is the analyzers' own.
+
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+/// Go's `base64.StdEncoding`, which the API server decodes `data` with: padding
+/// required, and unused bits in the last symbol ignored rather than refused.
+const STANDARD: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Why text is not base64. Byte offsets count after line breaks are dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Base64Error {
+    /// Base64 comes in groups of four characters.
+    #[error("length {0} is not a multiple of 4 (is padding `=` missing?)")]
+    Length(usize),
+    /// `=` only ends the text, at most twice.
+    #[error("misplaced padding `=` near byte {0}")]
+    MisplacedPadding(usize),
+    /// A character outside `A-Z a-z 0-9 + /`.
+    #[error("invalid character {character:?} at byte {offset}")]
+    InvalidCharacter { character: char, offset: usize },
+}
 
 /// Decodes standard base64 (RFC 4648, `+/` alphabet, `=` padding required), as
 /// Kubernetes stores Secret data. Line breaks are skipped, as Go's decoder does.
-pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
-    fn sextet(b: u8) -> Option<u8> {
-        match b {
-            b'A'..=b'Z' => Some(b - b'A'),
-            b'a'..=b'z' => Some(b - b'a' + 26),
-            b'0'..=b'9' => Some(b - b'0' + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, Base64Error> {
     let bytes: Vec<u8> = text
         .bytes()
         .filter(|b| *b != b'\n' && *b != b'\r')
         .collect();
     if !bytes.len().is_multiple_of(4) {
-        return Err(format!(
-            "length {} is not a multiple of 4 (is padding `=` missing?)",
-            bytes.len()
-        ));
+        return Err(Base64Error::Length(bytes.len()));
     }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    let chunks = bytes.chunks(4).count();
-    for (i, chunk) in bytes.chunks(4).enumerate() {
-        let pad = chunk.iter().rev().take_while(|b| **b == b'=').count();
-        if pad > 2 || (pad > 0 && i + 1 != chunks) {
-            return Err(format!(
-                "misplaced padding `=` near byte {}",
-                i * 4 + 4 - pad
-            ));
+    STANDARD.decode(&bytes).map_err(|e| match diagnose(&bytes) {
+        Some(problem) => problem,
+        // `diagnose` refuses everything the engine does; this keeps the engine's word.
+        None => match e {
+            base64::DecodeError::InvalidByte(offset, byte) => Base64Error::InvalidCharacter {
+                character: char::from(byte),
+                offset,
+            },
+            _ => Base64Error::MisplacedPadding(bytes.len()),
+        },
+    })
+}
+
+/// The first problem in `bytes` (a multiple of four long), group by group: padding
+/// anywhere but the end of the last group (or more than two `=`), else a character
+/// outside the alphabet. Only called once decoding has failed.
+fn diagnose(bytes: &[u8]) -> Option<Base64Error> {
+    let groups = bytes.len() / 4;
+    for (i, group) in bytes.chunks(4).enumerate() {
+        let pad = group.iter().rev().take_while(|b| **b == b'=').count();
+        if pad > 2 || (pad > 0 && i + 1 != groups) {
+            return Some(Base64Error::MisplacedPadding(i * 4 + 4 - pad));
         }
-        let mut acc: u32 = 0;
-        for (j, &b) in chunk[..4 - pad].iter().enumerate() {
-            let Some(v) = sextet(b) else {
-                return Err(format!(
-                    "invalid character {:?} at byte {}",
-                    char::from(b),
-                    i * 4 + j
-                ));
-            };
-            acc |= u32::from(v) << (18 - 6 * j);
-        }
-        let [_, b0, b1, b2] = acc.to_be_bytes();
-        out.push(b0);
-        if pad < 2 {
-            out.push(b1);
-        }
-        if pad < 1 {
-            out.push(b2);
+        if let Some(j) = group[..4 - pad]
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/'))
+        {
+            return Some(Base64Error::InvalidCharacter {
+                character: char::from(group[j]),
+                offset: i * 4 + j,
+            });
         }
     }
-    Ok(out)
+    None
 }
 
 /// Encodes bytes as standard, padded base64 (the inverse of [`decode_base64`]).
 pub fn encode_base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for j in 0..4 {
-            if j <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * j)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -108,5 +110,25 @@ mod tests {
         for bad in ["Zm9", "Zm9v!mFy", "Z===", "Zg==Zg==", "Zm9v YmFy"] {
             assert!(decode_base64(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong_and_where() {
+        let message = |text: &str| decode_base64(text).expect_err(text).to_string();
+        assert_eq!(
+            message("Zm9"),
+            "length 3 is not a multiple of 4 (is padding `=` missing?)"
+        );
+        assert_eq!(message("Z==="), "misplaced padding `=` near byte 1");
+        assert_eq!(message("Zg==Zg=="), "misplaced padding `=` near byte 2");
+        assert_eq!(message("Zm9v!mFy"), "invalid character '!' at byte 4");
+        assert_eq!(message("Zg=a"), "invalid character '=' at byte 2");
+        assert_eq!(message("Zm9v\r\n YmF"), "invalid character ' ' at byte 4");
+    }
+
+    #[test]
+    fn unused_bits_in_the_last_symbol_are_ignored_as_go_does() {
+        assert_eq!(decode_base64("YR==").expect("Go accepts it"), b"a");
+        assert_eq!(decode_base64("YWJ=").expect("Go accepts it"), b"ab");
     }
 }

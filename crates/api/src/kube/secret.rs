@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::base64::decode_base64;
+use super::base64::{Base64Error, decode_base64};
 use super::null_default;
 
 /// A Secret. `data` values are base64 (checked on load); `stringData` values are
@@ -87,6 +87,15 @@ impl Serialize for SecretType {
     }
 }
 
+/// A `data` value of a Secret that is not base64 (the loader refuses such Secrets,
+/// so only a Secret built in code can have one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("data[{key}]: {problem}")]
+pub struct SecretDataError {
+    pub key: String,
+    pub problem: Base64Error,
+}
+
 /// Reads `data:`, refusing values that are not base64 (as the API server would).
 fn base64_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     let map: BTreeMap<String, String> = null_default(d)?;
@@ -115,10 +124,13 @@ impl Secret {
     }
 
     /// Every key with its bytes (`stringData` overriding `data`).
-    pub fn decoded(&self) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    pub fn decoded(&self) -> Result<BTreeMap<String, Vec<u8>>, SecretDataError> {
         let mut out = BTreeMap::new();
         for (k, v) in &self.data {
-            let bytes = decode_base64(v).map_err(|e| format!("data[{k}]: {e}"))?;
+            let bytes = decode_base64(v).map_err(|problem| SecretDataError {
+                key: k.clone(),
+                problem,
+            })?;
             out.insert(k.clone(), bytes);
         }
         for (k, v) in &self.string_data {
