@@ -49,8 +49,32 @@ pub fn known_condition_keys() -> impl Iterator<Item = &'static str> {
     ])
 }
 
+/// Why a `when` key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConditionKeyError {
+    /// A `prefix[name]` key without its `[name]`.
+    #[error("bad key ({key}): should have format {format}[name]")]
+    MissingName { key: String, format: &'static str },
+    #[error("attribute {0} is replaced by the metadata.namespace of the policy")]
+    ReplacedByNamespace(String),
+    #[error("attribute {0} is replaced by the workload selector")]
+    ReplacedBySelector(String),
+    #[error("deprecated attribute {0}: only supported in v1alpha1")]
+    Deprecated(String),
+    /// No such key; `nearest` is the closest known one, if any is close.
+    #[error("unknown attribute: {key}{}", did_you_mean(*.nearest))]
+    Unknown {
+        key: String,
+        nearest: Option<&'static str>,
+    },
+}
+
+fn did_you_mean(nearest: Option<&str>) -> String {
+    nearest.map_or_else(String::new, |n| format!(" (did you mean `{n}`?)"))
+}
+
 /// Checks a condition key and says how its values are to be checked.
-fn check_attribute(key: &str) -> Result<AttributeKind, String> {
+fn check_attribute(key: &str) -> Result<AttributeKind, ConditionKeyError> {
     if let Some((_, kind)) = EXACT_ATTRIBUTES.iter().find(|(k, _)| *k == key) {
         return Ok(*kind);
     }
@@ -60,29 +84,24 @@ fn check_attribute(key: &str) -> Result<AttributeKind, String> {
         return if ok {
             Ok(AttributeKind::Text)
         } else {
-            Err(format!(
-                "bad key ({key}): should have format {}[name]",
-                prefix.trim_end_matches('.')
-            ))
+            Err(ConditionKeyError::MissingName {
+                key: key.to_string(),
+                format: prefix.trim_end_matches('.'),
+            })
         };
     }
     match key {
-        "destination.namespace" => Err(format!(
-            "attribute {key} is replaced by the metadata.namespace of the policy"
-        )),
-        k if k.starts_with("destination.labels") => Err(format!(
-            "attribute {key} is replaced by the workload selector"
-        )),
-        "destination.name" | "destination.user" => Err(format!(
-            "deprecated attribute {key}: only supported in v1alpha1"
-        )),
-        _ => {
-            let hint = match rules::nearest(key, known_condition_keys()) {
-                Some(n) => format!(" (did you mean `{n}`?)"),
-                None => String::new(),
-            };
-            Err(format!("unknown attribute: {key}{hint}"))
+        "destination.namespace" => Err(ConditionKeyError::ReplacedByNamespace(key.to_string())),
+        k if k.starts_with("destination.labels") => {
+            Err(ConditionKeyError::ReplacedBySelector(key.to_string()))
         }
+        "destination.name" | "destination.user" => {
+            Err(ConditionKeyError::Deprecated(key.to_string()))
+        }
+        _ => Err(ConditionKeyError::Unknown {
+            key: key.to_string(),
+            nearest: rules::nearest(key, known_condition_keys()),
+        }),
     }
 }
 
@@ -101,7 +120,7 @@ pub(super) fn check_condition(cond: &Condition, c: &mut Checker) {
     let kind = match check_attribute(key) {
         Ok(kind) => kind,
         Err(e) => {
-            c.error_at("key", e);
+            c.error_at("key", e.to_string());
             return;
         }
     };
@@ -113,7 +132,7 @@ pub(super) fn check_condition(cond: &Condition, c: &mut Checker) {
             }
             let result = match kind {
                 AttributeKind::Ip => rules::ip_or_cidr(v),
-                AttributeKind::Port => check_port_text(v).map(|_| ()),
+                AttributeKind::Port => check_port_text(v).map(|_| ()).map_err(|e| e.to_string()),
                 AttributeKind::Text => Ok(()),
             };
             if let Err(e) = result {

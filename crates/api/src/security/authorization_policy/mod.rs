@@ -9,9 +9,9 @@ mod spec;
 mod validate;
 mod values;
 
-pub use conditions::known_condition_keys;
+pub use conditions::{ConditionKeyError, known_condition_keys};
 pub use spec::*;
-pub use values::check_port_text;
+pub use values::{PathTemplateError, PortTextError, ServiceAccountError, check_port_text};
 
 #[cfg(test)]
 mod tests;

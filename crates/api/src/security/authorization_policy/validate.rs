@@ -136,7 +136,7 @@ fn check_source(src: &Source, rule_index: usize, c: &mut Checker) {
         }
         c.each(field, values, |c, _, v| {
             if let Err(e) = check_service_account(v) {
-                c.error(e);
+                c.error(e.to_string());
             }
         });
     }
@@ -163,7 +163,7 @@ fn check_operation(op: &Operation, rule_index: usize, c: &mut Checker) {
     }
     for (field, values) in [("ports", &op.ports), ("notPorts", &op.not_ports)] {
         c.each(field, values, |c, _, v| match check_port_text(v) {
-            Err(e) => c.error(e),
+            Err(e) => c.error(e.to_string()),
             Ok(0) => c.warn(format!("port 0 in {field} never matches any traffic")),
             Ok(_) => {}
         });
@@ -181,7 +181,7 @@ fn check_operation(op: &Operation, rule_index: usize, c: &mut Checker) {
             if v.is_empty() {
                 c.error(format!("empty value not allowed, found in {field}"));
             } else if let Err(e) = check_path_template(v) {
-                c.error(e);
+                c.error(e.to_string());
             }
         });
     }
