@@ -76,7 +76,7 @@ pub fn apply(args: &ApplyArgs, delete: bool) -> i32 {
     let body = serde_json::json!({ "files": files });
     let (status, answer) = match call(&args.target.control_plane, "POST", path, Some(&body)) {
         Ok(r) => r,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e.to_string()),
     };
     if args.output != Format::Text {
         print_data(args.output, &answer);

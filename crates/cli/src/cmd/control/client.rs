@@ -6,26 +6,28 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use anyhow::anyhow;
 use serde_json::Value;
 
-/// A JSON API call: status code and body.
+/// A JSON API call: status code and body. An error (bad address, unreachable, not
+/// HTTP) is one line for the user, without a cause chain.
 pub fn call(
     target: &str,
     method: &str,
     path: &str,
     body: Option<&Value>,
-) -> Result<(u16, Value), String> {
+) -> anyhow::Result<(u16, Value)> {
     let host = target
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
     let addr = host
         .to_socket_addrs()
-        .map_err(|e| format!("`{host}` is not a HOST:PORT address: {e}"))?
+        .map_err(|e| anyhow!("`{host}` is not a HOST:PORT address: {e}"))?
         .next()
-        .ok_or_else(|| format!("`{host}` has no address"))?;
+        .ok_or_else(|| anyhow!("`{host}` has no address"))?;
     let unreachable = |e: std::io::Error| {
-        format!(
+        anyhow!(
             "cannot reach the control plane at {host}: {e} (is `trellis up` or `trellis control-plane` running? --control-plane picks another address)"
         )
     };
@@ -46,7 +48,7 @@ pub fn call(
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("the control plane at {host} sent a malformed answer"))?;
+        .ok_or_else(|| anyhow!("the control plane at {host} sent a malformed answer"))?;
     let status = head
         .split_whitespace()
         .nth(1)

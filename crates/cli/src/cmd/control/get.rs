@@ -42,7 +42,7 @@ pub fn get(args: &GetArgs) -> i32 {
     }
     let (status, answer) = match call(&args.target.control_plane, "GET", &path, None) {
         Ok(r) => r,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e.to_string()),
     };
     if status != 200 {
         return fail(&format!("the control plane answered {status}"));

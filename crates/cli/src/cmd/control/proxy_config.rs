@@ -43,7 +43,7 @@ pub fn proxy_config(args: &ProxyConfigArgs) -> i32 {
     let path = format!("/api/v1/proxies/{}/config", args.pod);
     let (status, config) = match call(&args.target.control_plane, "GET", &path, None) {
         Ok(r) => r,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e.to_string()),
     };
     if status == 404 {
         let _ = writeln!(

@@ -26,7 +26,7 @@ pub struct ProxyStatusArgs {
 pub fn proxy_status(args: &ProxyStatusArgs) -> i32 {
     let (status, answer) = match call(&args.target.control_plane, "GET", "/api/v1/proxies", None) {
         Ok(r) => r,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e.to_string()),
     };
     if status != 200 {
         return fail(&format!("the control plane answered {status}"));
