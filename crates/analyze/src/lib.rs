@@ -150,8 +150,64 @@ pub const IGNORED_NAMESPACES: &[&str] = &[
     "local-path-storage",
 ];
 
+/// Why the analyzers could not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnalyzeError {
+    /// [`Options::only`] names no analyzer; `nearest` is the closest name, if any is close.
+    #[error("unknown analyzer `{name}`{}", match nearest {
+        Some(n) => format!(" (did you mean `{n}`?)"),
+        None => " (see --list-analyzers)".to_string(),
+    })]
+    UnknownAnalyzer {
+        name: String,
+        nearest: Option<&'static str>,
+    },
+}
+
+/// One step of a run and how long it took (the CLI prints these on request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub step: Step,
+    pub elapsed: std::time::Duration,
+}
+
+/// What a [`Timing`] measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Indexing the resources ([`Context::new`]).
+    Context,
+    /// One analyzer, by its Istio name.
+    Analyzer(&'static str),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Context => f.write_str("(building the context)"),
+            Step::Analyzer(name) => f.write_str(name),
+        }
+    }
+}
+
+/// What a run found, and how long each step took.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// Sorted (most severe first) and without duplicates.
+    pub messages: Vec<Message>,
+    /// The context first, then each analyzer in the order they ran.
+    pub timings: Vec<Timing>,
+}
+
 /// Runs the selected analyzers over `resources`. Unknown analyzer names are an error.
-pub fn analyze(resources: &[Resource], options: &Options) -> Result<Vec<Message>, String> {
+pub fn analyze(resources: &[Resource], options: &Options) -> Result<Vec<Message>, AnalyzeError> {
+    analyze_with_timings(resources, options).map(|a| a.messages)
+}
+
+/// [`analyze`], also returning how long building the context and each analyzer took.
+pub fn analyze_with_timings(
+    resources: &[Resource],
+    options: &Options,
+) -> Result<Analysis, AnalyzeError> {
     let selected: Vec<&'static dyn Analyzer> = if options.only.is_empty() {
         analyzers::ALL
             .iter()
@@ -165,26 +221,23 @@ pub fn analyze(resources: &[Resource], options: &Options) -> Result<Vec<Message>
                 Some(a) => picked.push(*a),
                 None => {
                     let names = analyzers::ALL.iter().map(|a| a.name());
-                    let hint = match trellis_api::check::rules::nearest(name, names) {
-                        Some(n) => format!(" (did you mean `{n}`?)"),
-                        None => " (see --list-analyzers)".to_string(),
-                    };
-                    return Err(format!("unknown analyzer `{name}`{hint}"));
+                    return Err(AnalyzeError::UnknownAnalyzer {
+                        name: name.clone(),
+                        nearest: trellis_api::check::rules::nearest(name, names),
+                    });
                 }
             }
         }
         picked
     };
+    let mut timings = Vec::with_capacity(selected.len() + 1);
     let started = std::time::Instant::now();
     let cx = Context::new(resources, options);
-    if std::env::var_os("TRELLIS_ANALYZE_TIMING").is_some() {
-        eprintln!(
-            "{:>9.2} ms  (building the context)",
-            started.elapsed().as_secs_f64() * 1e3
-        );
-    }
+    timings.push(Timing {
+        step: Step::Context,
+        elapsed: started.elapsed(),
+    });
     let mut messages = Vec::new();
-    let timing = std::env::var_os("TRELLIS_ANALYZE_TIMING").is_some();
     for analyzer in selected {
         let mut reporter = Reporter {
             analyzer: analyzer.name(),
@@ -192,13 +245,10 @@ pub fn analyze(resources: &[Resource], options: &Options) -> Result<Vec<Message>
         };
         let started = std::time::Instant::now();
         analyzer.analyze(&cx, &mut reporter);
-        if timing {
-            eprintln!(
-                "{:>9.2} ms  {}",
-                started.elapsed().as_secs_f64() * 1e3,
-                analyzer.name()
-            );
-        }
+        timings.push(Timing {
+            step: Step::Analyzer(analyzer.name()),
+            elapsed: started.elapsed(),
+        });
         messages.extend(reporter.messages);
     }
     messages.sort_by(|a, b| {
@@ -210,5 +260,5 @@ pub fn analyze(resources: &[Resource], options: &Options) -> Result<Vec<Message>
         ))
     });
     messages.dedup();
-    Ok(messages)
+    Ok(Analysis { messages, timings })
 }

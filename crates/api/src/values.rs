@@ -8,22 +8,31 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Why text is not a [`Duration`]; each variant holds the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error(
+        "invalid duration `{0}` (expected a number with a unit, such as `5s`, `1m30s`, `250ms`)"
+    )]
+    Invalid(String),
+    #[error("negative duration `{0}` is not allowed")]
+    Negative(String),
+    #[error("duration `{0}` is too large")]
+    TooLarge(String),
+}
+
 /// A duration written the way Istio users write it: `5s`, `1m30s`, `250ms`, `0.5s`, `1h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration(pub std::time::Duration);
 
 impl Duration {
     /// Parses Go's `time.ParseDuration` syntax (also what protobuf JSON accepts).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "invalid duration `{text}` (expected a number with a unit, such as `5s`, `1m30s`, `250ms`)"
-            )
-        };
+    pub fn parse(text: &str) -> Result<Self, DurationError> {
+        let bad = || DurationError::Invalid(text.to_string());
         let body = text.trim();
         let body = body.strip_prefix('+').unwrap_or(body);
         if body.starts_with('-') {
-            return Err(format!("negative duration `{text}` is not allowed"));
+            return Err(DurationError::Negative(text.to_string()));
         }
         if body == "0" {
             return Ok(Duration(std::time::Duration::ZERO));
@@ -58,7 +67,7 @@ impl Duration {
             nanos += number * scale;
         }
         if !nanos.is_finite() || nanos > u64::MAX as f64 {
-            return Err(format!("duration `{text}` is too large"));
+            return Err(DurationError::TooLarge(text.to_string()));
         }
         Ok(Duration(std::time::Duration::from_nanos(
             nanos.round() as u64
@@ -169,7 +178,7 @@ mod tests {
     #[test]
     fn bad_durations_say_what_is_valid() {
         for bad in ["5", "5x", "s", "", "-1s", "1.2.3s", "5 s"] {
-            let err = Duration::parse(bad).expect_err(bad);
+            let err = Duration::parse(bad).expect_err(bad).to_string();
             assert!(err.contains("duration"), "{bad}: {err}");
         }
     }

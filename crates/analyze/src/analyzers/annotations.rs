@@ -389,12 +389,26 @@ impl Analyzer for AlphaAnalyzer {
     }
 }
 
+/// Why an annotation's value is not what Istio's injector parses.
+#[derive(Debug, thiserror::Error)]
+enum InvalidValue {
+    /// Not one of a fixed set of spellings, or not of the expected shape.
+    #[error("expected {0}")]
+    Expected(&'static str),
+    #[error("`{0}` is not a port number (0-65535)")]
+    NotAPort(String),
+    #[error("`{0}` is not a CIDR range such as 10.0.0.0/8")]
+    NotACidr(String),
+    #[error("not valid YAML: {0}")]
+    NotYaml(trellis_api::yaml::SyntaxError),
+}
+
 /// Checks the values Istio's injector parses; other annotations take any text.
-fn validate(key: &str, value: &str) -> Result<(), String> {
+fn validate(key: &str, value: &str) -> Result<(), InvalidValue> {
     match key {
         "sidecar.istio.io/interceptionMode" => match value {
             "REDIRECT" | "TPROXY" | "NONE" => Ok(()),
-            _ => Err("expected REDIRECT, TPROXY or NONE".into()),
+            _ => Err(InvalidValue::Expected("REDIRECT, TPROXY or NONE")),
         },
         "status.sidecar.istio.io/port" => parse_port(value).map(|_| ()),
         "readiness.status.sidecar.istio.io/initialDelaySeconds"
@@ -402,7 +416,7 @@ fn validate(key: &str, value: &str) -> Result<(), String> {
         | "readiness.status.sidecar.istio.io/failureThreshold" => {
             parse_unsigned(value, u32::MAX.into())
                 .map(|_| ())
-                .map_err(|_| "expected a whole number of at most 4294967295".into())
+                .map_err(|_| InvalidValue::Expected("a whole number of at most 4294967295"))
         }
         "traffic.sidecar.istio.io/includeOutboundIPRanges" if value == "*" => Ok(()),
         "traffic.sidecar.istio.io/includeOutboundIPRanges"
@@ -414,7 +428,7 @@ fn validate(key: &str, value: &str) -> Result<(), String> {
         "prometheus.istio.io/merge-metrics" => match value {
             "1" | "t" | "T" | "true" | "TRUE" | "True" | "0" | "f" | "F" | "false" | "FALSE"
             | "False" => Ok(()),
-            _ => Err("expected true or false".into()),
+            _ => Err(InvalidValue::Expected("true or false")),
         },
         "proxy.istio.io/config" => proxy_config(value),
         _ => Ok(()),
@@ -429,13 +443,13 @@ fn parse_unsigned(text: &str, max: u64) -> Result<u64, ()> {
     text.parse::<u64>().ok().filter(|n| *n <= max).ok_or(())
 }
 
-fn parse_port(text: &str) -> Result<u64, String> {
+fn parse_port(text: &str) -> Result<u64, InvalidValue> {
     parse_unsigned(text.trim(), u16::MAX.into())
-        .map_err(|_| format!("`{}` is not a port number (0-65535)", text.trim()))
+        .map_err(|_| InvalidValue::NotAPort(text.trim().to_string()))
 }
 
 /// A comma-separated list of ports; an empty list is allowed.
-fn port_list(value: &str) -> Result<(), String> {
+fn port_list(value: &str) -> Result<(), InvalidValue> {
     let value = value.trim();
     if value.is_empty() {
         return Ok(());
@@ -444,12 +458,12 @@ fn port_list(value: &str) -> Result<(), String> {
 }
 
 /// A comma-separated list of CIDR ranges such as `10.0.0.0/8`; an empty list is allowed.
-fn cidr_list(value: &str) -> Result<(), String> {
+fn cidr_list(value: &str) -> Result<(), InvalidValue> {
     if value.is_empty() {
         return Ok(());
     }
     value.split(',').try_for_each(|cidr| {
-        let bad = || format!("`{cidr}` is not a CIDR range such as 10.0.0.0/8");
+        let bad = || InvalidValue::NotACidr(cidr.to_string());
         let (addr, bits) = cidr.split_once('/').ok_or_else(bad)?;
         let addr: IpAddr = addr.parse().map_err(|_| bad())?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -461,11 +475,11 @@ fn cidr_list(value: &str) -> Result<(), String> {
 }
 
 /// The proxy config override must be a YAML (or JSON) mapping.
-fn proxy_config(value: &str) -> Result<(), String> {
-    let docs = trellis_api::yaml::parse(value).map_err(|e| format!("not valid YAML: {e}"))?;
+fn proxy_config(value: &str) -> Result<(), InvalidValue> {
+    let docs = trellis_api::yaml::parse(value).map_err(InvalidValue::NotYaml)?;
     match docs.first().map(|d| d.root.to_json()) {
         None | Some(serde_json::Value::Null | serde_json::Value::Object(_)) => Ok(()),
-        Some(_) => Err("expected a mapping of ProxyConfig fields".into()),
+        Some(_) => Err(InvalidValue::Expected("a mapping of ProxyConfig fields")),
     }
 }
 

@@ -197,9 +197,20 @@ pub fn secret_value(secret: &Resource, key: &str) -> Option<Vec<u8>> {
         .map(|s| s.as_bytes().to_vec())
 }
 
+/// A Secret without a non-empty certificate and key under the names Istio reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "it needs the keys `tls.crt` and `tls.key` (or `cert` and `key`), non-empty; it has {}",
+    if found.is_empty() { "none".to_string() } else { found.join(", ") }
+)]
+pub struct MissingCertificateKeys {
+    /// The keys the Secret has (`data` and `stringData`), sorted.
+    pub found: Vec<String>,
+}
+
 /// The certificate a gateway would serve from `secret`, found as Istio looks for it:
 /// `cert`/`key`, else `tls.crt`/`tls.key`, both non-empty.
-pub fn secret_certificate(secret: &Resource) -> Result<Vec<u8>, String> {
+pub fn secret_certificate(secret: &Resource) -> Result<Vec<u8>, MissingCertificateKeys> {
     for (cert, key) in [("cert", "key"), ("tls.crt", "tls.key")] {
         if let (Some(c), Some(k)) = (secret_value(secret, cert), secret_value(secret, key))
             && !c.is_empty()
@@ -214,14 +225,7 @@ pub fn secret_certificate(secret: &Resource) -> Result<Vec<u8>, String> {
         .map(|(k, _)| k.clone())
         .collect();
     found.sort();
-    Err(format!(
-        "it needs the keys `tls.crt` and `tls.key` (or `cert` and `key`), non-empty; it has {}",
-        if found.is_empty() {
-            "none".to_string()
-        } else {
-            found.join(", ")
-        }
-    ))
+    Err(MissingCertificateKeys { found })
 }
 
 #[cfg(test)]

@@ -282,7 +282,7 @@ impl Analyzer for SecretAnalyzer {
                     continue;
                 };
                 let problem = match secret_certificate(secret) {
-                    Err(e) => Some(e),
+                    Err(e) => Some(e.to_string()),
                     Ok(cert) => check_certificate(&cert, now).err().map(str::to_string),
                 };
                 if let Some(problem) = problem {

@@ -83,19 +83,26 @@ impl PeerAuthentication {
     }
 }
 
+/// Why a `portLevelMtls` key is refused; each variant keeps the key as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortKeyError {
+    #[error(
+        "portLevelMtls key `{0}` is not a port number (write the port as digits, such as \"8080\")"
+    )]
+    NotDigits(String),
+    #[error("portLevelMtls key `{0}`: port must be in range 1..65535")]
+    OutOfRange(String),
+}
+
 /// A `portLevelMtls` key: a decimal port number 1–65535.
-pub fn parse_port_key(key: &str) -> Result<u16, String> {
+pub fn parse_port_key(key: &str) -> Result<u16, PortKeyError> {
     let digits = key.trim();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "portLevelMtls key `{key}` is not a port number (write the port as digits, such as \"8080\")"
-        ));
+        return Err(PortKeyError::NotDigits(key.to_string()));
     }
     match digits.parse::<u64>() {
         Ok(p @ 1..=65535) => Ok(p as u16),
-        _ => Err(format!(
-            "portLevelMtls key `{key}`: port must be in range 1..65535"
-        )),
+        _ => Err(PortKeyError::OutOfRange(key.to_string())),
     }
 }
 
@@ -120,7 +127,7 @@ impl Validate for PeerAuthentication {
             }
             for key in ports.keys() {
                 if let Err(e) = parse_port_key(key) {
-                    c.error_at(key, e);
+                    c.error_at(key, e.to_string());
                 }
             }
         });

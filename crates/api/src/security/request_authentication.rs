@@ -136,13 +136,54 @@ impl JwtRule {
     }
 }
 
+/// Why a `jwksUri` is refused; each variant keeps the URI as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksUriError {
+    #[error("jwksUri is {} characters long; at most 2048 are allowed", .0.len())]
+    TooLong(String),
+    #[error("jwksUri `{}`: url must have scheme http:// or https://", .0.escape_default())]
+    NoScheme(String),
+    #[error("jwksUri `{}` contains an invalid character {bad:?}", .uri.escape_default())]
+    InvalidCharacter { uri: String, bad: char },
+    #[error(
+        "jwksUri `{uri}`: URI scheme `{scheme}` is not supported (url must have scheme http:// or https://)"
+    )]
+    UnsupportedScheme { uri: String, scheme: String },
+    /// `scheme` is lowercased, for the example in the message.
+    #[error("jwksUri `{uri}` has no host (write it as {scheme}://host/path)")]
+    NoHost { uri: String, scheme: String },
+    #[error("jwksUri `{0}` has an unterminated IPv6 host")]
+    UnterminatedIpv6(String),
+    #[error("jwksUri `{uri}`: host `{host}` contains an invalid character {bad:?}")]
+    InvalidHostCharacter {
+        uri: String,
+        host: String,
+        bad: char,
+    },
+    #[error("jwksUri `{uri}`: invalid port `{port}` (must be a number 1..65535)")]
+    InvalidPort { uri: String, port: String },
+}
+
+/// Why inline `jwks` is not a JSON Web Key Set.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("jwks parse error: {0}")]
+    NotJson(serde_json::Error),
+    /// `keys[i]` has no string `kty`.
+    #[error("jwks parse error: keys[{0}] is not a JSON Web Key (an object with a `kty` member)")]
+    NotAKey(usize),
+    #[error("jwks parse error: `keys` must be a list of JSON Web Keys")]
+    KeysNotAList,
+    #[error(
+        "jwks parse error: expected a JSON Web Key Set (`{{\"keys\": [...]}}`) or a single key"
+    )]
+    NotAKeySet,
+}
+
 /// Parses a key-set URI: an absolute http or https URL with a host.
-pub fn parse_jwks_uri(uri: &str) -> Result<JwksUri, String> {
+pub fn parse_jwks_uri(uri: &str) -> Result<JwksUri, JwksUriError> {
     if uri.len() > 2048 {
-        return Err(format!(
-            "jwksUri is {} characters long; at most 2048 are allowed",
-            uri.len()
-        ));
+        return Err(JwksUriError::TooLong(uri.to_string()));
     }
     // A scheme is letters, then letters, digits, '+', '-' or '.', up to the first ':'.
     let scheme = uri.split_once(':').map(|(s, _)| s).filter(|s| {
@@ -151,39 +192,39 @@ pub fn parse_jwks_uri(uri: &str) -> Result<JwksUri, String> {
             && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
     });
     let Some(scheme) = scheme else {
-        return Err(format!(
-            "jwksUri `{}`: url must have scheme http:// or https://",
-            uri.escape_default()
-        ));
+        return Err(JwksUriError::NoScheme(uri.to_string()));
     };
     if let Some(bad) = uri.chars().find(|ch| ch.is_control() || *ch == ' ') {
-        return Err(format!(
-            "jwksUri `{}` contains an invalid character {bad:?}",
-            uri.escape_default()
-        ));
+        return Err(JwksUriError::InvalidCharacter {
+            uri: uri.to_string(),
+            bad,
+        });
     }
     let lower = scheme.to_ascii_lowercase();
     let tls = match lower.as_str() {
         "https" => true,
         "http" => false,
         _ => {
-            return Err(format!(
-                "jwksUri `{uri}`: URI scheme `{scheme}` is not supported (url must have scheme http:// or https://)"
-            ));
+            return Err(JwksUriError::UnsupportedScheme {
+                uri: uri.to_string(),
+                scheme: scheme.to_string(),
+            });
         }
     };
     let rest = &uri[scheme.len() + 1..];
+    let no_host = || JwksUriError::NoHost {
+        uri: uri.to_string(),
+        scheme: lower.clone(),
+    };
     let Some(rest) = rest.strip_prefix("//") else {
-        return Err(format!(
-            "jwksUri `{uri}` has no host (write it as {lower}://host/path)"
-        ));
+        return Err(no_host());
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
         match v6.split_once(']') {
             Some((h, tail)) => (h, tail.strip_prefix(':')),
-            None => return Err(format!("jwksUri `{uri}` has an unterminated IPv6 host")),
+            None => return Err(JwksUriError::UnterminatedIpv6(uri.to_string())),
         }
     } else {
         match host_port.rsplit_once(':') {
@@ -192,17 +233,17 @@ pub fn parse_jwks_uri(uri: &str) -> Result<JwksUri, String> {
         }
     };
     if host.is_empty() {
-        return Err(format!(
-            "jwksUri `{uri}` has no host (write it as {lower}://host/path)"
-        ));
+        return Err(no_host());
     }
     if let Some(bad) = host
         .chars()
         .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '%')))
     {
-        return Err(format!(
-            "jwksUri `{uri}`: host `{host}` contains an invalid character {bad:?}"
-        ));
+        return Err(JwksUriError::InvalidHostCharacter {
+            uri: uri.to_string(),
+            host: host.to_string(),
+            bad,
+        });
     }
     let port = match port {
         None | Some("") => {
@@ -215,9 +256,10 @@ pub fn parse_jwks_uri(uri: &str) -> Result<JwksUri, String> {
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
             _ => {
-                return Err(format!(
-                    "jwksUri `{uri}`: invalid port `{p}` (must be a number 1..65535)"
-                ));
+                return Err(JwksUriError::InvalidPort {
+                    uri: uri.to_string(),
+                    port: p.to_string(),
+                });
             }
         },
     };
@@ -231,25 +273,19 @@ pub fn parse_jwks_uri(uri: &str) -> Result<JwksUri, String> {
 
 /// Checks that inline `jwks` is a JSON Web Key Set (or a single key): JSON objects
 /// with a `kty` member.
-pub fn check_jwks(jwks: &str) -> Result<(), String> {
-    let value: serde_json::Value =
-        serde_json::from_str(jwks).map_err(|e| format!("jwks parse error: {e}"))?;
+pub fn check_jwks(jwks: &str) -> Result<(), JwksError> {
+    let value: serde_json::Value = serde_json::from_str(jwks).map_err(JwksError::NotJson)?;
     let key_ok = |k: &serde_json::Value| k.get("kty").is_some_and(serde_json::Value::is_string);
     match value.get("keys") {
         Some(serde_json::Value::Array(keys)) => {
             if let Some(i) = keys.iter().position(|k| !key_ok(k)) {
-                return Err(format!(
-                    "jwks parse error: keys[{i}] is not a JSON Web Key (an object with a `kty` member)"
-                ));
+                return Err(JwksError::NotAKey(i));
             }
             Ok(())
         }
-        Some(_) => Err("jwks parse error: `keys` must be a list of JSON Web Keys".into()),
+        Some(_) => Err(JwksError::KeysNotAList),
         None if key_ok(&value) => Ok(()),
-        None => Err(
-            "jwks parse error: expected a JSON Web Key Set (`{\"keys\": [...]}`) or a single key"
-                .into(),
-        ),
+        None => Err(JwksError::NotAKeySet),
     }
 }
 
@@ -287,7 +323,7 @@ fn check_jwt_rule(rule: &JwtRule, c: &mut Checker) {
                 return;
             }
             match parse_jwks_uri(uri) {
-                Err(e) => c.error(e),
+                Err(e) => c.error(e.to_string()),
                 Ok(parsed) if !parsed.tls => c.warn(format!(
                     "jwksUri `{uri}` uses plain http; signing keys fetched without TLS can be tampered with"
                 )),
@@ -298,7 +334,7 @@ fn check_jwt_rule(rule: &JwtRule, c: &mut Checker) {
     if let Some(jwks) = &rule.jwks
         && let Err(e) = check_jwks(jwks)
     {
-        c.error_at("jwks", e);
+        c.error_at("jwks", e.to_string());
     }
 
     c.each("fromHeaders", &rule.from_headers, |c, _, h| {

@@ -107,7 +107,7 @@ pub fn run(args: &Args) -> i32 {
         mesh_config,
         only: args.analyzers.clone(),
     };
-    let messages = match trellis_analyze::analyze(&loaded.resources, &options) {
+    let messages = match run_analyzers(&loaded.resources, &options) {
         Ok(m) => m,
         Err(e) => {
             let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
@@ -161,6 +161,22 @@ pub fn run(args: &Args) -> i32 {
     } else {
         0
     }
+}
+
+/// Runs the analyzers; with `TRELLIS_ANALYZE_TIMING` set, also prints how long building
+/// the context and each analyzer took, on standard error.
+pub fn run_analyzers(
+    resources: &[trellis_api::Resource],
+    options: &Options,
+) -> Result<Vec<trellis_analyze::Message>, trellis_analyze::AnalyzeError> {
+    let analysis = trellis_analyze::analyze_with_timings(resources, options)?;
+    if std::env::var_os("TRELLIS_ANALYZE_TIMING").is_some() {
+        let mut err = anstream::stderr();
+        for t in &analysis.timings {
+            let _ = writeln!(err, "{:>9.2} ms  {}", t.elapsed.as_secs_f64() * 1e3, t.step);
+        }
+    }
+    Ok(analysis.messages)
 }
 
 fn location(m: &trellis_analyze::Message) -> String {

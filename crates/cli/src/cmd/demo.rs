@@ -73,7 +73,8 @@ pub fn run(args: &Args) -> i32 {
         .filter(|p| p.severity == Severity::Error)
         .count();
     let messages =
-        trellis_analyze::analyze(&loaded.resources, &AnalyzeOptions::default()).unwrap_or_default();
+        crate::cmd::analyze::run_analyzers(&loaded.resources, &AnalyzeOptions::default())
+            .unwrap_or_default();
     let h = output::OK;
     let _ = writeln!(
         out,

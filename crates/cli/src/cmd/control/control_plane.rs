@@ -1,0 +1,74 @@
+//! `trellis control-plane`: runs `trellis_control` (watched directory, gRPC for proxies,
+//! the HTTP API and /metrics) until SIGINT or SIGTERM, or until its parent exits when
+//! `trellis up` started it. The control plane itself lives in crates/control.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  trellis control-plane --config ./mesh       watch ./mesh; proxies connect to 127.0.0.1:15012
+  trellis control-plane --config ./mesh --state /var/lib/trellis/applied.yaml
+  trellis proxy --control-plane 127.0.0.1:15012 --role gateway --port-map 80=8080
+
+The HTTP API (apply, delete, get, proxy-status, proxy-config) and Prometheus metrics
+(/metrics: pushes, push latency, connected proxies, config errors) share --http.
+Edits to --config take effect within a second; an invalid edit is refused whole and
+the running configuration stays.")]
+pub struct ControlPlaneArgs {
+    /// Directory (or file) of manifests to serve and watch.
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// Address proxies connect to (gRPC).
+    #[arg(long, default_value = "127.0.0.1:15012")]
+    pub grpc: SocketAddr,
+    /// Address of the HTTP API and /metrics.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub http: SocketAddr,
+    /// File where resources added with `trellis apply` are kept across restarts.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Stop when the process that started this one exits (how `trellis up` runs it).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
+}
+
+/// Runs the control plane until SIGINT or SIGTERM.
+pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
+    crate::cmd::proxy::init_logging();
+    let stop = crate::signals::stop_flag();
+    let options = trellis_control::Options {
+        config_dir: args.config.clone(),
+        grpc: args.grpc,
+        http: args.http,
+        state_file: args.state.clone(),
+    };
+    let running = match trellis_control::spawn(options) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
+            return 1;
+        }
+    };
+    let _ = writeln!(
+        anstream::stdout(),
+        "{s}trellis control-plane{s:#} ready: {} resources; proxies connect to {}, API and metrics on http://{}/",
+        running.control.resources().len(),
+        running.grpc,
+        running.http,
+        s = output::OK
+    );
+    let parent = std::os::unix::process::parent_id();
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(100));
+        if args.exit_with_parent && std::os::unix::process::parent_id() != parent {
+            break;
+        }
+    }
+    drop(running);
+    0
+}

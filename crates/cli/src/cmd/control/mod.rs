@@ -1,0 +1,56 @@
+//! The control plane and the commands that talk to it, a module each:
+//! `trellis control-plane`, `apply`/`delete`, `get`, `proxy-status` and `proxy-config`.
+//! The client commands speak the control plane's JSON API (see `trellis_control::api`)
+//! over plain HTTP through `client::call`; what they share (the target address, exit
+//! codes, printing) is here.
+
+mod apply;
+mod client;
+mod control_plane;
+mod get;
+mod proxy_config;
+mod proxy_status;
+
+use std::io::Write;
+
+use serde_json::Value;
+
+pub use apply::{ApplyArgs, apply};
+pub use client::call;
+pub use control_plane::{ControlPlaneArgs, control_plane};
+pub use get::{GetArgs, get};
+pub use proxy_config::{ProxyConfigArgs, proxy_config};
+pub use proxy_status::{ProxyStatusArgs, proxy_status};
+
+use crate::output::{self, Format};
+
+/// Where the client commands find the control plane's API unless told otherwise.
+pub const DEFAULT_API: &str = "127.0.0.1:15014";
+
+/// Exit code when the control plane cannot be reached or answers with an error.
+pub const UNREACHABLE: i32 = 3;
+
+/// Where a client command sends its requests.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The control plane's HTTP API (also from TRELLIS_CONTROL_PLANE).
+    #[arg(long, env = "TRELLIS_CONTROL_PLANE", default_value = DEFAULT_API, value_name = "HOST:PORT")]
+    pub control_plane: String,
+}
+
+fn fail(message: &str) -> i32 {
+    let _ = writeln!(
+        anstream::stderr(),
+        "{s}error{s:#}: {message}",
+        s = output::ERROR
+    );
+    UNREACHABLE
+}
+
+fn print_data(format: Format, value: &Value) {
+    let text = match format {
+        Format::Yaml => output::to_yaml(value),
+        _ => serde_json::to_string_pretty(value).unwrap_or_default() + "\n",
+    };
+    let _ = anstream::stdout().write_all(text.as_bytes());
+}
