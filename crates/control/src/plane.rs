@@ -40,8 +40,6 @@ pub struct ControlPlane {
 #[derive(Default)]
 struct Inner {
     store: Mutex<Store>,
-    /// Workloads known from outside the store (the local runner's pods).
-    workloads: Mutex<Vec<Workload>>,
     proxies: Mutex<BTreeMap<String, Connected>>,
     /// The last version handed out; every push takes a new one.
     generation: AtomicU64,
@@ -51,7 +49,7 @@ struct Inner {
     /// Full pushes sent and not yet answered, and whether some proxy waits for one.
     full_in_flight: std::sync::atomic::AtomicUsize,
     full_deferred: std::sync::atomic::AtomicBool,
-    /// Bumped on every change of resources or external workloads.
+    /// Bumped on every change of resources.
     config_generation: AtomicU64,
     /// The mesh last compiled from, and what it was built from (so a recompute caused
     /// only by proxies coming and going reuses it and its groups).
@@ -399,16 +397,6 @@ impl ControlPlane {
         Ok(out)
     }
 
-    /// Workloads known from outside the store (replaces the previous set).
-    pub fn set_workloads(&self, workloads: Vec<Workload>) {
-        *self
-            .inner
-            .workloads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = workloads;
-        self.config_changed();
-    }
-
     /// Registers a proxy's stream; returns its connection number.
     pub fn connect(&self, spec: ProxySpec, running_version: u64, tx: PushSender) -> u64 {
         // Versions keep increasing for a proxy across a control-plane restart.
@@ -488,7 +476,7 @@ impl ControlPlane {
         }
     }
 
-    /// Resources or workloads changed: the next recompute rebuilds the mesh.
+    /// Resources changed: the next recompute rebuilds the mesh.
     fn config_changed(&self) {
         self.inner.config_generation.fetch_add(1, Ordering::AcqRel);
         self.inner.changed.notify_one();
@@ -621,12 +609,6 @@ impl ControlPlane {
     pub fn recompute(&self) -> usize {
         let started = Instant::now();
         let resources = self.resources();
-        let extra = self
-            .inner
-            .workloads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
         let targets: Vec<(u64, Arc<ProxySpec>, Sent, bool)> = self
             .proxies()
             .values()
@@ -644,8 +626,7 @@ impl ControlPlane {
             all
         };
         self.save_workloads(&announced);
-        // What the mesh is built from: the resources, external workloads and the
-        // announced workloads.
+        // What the mesh is built from: the resources and the announced workloads.
         let inputs = {
             let mut h = std::hash::DefaultHasher::new();
             std::hash::Hash::hash(
@@ -674,7 +655,7 @@ impl ControlPlane {
         let mesh = match cached {
             Some(m) => m,
             None => {
-                let mut mesh = Mesh::new(&resources, extra);
+                let mut mesh = Mesh::new(&resources, Vec::new());
                 // Proxies that announced a pod IP nobody else knows are workloads too.
                 let mut known: HashSet<IpAddr> =
                     mesh.workloads.iter().filter_map(|w| w.address).collect();
