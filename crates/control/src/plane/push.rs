@@ -65,13 +65,14 @@ impl ControlPlane {
     /// The mesh built from the resources and the `announced` workloads: the last one
     /// when neither changed, else a new one, with the hosts that differ.
     fn current_mesh(&self, announced: &[(String, Workload)]) -> CurrentMesh {
+        // The generation is read before the resources: a change landing in between
+        // then only causes one more rebuild, never a mesh of old resources filed
+        // under the new generation (which the next recompute would reuse).
+        let generation = self.inner.config_generation.load(Ordering::Acquire);
         let resources = self.resources();
         let inputs = {
             let mut h = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(
-                &self.inner.config_generation.load(Ordering::Acquire),
-                &mut h,
-            );
+            std::hash::Hash::hash(&generation, &mut h);
             for (_, w) in announced {
                 std::hash::Hash::hash(
                     &(&w.name, &w.namespace, &w.labels, w.address, &w.ports),
