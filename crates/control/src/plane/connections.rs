@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use trellis_model::{ProxyConfig, Role};
 
 use super::ControlPlane;
+use super::guard::CompileError;
 use crate::node::ProxySpec;
 use crate::proto;
 use crate::resources::Units;
@@ -58,6 +59,9 @@ pub(super) struct Connected {
     pub(super) last_push: Option<SystemTime>,
     pub(super) pushed_at: Option<Instant>,
     nack: Option<(u64, String)>,
+    /// Why the last recompute could not compile this proxy's config (nothing was
+    /// pushed: it keeps what it runs).
+    pub(super) compile_error: Option<Arc<CompileError>>,
     /// The version of a full push not yet answered (it counts against the limit).
     pub(super) full_in_flight: Option<u64>,
 }
@@ -71,8 +75,8 @@ pub struct ProxyStatus {
     pub namespace: String,
     pub workload: String,
     pub pod_ip: String,
-    /// `SYNCED` (the last push is ACKed), `STALE` (sent, not ACKed, or NACKed),
-    /// `NOT SENT` (nothing pushed yet).
+    /// `SYNCED` (the last push is ACKed), `STALE` (sent, not ACKed, NACKed, or the
+    /// config now due could not be compiled), `NOT SENT` (nothing pushed yet).
     pub state: String,
     /// The version last pushed.
     pub version: u64,
@@ -83,6 +87,8 @@ pub struct ProxyStatus {
     pub last_push_age_ms: Option<u64>,
     pub nack_version: Option<u64>,
     pub nack_error: Option<String>,
+    /// Why the config now due could not be compiled (the proxy keeps what it runs).
+    pub compile_error: Option<String>,
 }
 
 impl Connections {
@@ -119,6 +125,22 @@ impl ControlPlane {
         self.inner.connections.lock()
     }
 
+    /// Records why proxy `id` could not be compiled for (`None`: it could again).
+    pub(super) fn set_compile_error(
+        &self,
+        id: &str,
+        connection: u64,
+        error: Option<Arc<CompileError>>,
+    ) {
+        if let Some(p) = self
+            .proxies()
+            .get_mut(id)
+            .filter(|p| p.connection == connection)
+        {
+            p.compile_error = error;
+        }
+    }
+
     /// Registers a proxy's stream; returns its connection number.
     pub fn connect(&self, spec: ProxySpec, running_version: u64, tx: PushSender) -> u64 {
         let connections = &self.inner.connections;
@@ -143,6 +165,7 @@ impl ControlPlane {
                 last_push: None,
                 pushed_at: None,
                 nack: None,
+                compile_error: None,
             },
         );
         self.inner
@@ -241,7 +264,7 @@ impl ControlPlane {
             .map(|p| {
                 let state = if p.sent == 0 {
                     "NOT SENT"
-                } else if p.acked == p.sent && p.nack.is_none() {
+                } else if p.acked == p.sent && p.nack.is_none() && p.compile_error.is_none() {
                     "SYNCED"
                 } else {
                     "STALE"
@@ -262,6 +285,7 @@ impl ControlPlane {
                     last_push_age_ms: p.last_push.map(|t| ms(now, t)),
                     nack_version: p.nack.as_ref().map(|n| n.0),
                     nack_error: p.nack.as_ref().map(|n| n.1.clone()),
+                    compile_error: p.compile_error.as_ref().map(ToString::to_string),
                 }
             })
             .collect()

@@ -1,12 +1,11 @@
-//! The control plane's shared state: the config store and what each concern keeps
-//! (connections, persistence, the unit cache, the last mesh), and the store-facing API
-//! (`apply`, `delete`, the watched directory). It does not compile or push: a change
-//! only bumps the config generation and wakes the push loop (`push.rs`).
-//!
-//! Each concern has its own lock, taken only to copy state in and out, never while
-//! compiling.
+//! The control plane's shared state — the config store and one lock per concern
+//! (connections, persistence, the unit cache, the last mesh), none held while
+//! compiling — and the store-facing API (`apply`, `delete`, the watched directory).
+//! It does not compile or push: a change bumps the config generation and wakes the
+//! push loop (`push.rs`), where a compile step that panics is caught (`guard.rs`).
 
 mod connections;
+mod guard;
 mod persist;
 mod push;
 mod units;
@@ -19,6 +18,8 @@ use tokio::sync::Notify;
 use trellis_api::{Diagnostic, Resource};
 
 pub use connections::{MAX_FULL_IN_FLIGHT, ProxyStatus, PushSender};
+#[cfg(any(test, feature = "testing"))]
+pub use guard::testing::{CompileHook, Compiling};
 pub use persist::REMEMBER_FOR;
 pub use push::PART_BYTES;
 
@@ -47,6 +48,9 @@ struct Inner {
     groups: Mutex<units::GroupCache>,
     /// The mesh last compiled from (`push.rs`).
     last_mesh: Mutex<Option<push::LastMesh>>,
+    /// Called before each compile step, so a test can make one fail.
+    #[cfg(any(test, feature = "testing"))]
+    compile_hook: Option<CompileHook>,
 }
 
 impl ControlPlane {

@@ -16,6 +16,7 @@ use trellis_model::Role;
 
 use super::ControlPlane;
 use super::connections::Sent;
+use super::guard::{CompileError, catching};
 use super::units::GroupKey;
 use crate::node::ProxySpec;
 use crate::proto;
@@ -31,6 +32,17 @@ pub(super) type LastMesh = (u64, Arc<Mesh>, Arc<Vec<Resource>>);
 
 /// Resources to send and names to drop.
 type Delta = (Vec<proto::Resource>, Vec<proto::ResourceName>);
+
+/// A connected proxy as a recompute found it.
+struct Target {
+    connection: u64,
+    spec: Arc<ProxySpec>,
+    /// What it was last sent.
+    before: Sent,
+    needs_full: bool,
+    /// The last recompute could not compile for it.
+    failed: bool,
+}
 
 /// The mesh to compile from, whether it differs from the last one, and which hosts
 /// changed since then (`None`: assume all did).
@@ -104,18 +116,47 @@ impl ControlPlane {
         }
         mesh.reindex();
         let mesh = Arc::new(mesh);
+        let dirty = last.and_then(|(_, old_mesh, old_resources)| {
+            crate::dirty::hosts(&old_resources, &resources, &old_mesh, &mesh)
+        });
+        // Kept only once everything above is done: were a step to panic, the next
+        // recompute builds this mesh again rather than reusing it half-handled.
         *self
             .inner
             .last_mesh
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some((inputs, mesh.clone(), resources.clone()));
-        let dirty = last.and_then(|(_, old_mesh, old_resources)| {
-            crate::dirty::hosts(&old_resources, &resources, &old_mesh, &mesh)
-        });
+            .unwrap_or_else(|e| e.into_inner()) = Some((inputs, mesh.clone(), resources));
         CurrentMesh {
             mesh,
             fresh: true,
             dirty,
+        }
+    }
+
+    /// A proxy's own resources; `None` (counted, logged, in its status) when their
+    /// compile panicked.
+    fn own_units(&self, target: &Target, mesh: &Mesh) -> Option<Arc<Units>> {
+        // A sidecar's own resources depend only on what it announced.
+        if target.spec.role == Role::Sidecar && !target.before.own.is_empty() {
+            return Some(target.before.own.clone());
+        }
+        let spec = &target.spec;
+        let compiled = catching(|| {
+            #[cfg(any(test, feature = "testing"))]
+            self.before_compile(super::Compiling::Own(spec));
+            spec.own_units(mesh)
+        });
+        match compiled {
+            Ok(units) => Some(Arc::new(units)),
+            Err(message) => {
+                let error = Arc::new(CompileError::Own {
+                    proxy: spec.id.clone(),
+                    message,
+                });
+                self.compile_failed(&error);
+                self.set_compile_error(&spec.id, target.connection, Some(error));
+                None
+            }
         }
     }
 
@@ -126,26 +167,50 @@ impl ControlPlane {
     /// resources are compiled and encoded once and diffed once, whatever the number of
     /// sidecars in it. A proxy's own resources (listeners, inbound) are small and
     /// compiled per proxy. Unchanged resources are never resent.
+    ///
+    /// A compile step that panics pushes nothing to the proxies it concerns (they keep
+    /// what they run) and says why in their status; the next recompute tries again.
     pub fn recompute(&self) -> usize {
         let started = Instant::now();
-        let targets: Vec<(u64, Arc<ProxySpec>, Sent, bool)> = self
+        let targets: Vec<Target> = self
             .proxies()
             .values()
-            .map(|p| (p.connection, p.spec.clone(), p.state.clone(), p.needs_full))
+            .map(|p| Target {
+                connection: p.connection,
+                spec: p.spec.clone(),
+                before: p.state.clone(),
+                needs_full: p.needs_full,
+                failed: p.compile_error.is_some(),
+            })
             .collect();
         // The workloads proxies announced, and those remembered from before a restart
         // whose proxies have not reconnected yet.
         let announced: Vec<(String, Workload)> = {
-            let connected: HashSet<&str> = targets.iter().map(|t| t.1.id.as_str()).collect();
+            let connected: HashSet<&str> = targets.iter().map(|t| t.spec.id.as_str()).collect();
             let mut all: Vec<(String, Workload)> = targets
                 .iter()
-                .filter_map(|(_, spec, _, _)| Some((spec.id.clone(), spec.workload()?)))
+                .filter_map(|t| Some((t.spec.id.clone(), t.spec.workload()?)))
                 .collect();
             all.extend(self.remembered_workloads(&connected));
             all
         };
         self.save_workloads(&announced);
-        let CurrentMesh { mesh, fresh, dirty } = self.current_mesh(&announced);
+        let current = catching(|| {
+            #[cfg(any(test, feature = "testing"))]
+            self.before_compile(super::Compiling::Mesh);
+            self.current_mesh(&announced)
+        });
+        let CurrentMesh { mesh, fresh, dirty } = match current {
+            Ok(current) => current,
+            Err(message) => {
+                let error = Arc::new(CompileError::Mesh { message });
+                self.compile_failed(&error);
+                for t in &targets {
+                    self.set_compile_error(&t.spec.id, t.connection, Some(error.clone()));
+                }
+                return 0;
+            }
+        };
         let by_labels = trellis_compile::outbound_depends_on_labels(&mesh);
         let group_of = |spec: &ProxySpec| -> Option<GroupKey> {
             (spec.role == Role::Sidecar).then(|| {
@@ -159,9 +224,9 @@ impl ControlPlane {
         };
         // Each group's outbound resources, compiled on every core.
         let mut wanted: BTreeMap<GroupKey, Arc<ProxySpec>> = BTreeMap::new();
-        for (_, spec, _, _) in &targets {
-            if let Some(key) = group_of(spec) {
-                wanted.entry(key).or_insert_with(|| spec.clone());
+        for t in &targets {
+            if let Some(key) = group_of(&t.spec) {
+                wanted.entry(key).or_insert_with(|| t.spec.clone());
             }
         }
         let t_mesh = started.elapsed();
@@ -172,14 +237,29 @@ impl ControlPlane {
         let mut pushed = 0;
         // Group diffs are computed once per (what a proxy had, what it gets).
         let mut group_diffs: HashMap<(usize, usize), Arc<Delta>> = HashMap::new();
-        for (connection, spec, before, needs_full) in targets {
-            let group = group_of(&spec).and_then(|k| groups.get(&k).cloned());
-            // A sidecar's own resources depend only on what it announced.
-            let own = if spec.role == Role::Sidecar && !before.own.is_empty() {
-                before.own.clone()
-            } else {
-                Arc::new(spec.own_units(&mesh))
+        for target in targets {
+            let group = match group_of(&target.spec).and_then(|k| groups.get(&k)) {
+                None => None,
+                Some(Ok(units)) => Some(units.clone()),
+                Some(Err(error)) => {
+                    let (id, connection) = (&target.spec.id, target.connection);
+                    self.set_compile_error(id, connection, Some(error.clone()));
+                    continue;
+                }
             };
+            let Some(own) = self.own_units(&target, &mesh) else {
+                continue;
+            };
+            if target.failed {
+                self.set_compile_error(&target.spec.id, target.connection, None);
+            }
+            let Target {
+                connection,
+                spec,
+                before,
+                needs_full,
+                ..
+            } = target;
             let (mut changed, mut removed) = if needs_full || Arc::ptr_eq(&own, &before.own) {
                 (Vec::new(), Vec::new())
             } else {

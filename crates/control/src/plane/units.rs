@@ -9,12 +9,25 @@ use std::sync::Arc;
 use trellis_compile::Mesh;
 
 use super::ControlPlane;
+use super::guard::{CompileError, catching, group_name};
 use crate::node::ProxySpec;
 use crate::resources::{Unit, Units};
 
 /// Sidecars whose outbound config is the same: by namespace, and by labels when some
 /// resource makes the outbound config depend on them.
 pub(super) type GroupKey = (String, Vec<(String, String)>);
+
+/// A group's outbound resources, or why they could not be compiled.
+pub(super) type Compiled = Result<Arc<Units>, Arc<CompileError>>;
+
+/// One group to compile: the proxy it stands for, its units so far, and the outcome
+/// (`None` until compiled; a panic's message if the compile failed).
+struct Job {
+    key: GroupKey,
+    spec: Arc<ProxySpec>,
+    cache: UnitCache,
+    outcome: Option<Result<Arc<Units>, String>>,
+}
 
 /// Each sidecar group's outbound resources as last compiled, and its units.
 #[derive(Default)]
@@ -54,15 +67,18 @@ impl ControlPlane {
     /// time, reusing every unit that depends on no `dirty` host (all are rebuilt when
     /// `dirty` is `None`). A group whose resources did not change keeps its previous
     /// `Arc`, so proxies in it see no change without comparing anything.
+    ///
+    /// A group whose compile panics is an error here, counted and logged; it is
+    /// forgotten with its units, so the next recompute compiles it again from scratch.
     pub(super) fn compile_groups(
         &self,
         mesh: &Mesh,
         wanted: BTreeMap<GroupKey, Arc<ProxySpec>>,
         fresh: bool,
         dirty: Option<&HashSet<String>>,
-    ) -> HashMap<GroupKey, Arc<Units>> {
+    ) -> HashMap<GroupKey, Compiled> {
         let mut out = HashMap::new();
-        let mut work: Vec<(GroupKey, Arc<ProxySpec>, UnitCache)> = Vec::new();
+        let mut work: Vec<Job> = Vec::new();
         {
             let mut locked = self.group_cache();
             let GroupCache {
@@ -73,11 +89,16 @@ impl ControlPlane {
                 match previous.get(&key) {
                     // Same mesh as last time: the group's resources cannot differ.
                     Some(units) if !fresh => {
-                        out.insert(key, units.clone());
+                        out.insert(key, Ok(units.clone()));
                     }
                     _ => {
                         let cache = caches.remove(&key).unwrap_or_default();
-                        work.push((key, spec, cache));
+                        work.push(Job {
+                            key,
+                            spec,
+                            cache,
+                            outcome: None,
+                        });
                     }
                 }
             }
@@ -86,41 +107,70 @@ impl ControlPlane {
             .map_or(1, |n| n.get())
             .clamp(1, 4);
         let chunk = work.len().div_ceil(threads).max(1);
-        let compiled: Vec<(GroupKey, Arc<Units>, UnitCache)> = std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             let handles: Vec<_> = work
                 .chunks_mut(chunk)
                 .map(|part| {
                     scope.spawn(move || {
-                        part.iter_mut()
-                            .map(|(key, spec, cache)| {
-                                let (units, next) =
-                                    outbound_units(mesh, spec, std::mem::take(cache), dirty);
-                                (key.clone(), units, next)
-                            })
-                            .collect::<Vec<_>>()
+                        for job in part {
+                            let cache = std::mem::take(&mut job.cache);
+                            let spec = &job.spec;
+                            let outcome = catching(|| {
+                                #[cfg(any(test, feature = "testing"))]
+                                self.before_compile(super::Compiling::Group(spec));
+                                outbound_units(mesh, spec, cache, dirty)
+                            });
+                            job.outcome = Some(outcome.map(|(units, next)| {
+                                job.cache = next;
+                                units
+                            }));
+                        }
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+            for h in handles {
+                // Each compile is caught, so a thread does not panic; if one did, the
+                // jobs it had not finished have no outcome and fail below.
+                let _ = h.join();
+            }
         });
-        let mut locked = self.group_cache();
-        let GroupCache {
-            groups: previous,
-            units: caches,
-        } = &mut *locked;
-        for (key, units, cache) in compiled {
-            let arc = match previous.get(&key) {
-                Some(old) if Arc::ptr_eq(old, &units) || **old == *units => old.clone(),
-                _ => units,
-            };
-            caches.insert(key.clone(), cache);
-            out.insert(key, arc);
+        let mut failures = Vec::new();
+        {
+            let mut locked = self.group_cache();
+            let GroupCache {
+                groups: previous,
+                units: caches,
+            } = &mut *locked;
+            for job in work {
+                match job.outcome {
+                    Some(Ok(units)) => {
+                        let arc = match previous.get(&job.key) {
+                            Some(old) if Arc::ptr_eq(old, &units) || **old == *units => old.clone(),
+                            _ => units,
+                        };
+                        caches.insert(job.key.clone(), job.cache);
+                        out.insert(job.key, Ok(arc));
+                    }
+                    failed => {
+                        let group = group_name(&job.key);
+                        let error = Arc::new(match failed {
+                            Some(Err(message)) => CompileError::Group { group, message },
+                            _ => CompileError::GroupUnfinished { group },
+                        });
+                        failures.push(error.clone());
+                        out.insert(job.key, Err(error));
+                    }
+                }
+            }
+            caches.retain(|k, _| matches!(out.get(k), Some(Ok(_))));
+            *previous = out
+                .iter()
+                .filter_map(|(k, compiled)| Some((k.clone(), compiled.as_ref().ok()?.clone())))
+                .collect();
         }
-        caches.retain(|k, _| out.contains_key(k));
-        *previous = out.clone();
+        for error in &failures {
+            self.compile_failed(error);
+        }
         out
     }
 }
