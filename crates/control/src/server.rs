@@ -117,7 +117,7 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
                     save_directory(&last_good(file), &resources);
                 }
                 if let Some(warning) = crate::source::not_enforced_warning(&resources) {
-                    eprintln!("control plane: warning: {warning}");
+                    tracing::warn!(target: crate::CONFIG_LOG, "{warning}");
                 }
                 control.set_directory(resources);
             }
@@ -138,8 +138,9 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
                     &text,
                 ))
                 .map_err(|_| message.clone())?;
-                eprintln!(
-                    "control plane: {message}\ncontrol plane: serving the last good configuration ({} resources) until the directory is fixed",
+                tracing::warn!(
+                    target: crate::CONFIG_LOG,
+                    "{message}\nserving the last good configuration ({} resources) until the directory is fixed",
                     resources.len()
                 );
                 control.set_directory(resources);
@@ -275,9 +276,10 @@ async fn watch(control: ControlPlane, dir: Option<PathBuf>, state_file: Option<P
                 if let Some(file) = &state_file {
                     save_directory(&last_good(file), &resources);
                 }
-                // Said on stderr, not logged: `trellis up` shows it on its terminal.
-                eprintln!(
-                    "control plane: applied the edited configuration in {} ({} resources)",
+                // `trellis up` shows this on its terminal (see CONFIG_LOG).
+                tracing::info!(
+                    target: crate::CONFIG_LOG,
+                    "applied the edited configuration in {} ({} resources)",
                     dir.display(),
                     resources.len()
                 );

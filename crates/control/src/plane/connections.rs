@@ -233,8 +233,11 @@ impl ControlPlane {
     pub fn nack(&self, id: &str, connection: u64, version: u64, error: String) {
         self.inner.metrics.nacks.fetch_add(1, Ordering::Relaxed);
         let mismatch = error.starts_with(crate::client::BASE_MISMATCH);
-        eprintln!(
-            "control plane: proxy {id} refused version {version} (NACK), keeping its previous configuration: {error}"
+        tracing::warn!(
+            proxy = %id,
+            version,
+            %error,
+            "a proxy refused a push (NACK) and keeps its previous configuration"
         );
         let mut proxies = self.proxies();
         let Some(p) = proxies.get_mut(id).filter(|p| p.connection == connection) else {

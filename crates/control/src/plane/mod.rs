@@ -79,15 +79,16 @@ impl ControlPlane {
         }
     }
 
-    /// Counts a refused directory edit.
+    /// Counts and reports a refused directory edit.
     pub fn directory_refused(&self, problems: &[Diagnostic]) {
         self.inner
             .metrics
             .config_errors_directory
             .fetch_add(1, Ordering::Relaxed);
         let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        eprintln!(
-            "control plane: rejected the edit; the running configuration stays:\n  {}",
+        tracing::warn!(
+            target: crate::CONFIG_LOG,
+            "rejected the edit; the running configuration stays:\n  {}",
             lines.join("\n  ")
         );
     }
