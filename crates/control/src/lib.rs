@@ -31,4 +31,4 @@ pub const CONFIG_LOG: &str = "trellis_control::config";
 
 pub use node::ProxySpec;
 pub use plane::{ControlPlane, ProxyStatus};
-pub use server::{Options, Running, spawn, spawn_with};
+pub use server::{Options, Running, StartError, spawn, spawn_with};

@@ -20,7 +20,7 @@ use trellis_api::{Diagnostic, Resource};
 pub use connections::{MAX_FULL_IN_FLIGHT, ProxyStatus, PushSender};
 #[cfg(any(test, feature = "testing"))]
 pub use guard::testing::{CompileHook, Compiling};
-pub use persist::REMEMBER_FOR;
+pub use persist::{REMEMBER_FOR, StateFileError};
 pub use push::PART_BYTES;
 
 use crate::metrics::Metrics;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
+use trellis_api::Diagnostic;
 use trellis_compile::Workload;
 
 use super::ControlPlane;
@@ -16,6 +17,20 @@ use super::ControlPlane;
 /// How long after a restart the workloads proxies had announced are still served as
 /// endpoints while their proxies reconnect.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(30);
+
+/// The state file holds resources that are not valid (any more): the control plane
+/// does not start rather than drop them.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}", .file.display(), problems_line(.problems))]
+pub struct StateFileError {
+    pub file: PathBuf,
+    pub problems: Vec<Diagnostic>,
+}
+
+fn problems_line(problems: &[Diagnostic]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    lines.join("; ")
+}
 
 /// Where the API layer is saved, and the announced workloads remembered.
 #[derive(Default)]
@@ -72,14 +87,14 @@ impl ControlPlane {
     }
 
     /// Keeps the API layer in `file` from now on, first loading what it holds.
-    pub fn persist_to(&self, file: PathBuf) -> Result<usize, String> {
+    pub fn persist_to(&self, file: PathBuf) -> Result<usize, StateFileError> {
         let mut restored = 0;
         if let Ok(text) = std::fs::read_to_string(&file) {
             let loaded = trellis_api::load_str(&file.display().to_string(), &text);
-            let resources = crate::source::validated(loaded).map_err(|problems| {
-                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                format!("{}: {}", file.display(), lines.join("; "))
-            })?;
+            let resources = match crate::source::validated(loaded) {
+                Ok(resources) => resources,
+                Err(problems) => return Err(StateFileError { file, problems }),
+            };
             restored = resources.len();
             self.store().apply(resources);
             self.config_changed();
