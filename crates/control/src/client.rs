@@ -145,6 +145,7 @@ async fn session(
             };
             next.apply(&push)
                 .and_then(|()| next.config(push.version))
+                .map_err(|e| e.to_string())
                 .and_then(|config: ProxyConfig| handler.apply(config))
                 .map(|()| *assembled = next)
         };

@@ -23,6 +23,12 @@ pub mod proto {
     tonic::include_proto!("trellis.mesh.v1");
 }
 
+/// The `tracing` target of what whoever runs the control plane needs to see: an edit
+/// of the watched directory applied or refused, the last good configuration served
+/// instead of a broken one, policies accepted but not enforced. `trellis
+/// control-plane` shows it from `info` by default (other targets from `warn`).
+pub const CONFIG_LOG: &str = "trellis_control::config";
+
 pub use node::ProxySpec;
 pub use plane::{ControlPlane, ProxyStatus};
-pub use server::{Options, Running, spawn, spawn_with};
+pub use server::{Options, Running, StartError, spawn, spawn_with};

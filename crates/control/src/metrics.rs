@@ -1,6 +1,6 @@
 //! The control plane's own metrics, in Prometheus text on the HTTP port's `/metrics`:
 //! pushes sent, push latency (push → ACK or NACK), proxies connected, configuration
-//! errors, NACKs and compile time. Plain atomics; no registry crate.
+//! errors, NACKs, compile failures and compile time. Plain atomics; no registry crate.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +65,8 @@ pub struct Metrics {
     pub config_errors_directory: AtomicU64,
     pub config_errors_api: AtomicU64,
     pub nacks: AtomicU64,
+    /// Compile steps that failed (panicked); their proxies kept their configuration.
+    pub compile_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -95,6 +97,12 @@ impl Metrics {
             "trellis_control_nacks_total",
             "Pushes a proxy refused (NACK).",
             &self.nacks,
+        );
+        counter(
+            &mut out,
+            "trellis_control_compile_errors_total",
+            "Compile steps that failed (a panic); the proxies they concern keep their configuration.",
+            &self.compile_errors,
         );
         let _ = writeln!(
             out,

@@ -10,6 +10,19 @@ use trellis_model::{ProxyConfig, Role};
 
 use crate::proto;
 
+/// Why a `Hello` cannot be read (the stream is refused with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    #[error("hello.id is empty")]
+    NoId,
+    #[error("hello.{field}: `{text}` is not an IP address")]
+    NotAnIp { field: &'static str, text: String },
+    #[error("hello.{field}: `{text}` is not an address")]
+    NotAnAddress { field: &'static str, text: String },
+    #[error("hello.{field}: {value} is not a port")]
+    NotAPort { field: String, value: u32 },
+}
+
 /// What one proxy is and where it listens.
 #[derive(Debug, Clone)]
 pub struct ProxySpec {
@@ -27,21 +40,30 @@ pub struct ProxySpec {
 
 impl ProxySpec {
     /// Reads a `Hello`; a malformed address is an error naming the field.
-    pub fn from_hello(h: &proto::Hello) -> Result<ProxySpec, String> {
+    pub fn from_hello(h: &proto::Hello) -> Result<ProxySpec, HelloError> {
         if h.id.is_empty() {
-            return Err("hello.id is empty".into());
+            return Err(HelloError::NoId);
         }
-        let ip = |field: &str, text: &str| -> Result<Option<IpAddr>, String> {
+        let ip = |field: &'static str, text: &str| -> Result<Option<IpAddr>, HelloError> {
             if text.is_empty() {
                 return Ok(None);
             }
-            text.parse()
-                .map(Some)
-                .map_err(|_| format!("hello.{field}: `{text}` is not an IP address"))
+            text.parse().map(Some).map_err(|_| HelloError::NotAnIp {
+                field,
+                text: text.into(),
+            })
         };
-        let addr = |field: &str, text: &str| -> Result<SocketAddr, String> {
-            text.parse()
-                .map_err(|_| format!("hello.{field}: `{text}` is not an address"))
+        let addr = |field: &'static str, text: &str| -> Result<SocketAddr, HelloError> {
+            text.parse().map_err(|_| HelloError::NotAnAddress {
+                field,
+                text: text.into(),
+            })
+        };
+        let port = |field: &str, value: u32| {
+            u16::try_from(value).map_err(|_| HelloError::NotAPort {
+                field: field.into(),
+                value,
+            })
         };
         let pod_ip = ip("pod_ip", &h.pod_ip)?;
         let bind_ip = ip("bind_ip", &h.bind_ip)?.or(pod_ip);
@@ -59,20 +81,19 @@ impl ProxySpec {
             inbound.push(Inbound {
                 listen: addr("inbound.listen", &i.listen)?,
                 app: addr("inbound.app", &i.app)?,
-                port: u16::try_from(i.port)
-                    .map_err(|_| format!("hello.inbound.port: {} is not a port", i.port))?,
+                port: port("inbound.port", i.port)?,
             });
         }
         let mut port_map = BTreeMap::new();
         for (from, to) in &h.port_map {
-            let port =
-                |p: u32| u16::try_from(p).map_err(|_| format!("hello.port_map: {p} is not a port"));
-            port_map.insert(port(*from)?, port(*to)?);
+            port_map.insert(port("port_map", *from)?, port("port_map", *to)?);
         }
         let mut named_ports = BTreeMap::new();
         for (name, p) in &h.ports {
-            let p =
-                u16::try_from(*p).map_err(|_| format!("hello.ports.{name}: {p} is not a port"))?;
+            let p = u16::try_from(*p).map_err(|_| HelloError::NotAPort {
+                field: format!("ports.{name}"),
+                value: *p,
+            })?;
             named_ports.insert(name.clone(), p);
         }
         Ok(ProxySpec {

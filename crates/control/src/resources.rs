@@ -144,6 +144,22 @@ pub fn resource(key: &Key, u: &Unit) -> proto::Resource {
     }
 }
 
+/// Why a push cannot be put together into a config (the proxy NACKs it, with this
+/// text).
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("resource {kind} `{name}`: {source}")]
+    Decode {
+        kind: i32,
+        name: String,
+        source: serde_json::Error,
+    },
+    #[error("resource `{name}` has unknown kind {kind}")]
+    UnknownKind { kind: i32, name: String },
+    #[error("route table `{table}` names virtual host `{host}`, which was not sent")]
+    MissingVirtualHost { table: String, host: String },
+}
+
 /// A proxy's configuration being built up from pushes.
 #[derive(Debug, Clone, Default)]
 pub struct Assembled {
@@ -156,7 +172,7 @@ pub struct Assembled {
 
 impl Assembled {
     /// Applies one push (a full one starts from nothing). Errors name the resource.
-    pub fn apply(&mut self, push: &proto::Push) -> Result<(), String> {
+    pub fn apply(&mut self, push: &proto::Push) -> Result<(), AssembleError> {
         if !push.incremental {
             *self = Assembled::default();
         }
@@ -178,7 +194,11 @@ impl Assembled {
             }
         }
         for r in &push.resources {
-            let bad = |e: serde_json::Error| format!("resource {} `{}`: {e}", r.kind, r.name);
+            let bad = |source| AssembleError::Decode {
+                kind: r.kind,
+                name: r.name.clone(),
+                source,
+            };
             match Kind::try_from(r.kind) {
                 Ok(Kind::Node) => self.node = serde_json::from_slice(&r.json).map_err(bad)?,
                 Ok(Kind::Listener) => {
@@ -205,7 +225,12 @@ impl Assembled {
                         serde_json::from_slice(&r.json).map_err(bad)?,
                     );
                 }
-                Err(_) => return Err(format!("resource `{}` has unknown kind {}", r.name, r.kind)),
+                Err(_) => {
+                    return Err(AssembleError::UnknownKind {
+                        kind: r.kind,
+                        name: r.name.clone(),
+                    });
+                }
             }
         }
         Ok(())
@@ -213,14 +238,18 @@ impl Assembled {
 
     /// The whole config; a route table naming a virtual host that was never sent is
     /// an error.
-    pub fn config(&self, version: u64) -> Result<ProxyConfig, String> {
+    pub fn config(&self, version: u64) -> Result<ProxyConfig, AssembleError> {
         let mut route_tables = Vec::with_capacity(self.tables.len());
         for (name, hosts) in &self.tables {
             let mut virtual_hosts = Vec::with_capacity(hosts.len());
             for h in hosts {
-                let vh = self.vhosts.get(h).ok_or_else(|| {
-                    format!("route table `{name}` names virtual host `{h}`, which was not sent")
-                })?;
+                let vh = self
+                    .vhosts
+                    .get(h)
+                    .ok_or_else(|| AssembleError::MissingVirtualHost {
+                        table: name.clone(),
+                        host: h.clone(),
+                    })?;
                 virtual_hosts.push(vh.clone());
             }
             route_tables.push(RouteTable {
@@ -358,6 +387,6 @@ mod tests {
         };
         proxy.apply(&table_only).expect("apply");
         let err = proxy.config(1).expect_err("missing virtual host");
-        assert!(err.contains("outbound\ta"), "{err}");
+        assert!(err.to_string().contains("outbound\ta"), "{err}");
     }
 }

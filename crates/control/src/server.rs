@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use trellis_api::Diagnostic;
 
 use crate::node::ProxySpec;
 use crate::plane::ControlPlane;
@@ -42,7 +43,8 @@ impl MeshConfig for Service {
                 ));
             }
         };
-        let spec = ProxySpec::from_hello(&hello).map_err(Status::invalid_argument)?;
+        let spec =
+            ProxySpec::from_hello(&hello).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let id = spec.id.clone();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let connection = self.control.connect(spec, hello.version, tx);
@@ -103,13 +105,45 @@ impl Drop for Running {
     }
 }
 
+/// Why a control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The watched directory is invalid and no last good copy of it is kept.
+    #[error("{}", crate::source::invalid_message(.problems))]
+    InvalidDirectory { problems: Vec<Diagnostic> },
+    /// The watched directory is invalid and its last good copy cannot be read.
+    #[error("{}\n{}: {source}", crate::source::invalid_message(.problems), .file.display())]
+    LastGoodUnreadable {
+        problems: Vec<Diagnostic>,
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    /// The watched directory is invalid and so is its last good copy.
+    #[error("{}", crate::source::invalid_message(.problems))]
+    LastGoodInvalid {
+        problems: Vec<Diagnostic>,
+        file: PathBuf,
+    },
+    #[error(transparent)]
+    StateFile(#[from] crate::plane::StateFileError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    /// A socket or the control plane's thread could not be set up.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Loads the directory (refusing an invalid one), binds both ports and starts serving.
-pub fn spawn(options: Options) -> Result<Running, String> {
+pub fn spawn(options: Options) -> Result<Running, StartError> {
     spawn_with(ControlPlane::new(), options)
 }
 
 /// [`spawn`] for a control plane the caller has already filled (the local runner).
-pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, String> {
+pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, StartError> {
     if let Some(dir) = &options.config_dir {
         match crate::source::load_validated(dir) {
             Ok(resources) => {
@@ -117,29 +151,44 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
                     save_directory(&last_good(file), &resources);
                 }
                 if let Some(warning) = crate::source::not_enforced_warning(&resources) {
-                    eprintln!("control plane: warning: {warning}");
+                    tracing::warn!(target: crate::CONFIG_LOG, "{warning}");
                 }
                 control.set_directory(resources);
             }
             Err(problems) => {
-                let message = crate::source::invalid_message(&problems);
                 // Restarted with a directory edited badly meanwhile: serve the last
                 // good one (never an empty mesh), and say so.
-                let fallback = options
+                let Some(fallback) = options
                     .state_file
                     .as_ref()
                     .map(|f| last_good(f))
                     .filter(|f| f.exists())
-                    .ok_or(message.clone())?;
-                let text = std::fs::read_to_string(&fallback)
-                    .map_err(|e| format!("{message}\n{}: {e}", fallback.display()))?;
-                let resources = crate::source::validated(trellis_api::load_str(
+                else {
+                    return Err(StartError::InvalidDirectory { problems });
+                };
+                let text = match std::fs::read_to_string(&fallback) {
+                    Ok(text) => text,
+                    Err(source) => {
+                        return Err(StartError::LastGoodUnreadable {
+                            problems,
+                            file: fallback,
+                            source,
+                        });
+                    }
+                };
+                let Ok(resources) = crate::source::validated(trellis_api::load_str(
                     &fallback.display().to_string(),
                     &text,
-                ))
-                .map_err(|_| message.clone())?;
-                eprintln!(
-                    "control plane: {message}\ncontrol plane: serving the last good configuration ({} resources) until the directory is fixed",
+                )) else {
+                    return Err(StartError::LastGoodInvalid {
+                        problems,
+                        file: fallback,
+                    });
+                };
+                tracing::warn!(
+                    target: crate::CONFIG_LOG,
+                    "{}\nserving the last good configuration ({} resources) until the directory is fixed",
+                    crate::source::invalid_message(&problems),
                     resources.len()
                 );
                 control.set_directory(resources);
@@ -151,16 +200,19 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
     }
     // Loading parsed every file; give back what that left free.
     crate::trim::release_free_memory();
-    let bind = |addr: SocketAddr, what: &str| {
-        let l = std::net::TcpListener::bind(addr)
-            .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        Ok::<_, String>(l)
+    let bind = |addr: SocketAddr, what: &'static str| {
+        let l = std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen {
+            addr,
+            what,
+            source,
+        })?;
+        l.set_nonblocking(true)?;
+        Ok::<_, StartError>(l)
     };
     let grpc_socket = bind(options.grpc, "gRPC")?;
     let http_socket = bind(options.http, "HTTP")?;
-    let grpc = grpc_socket.local_addr().map_err(|e| e.to_string())?;
-    let http = http_socket.local_addr().map_err(|e| e.to_string())?;
+    let grpc = grpc_socket.local_addr()?;
+    let http = http_socket.local_addr()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let thread = {
         let control = control.clone();
@@ -189,8 +241,7 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
                     state_file,
                     stopped,
                 ));
-            })
-            .map_err(|e| e.to_string())?
+            })?
     };
     Ok(Running {
         grpc,
@@ -275,9 +326,10 @@ async fn watch(control: ControlPlane, dir: Option<PathBuf>, state_file: Option<P
                 if let Some(file) = &state_file {
                     save_directory(&last_good(file), &resources);
                 }
-                // Said on stderr, not logged: `trellis up` shows it on its terminal.
-                eprintln!(
-                    "control plane: applied the edited configuration in {} ({} resources)",
+                // `trellis up` shows this on its terminal (see CONFIG_LOG).
+                tracing::info!(
+                    target: crate::CONFIG_LOG,
+                    "applied the edited configuration in {} ({} resources)",
                     dir.display(),
                     resources.len()
                 );

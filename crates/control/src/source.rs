@@ -13,9 +13,18 @@ use trellis_api::{Diagnostic, Loaded, Resource, Severity, load_bytes};
 /// Extensions picked up when walking a directory.
 const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
 
+/// Why the files under a path cannot be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    #[error("cannot list directory: {0}")]
+    List(std::io::Error),
+}
+
 /// The files under `path` that loading reads, in a stable order. A path named
 /// directly is read whatever its extension.
-pub fn files(path: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, ListError> {
     let mut out = Vec::new();
     collect(path, true, &mut out)?;
     Ok(out)
@@ -30,7 +39,7 @@ pub fn load_path(path: &Path) -> (Loaded, usize) {
         Err(e) => {
             loaded
                 .diagnostics
-                .push(io_problem(&path.display().to_string(), &e));
+                .push(io_problem(&path.display().to_string(), &e.to_string()));
             return (loaded, 0);
         }
     };
@@ -45,11 +54,11 @@ pub fn load_path(path: &Path) -> (Loaded, usize) {
     (loaded, count)
 }
 
-fn collect(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+fn collect(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> Result<(), ListError> {
+    let meta = std::fs::metadata(path).map_err(ListError::Read)?;
     if meta.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| format!("cannot list directory: {e}"))?
+            .map_err(ListError::List)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         entries.sort();
@@ -141,7 +150,8 @@ pub fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
 /// Loads and validates `path` file by file, keeping each resource without its YAML
 /// tree (see [`slim`]): a large directory never holds every file's tree at once.
 pub fn load_validated(path: &Path) -> Result<Vec<Resource>, Vec<Diagnostic>> {
-    let found = files(path).map_err(|e| vec![io_problem(&path.display().to_string(), &e)])?;
+    let found =
+        files(path).map_err(|e| vec![io_problem(&path.display().to_string(), &e.to_string())])?;
     let mut problems = Vec::new();
     let mut resources = Vec::new();
     for file in found {

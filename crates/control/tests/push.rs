@@ -1,14 +1,17 @@
 //! The control plane over real gRPC on loopback: what a proxy assembles from full and
 //! incremental pushes is exactly what compiling from scratch gives, changes send only
-//! what changed, a refused push is reported and followed by a full one.
+//! what changed, a refused push is reported and followed by a full one, a compile that
+//! panics leaves what the proxies run in place and is reported.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use trellis_compile::{Inbound, Mesh, ProxyIdentity};
 use trellis_control::client::{Event, Handler};
+use trellis_control::plane::Compiling;
 use trellis_control::{Options, ProxySpec};
 use trellis_model::{ProxyConfig, Role};
 
@@ -145,11 +148,16 @@ fn load(name: &str, text: &str) -> (String, String) {
 }
 
 fn push_bytes(control: &trellis_control::ControlPlane) -> u64 {
+    counter(control, "trellis_control_push_bytes_total")
+}
+
+/// A counter's value in the control plane's `/metrics` text.
+fn counter(control: &trellis_control::ControlPlane, name: &str) -> u64 {
     control
         .metrics()
         .render()
         .lines()
-        .find_map(|l| l.strip_prefix("trellis_control_push_bytes_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
@@ -418,4 +426,85 @@ fn a_restarted_control_plane_serves_announced_endpoints_before_their_proxies_ret
     assert_eq!(ratings_endpoints(&page), Some(vec![]));
     let _ = stop_p.send(());
     let _ = page_thread.join();
+}
+
+#[test]
+fn a_panicking_compile_keeps_what_proxies_run_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("mesh.yaml"), MESH).expect("write");
+    std::fs::write(dir.path().join("canary.yaml"), canary(10)).expect("write");
+    // While `fail` is set, compiling a sidecar group's outbound config panics.
+    let fail = Arc::new(AtomicBool::new(false));
+    let control = trellis_control::ControlPlane::with_compile_hook({
+        let fail = fail.clone();
+        move |step| {
+            if fail.load(Ordering::Acquire) && matches!(step, Compiling::Group(_)) {
+                panic!("compile broken by the test");
+            }
+        }
+    });
+    let running = trellis_control::spawn_with(
+        control,
+        Options {
+            config_dir: Some(dir.path().to_path_buf()),
+            grpc: "127.0.0.1:0".parse().expect("addr"),
+            http: "127.0.0.1:0".parse().expect("addr"),
+            state_file: None,
+        },
+    )
+    .expect("control plane");
+    let control = running.control.clone();
+    let (recorder, stop, thread) = follower(running.grpc, spec());
+    let applied = || recorder.applied.lock().expect("lock").clone();
+    wait_for("SYNCED", Duration::from_secs(10), || {
+        control.status().iter().any(|p| p.state == "SYNCED")
+    });
+    let running_config = applied().expect("a config");
+    assert_eq!(normal(running_config.clone()), from_scratch(&control));
+    let sent = control.status()[0].version;
+
+    // The canary moves while compiling is broken: nothing is pushed (not a config
+    // without the group's routes and clusters), and the failure is reported.
+    fail.store(true, Ordering::Release);
+    // (Idle now: the next recompute to finish is the one that compiles the change.)
+    let recomputes = counter(&control, "trellis_control_compile_seconds_count");
+    control
+        .apply(&[load("canary.yaml", &canary(50))])
+        .expect("apply");
+    wait_for(
+        "the compile failure to be reported",
+        Duration::from_secs(5),
+        || {
+            control.status()[0].compile_error.is_some()
+                && counter(&control, "trellis_control_compile_seconds_count") > recomputes
+        },
+    );
+    let status = control.status()[0].clone();
+    assert_eq!(status.state, "STALE", "{status:?}");
+    let error = status.compile_error.expect("a compile error");
+    assert!(
+        error.contains("sidecar group shop") && error.contains("compile broken by the test"),
+        "{error}"
+    );
+    assert_eq!(status.version, sent, "nothing was pushed");
+    assert!(counter(&control, "trellis_control_compile_errors_total") >= 1);
+    assert_eq!(
+        applied(),
+        Some(running_config),
+        "the proxy runs what it ran before"
+    );
+
+    // Fixed: the next change reaches the proxy whole and correct, and it is synced.
+    fail.store(false, Ordering::Release);
+    control
+        .apply(&[load("canary.yaml", &canary(60))])
+        .expect("apply");
+    wait_for("SYNCED after the fix", Duration::from_secs(5), || {
+        let status = &control.status()[0];
+        status.state == "SYNCED" && status.compile_error.is_none()
+    });
+    assert_eq!(normal(applied().expect("a config")), from_scratch(&control));
+
+    let _ = stop.send(());
+    let _ = thread.join();
 }

@@ -332,11 +332,20 @@ fn parse_inbound(pairs: &[String]) -> Result<Vec<Inbound>, String> {
 }
 
 pub fn init_logging() {
+    init_logging_or("warn");
+}
+
+/// Logs to stderr what `TRELLIS_LOG` selects, else what `default` does.
+pub fn init_logging_or(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal, and never under NO_COLOR.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 

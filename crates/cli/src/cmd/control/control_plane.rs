@@ -39,7 +39,9 @@ pub struct ControlPlaneArgs {
 
 /// Runs the control plane until SIGINT or SIGTERM.
 pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
-    crate::cmd::proxy::init_logging();
+    // Warnings, and what became of the watched directory's edits (`trellis up` shows
+    // them on its terminal).
+    crate::cmd::proxy::init_logging_or(&format!("warn,{}=info", trellis_control::CONFIG_LOG));
     let stop = crate::signals::stop_flag();
     let options = trellis_control::Options {
         config_dir: args.config.clone(),

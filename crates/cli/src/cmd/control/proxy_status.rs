@@ -13,7 +13,8 @@ use crate::output::{self, Format};
   trellis proxy-status -o json
 
 SYNCED: the proxy ACKed the last push. STALE: the last push is not ACKed yet, or was
-refused (NACK: the proxy keeps its previous configuration; the error is shown).
+refused (NACK: the proxy keeps its previous configuration; the error is shown), or the
+configuration now due failed to compile (nothing is pushed; the error is shown).
 Exit codes: 0 all synced, 1 some proxy stale or not sent, 3 unreachable.")]
 pub struct ProxyStatusArgs {
     #[arg(short, long, value_enum, default_value = "text")]
@@ -53,10 +54,17 @@ pub fn proxy_status(args: &ProxyStatusArgs) -> i32 {
         let age = p["lastPushAgeMs"].as_u64().map_or("-".to_string(), |ms| {
             format!("{:.1}s ago", ms as f64 / 1000.0)
         });
-        let error = p["nackError"]
+        let nack = p["nackError"]
             .as_str()
-            .map(|e| format!("NACK v{}: {e}", p["nackVersion"].as_u64().unwrap_or(0)))
-            .unwrap_or_default();
+            .map(|e| format!("NACK v{}: {e}", p["nackVersion"].as_u64().unwrap_or(0)));
+        let compile = p["compileError"]
+            .as_str()
+            .map(|e| format!("compile failed: {e}"));
+        let error = [nack, compile]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ");
         let _ = writeln!(
             out,
             "{:<28} {:<8} {style}{:<10}{style:#} {:>8} {:>8} {:>10}  {error}",

@@ -1,0 +1,154 @@
+//! The control plane's shared state — the config store and one lock per concern
+//! (connections, persistence, the unit cache, the last mesh), none held while
+//! compiling — and the store-facing API (`apply`, `delete`, the watched directory).
+//! It does not compile or push: a change bumps the config generation and wakes the
+//! push loop (`push.rs`), where a compile step that panics is caught (`guard.rs`).
+
+mod connections;
+mod guard;
+mod persist;
+mod push;
+mod units;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+use trellis_api::{Diagnostic, Resource};
+
+pub use connections::{MAX_FULL_IN_FLIGHT, ProxyStatus, PushSender};
+#[cfg(any(test, feature = "testing"))]
+pub use guard::testing::{CompileHook, Compiling};
+pub use persist::{REMEMBER_FOR, StateFileError};
+pub use push::PART_BYTES;
+
+use crate::metrics::Metrics;
+use crate::store::{Change, Key, Store};
+
+/// The shared control-plane state; cheap to clone.
+#[derive(Clone, Default)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    store: Mutex<Store>,
+    /// Bumped on every change of resources.
+    config_generation: AtomicU64,
+    /// Wakes the push loop.
+    changed: Notify,
+    metrics: Metrics,
+    /// Connected proxies, what each was sent, versions (`connections.rs`).
+    connections: connections::Connections,
+    /// The state file and the announced workloads (`persist.rs`).
+    persisted: Mutex<persist::Persisted>,
+    /// Each sidecar group's outbound resources and units (`units.rs`).
+    groups: Mutex<units::GroupCache>,
+    /// The mesh last compiled from (`push.rs`).
+    last_mesh: Mutex<Option<push::LastMesh>>,
+    /// Called before each compile step, so a test can make one fail.
+    #[cfg(any(test, feature = "testing"))]
+    compile_hook: Option<CompileHook>,
+}
+
+impl ControlPlane {
+    /// An empty control plane; [`crate::spawn_with`] runs it.
+    pub fn new() -> ControlPlane {
+        ControlPlane::default()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.inner.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The resources in force.
+    pub fn resources(&self) -> Arc<Vec<Resource>> {
+        self.store().resources()
+    }
+
+    /// Replaces the watched directory's resources (already validated).
+    pub fn set_directory(&self, resources: Vec<Resource>) {
+        if self.store().set_directory(resources) {
+            self.config_changed();
+        }
+    }
+
+    /// Counts and reports a refused directory edit.
+    pub fn directory_refused(&self, problems: &[Diagnostic]) {
+        self.inner
+            .metrics
+            .config_errors_directory
+            .fetch_add(1, Ordering::Relaxed);
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            target: crate::CONFIG_LOG,
+            "rejected the edit; the running configuration stays:\n  {}",
+            lines.join("\n  ")
+        );
+    }
+
+    /// `trellis apply`: validates every file and applies all or nothing.
+    pub fn apply(&self, files: &[(String, String)]) -> Result<Vec<(Key, Change)>, Vec<Diagnostic>> {
+        let loaded = load_files(files);
+        let resources = crate::source::validated(loaded).inspect_err(|_| {
+            self.inner
+                .metrics
+                .config_errors_api
+                .fetch_add(1, Ordering::Relaxed);
+        })?;
+        Ok(self.apply_resources(resources))
+    }
+
+    /// Adds or replaces already validated resources (the in-memory API).
+    pub fn apply_resources(&self, resources: Vec<Resource>) -> Vec<(Key, Change)> {
+        let t = Instant::now();
+        let changes = self.store().apply(resources);
+        tracing::debug!(took = ?t.elapsed(), "store apply");
+        if changes.iter().any(|(_, c)| *c != Change::Unchanged) {
+            self.save_state();
+            self.config_changed();
+        }
+        changes
+    }
+
+    /// `trellis delete`: removes the resources the files name.
+    pub fn delete(&self, files: &[(String, String)]) -> Result<Vec<(Key, bool)>, Vec<Diagnostic>> {
+        let loaded = load_files(files);
+        let errors: Vec<Diagnostic> = loaded
+            .diagnostics
+            .into_iter()
+            .filter(|d| d.severity == trellis_api::Severity::Error)
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let keys: Vec<Key> = loaded.resources.iter().map(crate::store::key).collect();
+        let out = self.store().delete(&keys);
+        if out.iter().any(|(_, found)| *found) {
+            self.save_state();
+            self.config_changed();
+        }
+        Ok(out)
+    }
+
+    /// Resources changed: the next recompute rebuilds the mesh.
+    fn config_changed(&self) {
+        self.inner.config_generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.changed.notify_one();
+    }
+}
+
+/// Loads files sent to the API (name, text), as `trellis validate` would read them.
+fn load_files(files: &[(String, String)]) -> trellis_api::Loaded {
+    let mut loaded = trellis_api::Loaded::default();
+    for (name, text) in files {
+        loaded.extend(trellis_api::load_str(name, text));
+    }
+    loaded
+}
