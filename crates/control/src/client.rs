@@ -132,9 +132,12 @@ async fn session(
             continue;
         }
         let outcome = if push.incremental && push.base_version != *version {
-            Err(format!(
-                "{BASE_MISMATCH}: running version {}, the push builds on {}",
-                *version, push.base_version
+            Err((
+                proto::NackReason::BaseMismatch,
+                format!(
+                    "{BASE_MISMATCH}: running version {}, the push builds on {}",
+                    *version, push.base_version
+                ),
             ))
         } else {
             // Build the next config aside; it replaces the current one only if applied.
@@ -148,6 +151,7 @@ async fn session(
                 .map_err(|e| e.to_string())
                 .and_then(|config: ProxyConfig| handler.apply(config))
                 .map(|()| *assembled = next)
+                .map_err(|e| (proto::NackReason::Invalid, e))
         };
         let reply = match outcome {
             Ok(()) => {
@@ -157,11 +161,12 @@ async fn session(
                     version: push.version,
                 })
             }
-            Err(error) => {
+            Err((reason, error)) => {
                 handler.event(Event::Refused(push.version, error.clone()));
                 Message::Nack(proto::Nack {
                     version: push.version,
                     error,
+                    reason: reason.into(),
                 })
             }
         };

@@ -53,7 +53,10 @@ impl MeshConfig for Service {
             while let Ok(Some(m)) = incoming.message().await {
                 match m.message {
                     Some(Message::Ack(a)) => control.ack(&id, connection, a.version),
-                    Some(Message::Nack(n)) => control.nack(&id, connection, n.version, n.error),
+                    Some(Message::Nack(n)) => {
+                        let mismatch = n.reason() == proto::NackReason::BaseMismatch;
+                        control.nack(&id, connection, n.version, n.error, mismatch)
+                    }
                     Some(Message::Hello(_)) | None => {}
                 }
             }

@@ -230,9 +230,10 @@ impl ControlPlane {
     }
 
     /// The proxy refused `version` and keeps running its previous config.
-    pub fn nack(&self, id: &str, connection: u64, version: u64, error: String) {
+    /// `mismatch`: the push built on a version the proxy does not run (a full push
+    /// follows at once).
+    pub fn nack(&self, id: &str, connection: u64, version: u64, error: String, mismatch: bool) {
         self.inner.metrics.nacks.fetch_add(1, Ordering::Relaxed);
-        let mismatch = error.starts_with(crate::client::BASE_MISMATCH);
         tracing::warn!(
             proxy = %id,
             version,
