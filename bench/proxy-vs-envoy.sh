@@ -12,7 +12,10 @@ if [ ! -f "$harness" ]; then
   echo "the harness is not here: $harness (it ships in ../shared/bench beside the checkout)" >&2
   exit 2
 fi
-cargo build --release --locked -p trellis
-export EXTRA_NAME=trellis EXTRA_H2=1
+# TRELLIS_BIN runs a given binary (e.g. another commit's build) instead of this checkout's.
+if [ -z "${TRELLIS_BIN:-}" ]; then
+  cargo build --release --locked -p trellis
+fi
+export EXTRA_NAME=${EXTRA_NAME:-trellis} EXTRA_H2=1
 export EXTRA_CMD="$PWD/bench/trellis-gateway.sh {port} {upstream_port} {workers}"
 exec bash "$harness"

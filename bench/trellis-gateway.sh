@@ -3,6 +3,7 @@
 # configuration (Gateway + VirtualService + ServiceEntry + DestinationRule) and Istio's
 # standard metrics on. Used as the harness's extra proxy by bench/proxy-vs-envoy.sh.
 # Usage: bench/trellis-gateway.sh LISTEN_PORT UPSTREAM_PORT [WORKERS]
+# TRELLIS_BIN picks the binary (default: this checkout's target/release/trellis).
 set -euo pipefail
 port=$1 upstream_port=$2 workers=${3:-1}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,5 +47,5 @@ spec:
   - route:
     - destination: {host: upstream.bench.example, port: {number: $upstream_port}}
 YAML
-exec "$root/target/release/trellis" proxy --standalone "$dir" --role gateway --bind 127.0.0.1 \
+exec "${TRELLIS_BIN:-$root/target/release/trellis}" proxy --standalone "$dir" --role gateway --bind 127.0.0.1 \
   --workers "$workers" --admin 127.0.0.1:18190 --stats 127.0.0.1:18192
