@@ -129,6 +129,14 @@ impl ProxyAddrs {
     pub fn listener(&self) -> std::net::SocketAddr {
         self.listeners.first().expect("a listener").1
     }
+
+    /// The address of the listener called `name` (a gateway's are `0.0.0.0_PORT`).
+    pub fn listener_named(&self, name: &str) -> std::net::SocketAddr {
+        self.listeners
+            .iter()
+            .find_map(|(n, a)| (n == name).then_some(*a))
+            .unwrap_or_else(|| panic!("no listener {name}: {:?}", self.listeners))
+    }
 }
 
 /// Starts `trellis proxy ARGS` (give it `--admin 127.0.0.1:0 --stats 127.0.0.1:0` and
