@@ -140,3 +140,21 @@ fn read_addresses(file: &Path) -> Option<(SocketAddr, SocketAddr)> {
     }
     Some((grpc?, http?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_read_only_once_both_are_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("control-plane.addresses");
+        assert_eq!(read_addresses(&file), None, "no file yet");
+        std::fs::write(&file, "grpc 127.0.0.1:4001\n").expect("write");
+        assert_eq!(read_addresses(&file), None, "the HTTP address is missing");
+        std::fs::write(&file, "grpc 127.0.0.1:4001\nhttp 127.0.0.1:4002\n").expect("write");
+        let grpc: SocketAddr = "127.0.0.1:4001".parse().expect("addr");
+        let http: SocketAddr = "127.0.0.1:4002".parse().expect("addr");
+        assert_eq!(read_addresses(&file), Some((grpc, http)));
+    }
+}

@@ -184,3 +184,42 @@ pub fn drift(running: &Plan, resources: &[Resource]) -> Result<[Vec<String>; 3],
         .collect();
     Ok([added, removed, changed])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO_REPLICAS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: web, command: [sleep, '60'], ports: [{containerPort: 8000}]}
+";
+
+    #[test]
+    fn pods_take_their_addresses_from_the_mesh_block() {
+        let loaded = trellis_api::load_str("web.yaml", TWO_REPLICAS);
+        let planned = plan(&loaded.resources, 7).expect("plan");
+        let addresses: Vec<(String, String)> = planned
+            .pods
+            .iter()
+            .map(|p| (p.pod_ip.to_string(), p.app_ip.to_string()))
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                ("127.7.1.1".to_string(), "127.7.2.1".to_string()),
+                ("127.7.1.2".to_string(), "127.7.2.2".to_string())
+            ]
+        );
+        assert_eq!(gateway_ip(7).to_string(), "127.7.3.1");
+        let default = plan(&loaded.resources, 0).expect("plan");
+        assert_eq!(default.pods[0].pod_ip.to_string(), "127.0.1.1");
+    }
+}
