@@ -7,7 +7,7 @@
 //! a port picked in advance. Children are killed when their guard drops.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -94,10 +94,23 @@ fn start(args: &[&str], env: &[(&str, String)]) -> App {
     }
 }
 
-/// An address nothing listens on: bound by the OS, then released.
-fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").to_string()
+/// An address nothing listens on, held by a socket bound (port 0) that never listens:
+/// connections are refused, and no other program can take the port while it lives.
+struct ClosedPort {
+    addr: String,
+    _socket: tokio::net::TcpSocket,
+}
+
+fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("address").to_string();
+    ClosedPort {
+        addr,
+        _socket: socket,
+    }
 }
 
 /// A response read to the end.
@@ -360,9 +373,13 @@ async fn productpage_shows_details_and_reviews_with_black_stars_from_v2() {
 
 #[tokio::test]
 async fn reviews_v1_shows_no_stars_and_needs_no_ratings() {
+    let ratings = closed_port();
     let reviews = start(
         &["bookinfo", "reviews"],
-        &[("STARS", "none".into()), ("RATINGS_ADDR", closed_port())],
+        &[
+            ("STARS", "none".into()),
+            ("RATINGS_ADDR", ratings.addr.clone()),
+        ],
     );
     let reply = get(reviews.addr, "/reviews/0", &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -375,9 +392,13 @@ async fn reviews_v1_shows_no_stars_and_needs_no_ratings() {
 
 #[tokio::test]
 async fn reviews_with_stars_reports_ratings_unavailable_when_ratings_is_down() {
+    let ratings = closed_port();
     let reviews = start(
         &["bookinfo", "reviews"],
-        &[("STARS", "red".into()), ("RATINGS_ADDR", closed_port())],
+        &[
+            ("STARS", "red".into()),
+            ("RATINGS_ADDR", ratings.addr.clone()),
+        ],
     );
     let json = get(reviews.addr, "/reviews/0", &[]).await.json();
     assert_eq!(
@@ -389,11 +410,12 @@ async fn reviews_with_stars_reports_ratings_unavailable_when_ratings_is_down() {
 #[tokio::test]
 async fn productpage_degrades_gracefully_when_reviews_is_down() {
     let details = start(&["bookinfo", "details"], &[]);
+    let reviews = closed_port();
     let productpage = start(
         &["bookinfo", "productpage"],
         &[
             ("DETAILS_ADDR", details.addr.to_string()),
-            ("REVIEWS_ADDR", closed_port()),
+            ("REVIEWS_ADDR", reviews.addr.clone()),
         ],
     );
     let page = get(productpage.addr, "/productpage", &[]).await;

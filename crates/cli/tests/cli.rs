@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod common;
+
 fn trellis(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(args)
@@ -223,18 +225,14 @@ fn unknown_analyzer_is_a_usage_error_with_a_hint() {
     );
 }
 
-/// A local mesh uses fixed loopback addresses (127.0.1.N, 127.0.2.N): one at a time.
+/// Each demo mesh gets an address block of its own and ports the OS picks, but a mesh
+/// is a dozen processes and these tests count failed requests: one at a time.
 static ONE_MESH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn demo_runs_the_mesh_and_reports_where_requests_go() {
     let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-        .to_string();
+    let block = common::address_block();
     let out = trellis(
         &[
             "demo",
@@ -243,7 +241,11 @@ fn demo_runs_the_mesh_and_reports_where_requests_go() {
             "--rate",
             "40",
             "--gateway-port",
-            &port,
+            "0",
+            "--control-plane-port",
+            "0",
+            "--address-block",
+            &block.arg(),
         ],
         None,
     );
@@ -265,27 +267,18 @@ fn demo_stops_cleanly_when_its_whole_process_group_is_interrupted() {
     let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt;
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
-    let gateway = free();
-    let control = (0..50)
-        .map(|_| free())
-        .find(|p| *p > 2 && std::net::TcpListener::bind(("127.0.0.1", p - 2)).is_ok())
-        .expect("a free pair of ports");
+    let block = common::address_block();
     let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args([
             "demo",
             "--rate",
             "40",
             "--gateway-port",
-            &gateway.to_string(),
+            "0",
             "--control-plane-port",
-            &control.to_string(),
+            "0",
+            "--address-block",
+            &block.arg(),
         ])
         .env("NO_COLOR", "1")
         .process_group(0)

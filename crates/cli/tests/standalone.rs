@@ -11,9 +11,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 mod common;
-use common::{free_port, spawn, spawn_echo, wait_for_line};
+use common::{spawn, spawn_echo, spawn_proxy, wait_for_line};
 
-fn mesh_yaml(gateway_port: u16, echo: SocketAddr, rule: &str) -> String {
+/// The Gateway's server port; `--port-map 8080=0` lets the OS choose where it listens.
+const GATEWAY_PORT: u16 = 8080;
+
+fn mesh_yaml(echo: SocketAddr, rule: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -31,7 +34,7 @@ metadata: {{name: edge, namespace: default}}
 spec:
   selector: {{istio: ingressgateway}}
   servers:
-  - port: {{number: {gateway_port}, name: http, protocol: HTTP}}
+  - port: {{number: {GATEWAY_PORT}, name: http, protocol: HTTP}}
     hosts: [\"*\"]
 ---
 apiVersion: networking.istio.io/v1
@@ -76,27 +79,25 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap, String) {
 async fn standalone_gateway_routes_reloads_and_refuses_bad_edits() {
     let (_echo, echo_addr) = spawn_echo();
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = free_port();
     let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, mesh_yaml(gw, echo_addr, FORWARD)).expect("write");
-    let (admin, stats) = (free_port(), free_port());
-    let (_proxy, _, out) = spawn(
-        &[
-            "proxy",
-            "--standalone",
-            dir.path().to_str().expect("path"),
-            "--role",
-            "gateway",
-            "--bind",
-            "127.0.0.1",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-            "--stats",
-            &format!("127.0.0.1:{stats}"),
-        ],
-        "ready",
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{gw}").parse().expect("addr");
+    std::fs::write(&file, mesh_yaml(echo_addr, FORWARD)).expect("write");
+    let port_map = format!("{GATEWAY_PORT}=0");
+    let (_proxy, addrs, out) = spawn_proxy(&[
+        "proxy",
+        "--standalone",
+        dir.path().to_str().expect("path"),
+        "--role",
+        "gateway",
+        "--bind",
+        "127.0.0.1",
+        "--port-map",
+        &port_map,
+        "--admin",
+        "127.0.0.1:0",
+        "--stats",
+        "127.0.0.1:0",
+    ]);
+    let addr = addrs.listener();
     let (status, headers, body) = get(addr, "/hello").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -129,7 +130,7 @@ async fn standalone_gateway_routes_reloads_and_refuses_bad_edits() {
     );
 
     // A good edit takes effect.
-    std::fs::write(&file, mesh_yaml(gw, echo_addr, TEAPOT)).expect("write");
+    std::fs::write(&file, mesh_yaml(echo_addr, TEAPOT)).expect("write");
     wait_for_line(&out, "reloaded");
     assert_eq!(get(addr, "/").await.0, 418);
 
@@ -137,7 +138,6 @@ async fn standalone_gateway_routes_reloads_and_refuses_bad_edits() {
     std::fs::write(
         &file,
         mesh_yaml(
-            gw,
             echo_addr,
             "  - route:\n    - destination: {host: echo.local}\n      wieght: 5\n",
         ),
@@ -149,11 +149,7 @@ async fn standalone_gateway_routes_reloads_and_refuses_bad_edits() {
     assert_eq!(get(addr, "/").await.0, 418);
 
     // Metrics were recorded with Istio's names.
-    let (_, _, metrics) = get(
-        format!("127.0.0.1:{stats}").parse().expect("addr"),
-        "/stats/prometheus",
-    )
-    .await;
+    let (_, _, metrics) = get(addrs.stats, "/stats/prometheus").await;
     assert!(
         metrics.contains("istio_requests_total{reporter=\"source\""),
         "{metrics}"
@@ -165,17 +161,16 @@ async fn standalone_gateway_routes_reloads_and_refuses_bad_edits() {
 #[test]
 fn security_policies_are_said_to_be_not_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = free_port();
     let policy = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-frontend, namespace: shop}\nspec:\n  selector: {matchLabels: {app: backend}}\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [\"cluster.local/ns/shop/sa/frontend\"]}}]\n";
     std::fs::write(
         dir.path().join("mesh.yaml"),
         format!(
             "{}{policy}",
-            mesh_yaml(gw, "127.0.0.1:9".parse().expect("addr"), FORWARD)
+            mesh_yaml("127.0.0.1:9".parse().expect("addr"), FORWARD)
         ),
     )
     .expect("write");
-    let (admin, stats) = (free_port(), free_port());
+    let port_map = format!("{GATEWAY_PORT}=0");
     let (_proxy, line, _) = spawn(
         &[
             "proxy",
@@ -185,10 +180,12 @@ fn security_policies_are_said_to_be_not_enforced() {
             "gateway",
             "--bind",
             "127.0.0.1",
+            "--port-map",
+            &port_map,
             "--admin",
-            &format!("127.0.0.1:{admin}"),
+            "127.0.0.1:0",
             "--stats",
-            &format!("127.0.0.1:{stats}"),
+            "127.0.0.1:0",
         ],
         "NOT enforced",
     );
@@ -203,33 +200,27 @@ async fn access_log_lines_carry_the_request_and_its_flags_as_text_or_json() {
     let (_echo, echo_addr) = spawn_echo();
     for encoding in ["text", "json"] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let gw = free_port();
-        std::fs::write(
-            dir.path().join("mesh.yaml"),
-            mesh_yaml(gw, echo_addr, FORWARD),
-        )
-        .expect("write");
-        let (admin, stats) = (free_port(), free_port());
-        let (_proxy, _, out) = spawn(
-            &[
-                "proxy",
-                "--standalone",
-                dir.path().to_str().expect("path"),
-                "--role",
-                "gateway",
-                "--bind",
-                "127.0.0.1",
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-                "--stats",
-                &format!("127.0.0.1:{stats}"),
-                "--access-log",
-                "--access-log-encoding",
-                encoding,
-            ],
-            "ready",
-        );
-        let addr: SocketAddr = format!("127.0.0.1:{gw}").parse().expect("addr");
+        std::fs::write(dir.path().join("mesh.yaml"), mesh_yaml(echo_addr, FORWARD)).expect("write");
+        let port_map = format!("{GATEWAY_PORT}=0");
+        let (_proxy, addrs, out) = spawn_proxy(&[
+            "proxy",
+            "--standalone",
+            dir.path().to_str().expect("path"),
+            "--role",
+            "gateway",
+            "--bind",
+            "127.0.0.1",
+            "--port-map",
+            &port_map,
+            "--admin",
+            "127.0.0.1:0",
+            "--stats",
+            "127.0.0.1:0",
+            "--access-log",
+            "--access-log-encoding",
+            encoding,
+        ]);
+        let addr = addrs.listener();
         assert_eq!(get(addr, "/logged?x=1").await.0, 200);
         let line = wait_for_line(&out, "/logged?x=1");
         if encoding == "json" {

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
-use common::{free_port, spawn, spawn_echo, wait_for_line};
+use common::{spawn_echo, spawn_proxy, wait_for_line};
 
 /// A test CA and a leaf for `names` it signed: (CA PEM, leaf chain PEM, leaf key PEM).
 fn pki(names: &[&str]) -> (String, String, String) {
@@ -164,30 +164,25 @@ async fn seed_gateway_terminates_tls_by_sni_and_alpn_and_rotates_certificates() 
     std::fs::write(dir.path().join("routes.yaml"), routes_yaml(echo)).expect("write");
     let secret = dir.path().join("secret.yaml");
     std::fs::write(&secret, secret_yaml(&cert, &key)).expect("write");
-    let (http_port, https_port, admin, stats) =
-        (free_port(), free_port(), free_port(), free_port());
-    let (_proxy, _, out) = spawn(
-        &[
-            "proxy",
-            "--standalone",
-            dir.path().to_str().expect("path"),
-            "--role",
-            "gateway",
-            "--bind",
-            "127.0.0.1",
-            "--port-map",
-            &format!("80={http_port}"),
-            "--port-map",
-            &format!("443={https_port}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-            "--stats",
-            &format!("127.0.0.1:{stats}"),
-        ],
-        "ready",
-    );
-    let tls_addr: SocketAddr = format!("127.0.0.1:{https_port}").parse().expect("addr");
-    let http_addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().expect("addr");
+    let (_proxy, addrs, out) = spawn_proxy(&[
+        "proxy",
+        "--standalone",
+        dir.path().to_str().expect("path"),
+        "--role",
+        "gateway",
+        "--bind",
+        "127.0.0.1",
+        "--port-map",
+        "80=0",
+        "--port-map",
+        "443=0",
+        "--admin",
+        "127.0.0.1:0",
+        "--stats",
+        "127.0.0.1:0",
+    ]);
+    let tls_addr = addrs.listener_named("0.0.0.0_443");
+    let http_addr = addrs.listener_named("0.0.0.0_80");
     // Workers bind just after the ready line.
     let deadline = Instant::now() + Duration::from_secs(5);
     while tokio::net::TcpStream::connect(tls_addr).await.is_err() {
@@ -249,11 +244,7 @@ async fn seed_gateway_terminates_tls_by_sni_and_alpn_and_rotates_certificates() 
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 
     // Handshakes are counted.
-    let metrics = plain_get(
-        format!("127.0.0.1:{stats}").parse().expect("addr"),
-        "/stats/prometheus",
-    )
-    .await;
+    let metrics = plain_get(addrs.stats, "/stats/prometheus").await;
     let counter = |name: &str| -> u64 {
         metrics
             .lines()
@@ -265,11 +256,7 @@ async fn seed_gateway_terminates_tls_by_sni_and_alpn_and_rotates_certificates() 
     assert!(counter("trellis_tls_handshake_errors_total ") >= 2);
 
     // The admin config dump shows the TLS settings but not the private key.
-    let dump = plain_get(
-        format!("127.0.0.1:{admin}").parse().expect("addr"),
-        "/config_dump",
-    )
-    .await;
+    let dump = plain_get(addrs.admin, "/config_dump").await;
     assert!(dump.contains("certChainPem"), "{dump}");
     assert!(!dump.contains("PRIVATE KEY"), "{dump}");
 

@@ -2,23 +2,31 @@
 //! processes, traffic through the ingress gateway, and canary steps applied by editing
 //! the directory while traffic flows.
 
-use std::io::{BufRead, BufReader};
-
 mod common;
-use common::{free_port, output_lines, output_lines_echoed};
+use common::{address_block, output_lines, output_lines_echoed};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-/// A local mesh owns fixed loopback addresses (pod IPs 127.0.1.N, the gateway's
-/// 127.0.3.1), so the tests here run one mesh at a time.
+/// Each mesh here has loopback addresses of its own (an address block) and ports the
+/// OS picks, but a mesh is a dozen processes and these tests time how fast edits take
+/// effect: they run one mesh at a time.
 static ONE_MESH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The address printed after `prefix` in `line` (up to a space or `/`).
+fn addr_after(line: &str, prefix: &str) -> SocketAddr {
+    line.split(prefix)
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '/']).next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address after {prefix:?} in {line:?}"))
+}
 
 struct Running(Child);
 
@@ -141,15 +149,17 @@ async fn canary_split_holds_and_moves_while_traffic_flows() {
         .output()
         .expect("demo --print");
     std::fs::write(dir.path().join("app.yaml"), &manifests.stdout).expect("write");
-    let port = free_port();
+    let block = address_block();
     let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args([
             "up",
             dir.path().to_str().expect("path"),
             "--gateway-port",
-            &port.to_string(),
+            "0",
             "--control-plane-port",
-            &control_plane_port().to_string(),
+            "0",
+            "--address-block",
+            &block.arg(),
         ])
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -174,7 +184,7 @@ async fn canary_split_holds_and_moves_while_traffic_flows() {
     let ready_line =
         ready_line.unwrap_or_else(|| panic!("trellis up never became ready: {seen:?}"));
     println!("{ready_line}");
-    let gateway: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let gateway = addr_after(&ready_line, "ingress gateway on http://");
 
     // 2,000 requests: 90/10 within binomial tolerance; beta always reaches v2.
     let mut client = Client {
@@ -276,40 +286,42 @@ spec:
 ",
     )
     .expect("write");
-    let port = free_port().to_string();
+    let block = address_block();
     let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args([
             "up",
             dir.path().to_str().expect("path"),
             "--gateway-port",
-            &port,
+            "0",
             "--control-plane-port",
-            &control_plane_port().to_string(),
+            "0",
+            "--address-block",
+            &block.arg(),
         ])
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("trellis up");
-    let stderr = child.stderr.take().expect("stderr");
+    let rx = output_lines(&mut child);
     let mut up = Running(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut restarts = 0;
-    while Instant::now() < deadline && restarts < 2 {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
-            && line.contains("pod crasher-0: app exited")
-        {
+    let (mut restarts, mut port) = (0, None);
+    while Instant::now() < deadline && (restarts < 2 || port.is_none()) {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        if restarts < 2 && line.contains("pod crasher-0: app exited") {
             restarts += 1;
+        }
+        // The port the OS gave the gateway, which `trellis down` names the mesh by.
+        if let Some(rest) = line.split("trellis down --gateway-port ").nth(1) {
+            port = rest.split('`').next().map(str::to_string);
         }
     }
     assert_eq!(restarts, 2, "the crashing app is restarted like a pod");
+    let port = port.expect("trellis up printed how to stop it");
 
     // A Deployment added to the directory is not started by a running `trellis up`,
     // and it says so.
@@ -366,17 +378,6 @@ spec:
     );
 }
 
-/// Two free ports P and P − 2 (the control plane's API and gRPC ports).
-fn control_plane_port() -> u16 {
-    for _ in 0..50 {
-        let p = free_port();
-        if p > 2 && TcpListener::bind(("127.0.0.1", p - 2)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free pair of ports for the control plane");
-}
-
 fn trellis(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(args)
@@ -413,17 +414,17 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
     let dir = tempfile::tempdir().expect("tempdir");
     let manifests = trellis(&["demo", "--print"]);
     std::fs::write(dir.path().join("app.yaml"), &manifests.stdout).expect("write");
-    let port = free_port();
-    let cp = control_plane_port();
-    let api = format!("127.0.0.1:{cp}");
+    let block = address_block();
     let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args([
             "up",
             dir.path().to_str().expect("path"),
             "--gateway-port",
-            &port.to_string(),
+            "0",
             "--control-plane-port",
-            &cp.to_string(),
+            "0",
+            "--address-block",
+            &block.arg(),
         ])
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -435,20 +436,27 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
     let rx = output_lines_echoed(&mut child, Some("trellis up: "));
     let _up = Running(child);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut pid = None;
+    let (mut pid, mut api, mut gateway) = (None, None, None);
     let mut seen = Vec::new();
     while Instant::now() < deadline && pid.is_none() {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            // Where the OS put the gateway's and the control plane's ports.
+            if line.contains("mesh ready") {
+                gateway = Some(addr_after(&line, "ingress gateway on http://"));
+            }
             if let Some(rest) = line.split("control plane (pid ").nth(1) {
                 pid = rest.split(')').next().and_then(|p| p.parse::<u32>().ok());
+                api = Some(addr_after(&line, "API http://").to_string());
             }
             seen.push(line);
         }
     }
     let pid = pid.unwrap_or_else(|| panic!("no control plane pid printed: {seen:?}"));
+    let api = api.expect("the control plane's API address");
+    let gateway = gateway.unwrap_or_else(|| panic!("no gateway address printed: {seen:?}"));
+    let port = gateway.port();
     // The demo: 6 pods with sidecars and the ingress gateway.
     let before = wait_synced(&api, 7, Duration::from_secs(10));
-    let gateway: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
 
     // What a proxy was sent, as a table and as data.
     let page = before

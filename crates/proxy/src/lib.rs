@@ -311,6 +311,36 @@ impl Proxy {
     }
 }
 
+/// A port held for a listener of a config not written yet (the local runner's
+/// `--gateway-port 0`): bound as the workers bind (SO_REUSEPORT) but not listening,
+/// so no other program can take it while this proxy's workers still can. Put
+/// [`ReservedPort::addr`] in the config and keep this alive as long as the listener.
+#[derive(Debug)]
+pub struct ReservedPort {
+    addr: SocketAddr,
+    _socket: socket2::Socket,
+}
+
+impl ReservedPort {
+    /// Holds `addr`; port 0 gets a free port from the OS.
+    pub fn new(addr: SocketAddr) -> std::io::Result<ReservedPort> {
+        let socket = listener::reserve(addr)?;
+        let addr = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| std::io::Error::other("not an IP address"))?;
+        Ok(ReservedPort {
+            addr,
+            _socket: socket,
+        })
+    }
+
+    /// The address held (port 0 resolved).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 /// Gives each listener that asks for port 0 a port: the one it already has (same
 /// name and requested address), or a new one from the OS, held in `ports`.
 fn resolve_ports(

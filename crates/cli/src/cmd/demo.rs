@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use trellis_analyze::{Level, Options as AnalyzeOptions};
 use trellis_api::{Loaded, Severity, load_str};
 
-use crate::local::{GATEWAY_IP, LocalMesh, Options};
+use crate::local::{LocalMesh, Options};
 use crate::output;
 
 const BOOKINFO: &str = include_str!("../../../../demo/bookinfo.yaml");
@@ -37,13 +37,16 @@ pub struct Args {
     /// Requests per second the demo sends through the gateway.
     #[arg(long, default_value_t = 20)]
     pub rate: u32,
-    /// Host port of the ingress gateway.
+    /// Host port of the ingress gateway (0: a free one the OS picks, printed).
     #[arg(long, default_value_t = 8080)]
     pub gateway_port: u16,
     /// Port of the control plane's API on 127.0.0.1 (`trellis apply` talks to it;
-    /// proxies connect to this port − 2).
+    /// proxies connect to this port − 2). 0: the OS picks both (printed).
     #[arg(long, default_value_t = 15014)]
     pub control_plane_port: u16,
+    /// Loopback block B of the demo's addresses (pods at 127.B.1.N, as `trellis up`).
+    #[arg(long, value_name = "B", default_value_t = 0)]
+    pub address_block: u8,
 }
 
 /// Where the demo's requests went, by kind of user and reviews version.
@@ -117,6 +120,7 @@ pub fn run(args: &Args) -> i32 {
         log_dir,
         config_dir,
         control_plane_port: args.control_plane_port,
+        block: args.address_block,
     };
     let mesh = match LocalMesh::start(&loaded.resources, options)
         .and_then(|m| m.wait_ready(Duration::from_secs(20)).map(|()| m))
@@ -207,8 +211,8 @@ fn summary(t: &Tally, mesh: &LocalMesh) -> String {
     }
     let restarts: u32 = mesh.restarts().iter().sum();
     s.push_str(&format!(
-        "  failed requests: {}   app restarts: {restarts}   metrics: http://{GATEWAY_IP}:15020/stats/prometheus\n",
-        t.failed
+        "  failed requests: {}   app restarts: {restarts}   metrics: http://{}:15020/stats/prometheus\n",
+        t.failed, mesh.gateway_ip
     ));
     s
 }

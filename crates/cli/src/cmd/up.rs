@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use trellis_api::Resource;
 
-use crate::local::{GATEWAY_IP, LocalMesh, Options};
+use crate::local::{LocalMesh, Options};
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -20,20 +20,31 @@ use crate::output;
 Each pod gets a pod IP (127.0.1.N) where its sidecar listens and an app IP (127.0.2.N)
 where its process listens (LISTEN is set for it). Apps reach services through their
 sidecar: HTTP_PROXY=http://POD_IP:15001 is set, so `http://reviews:9080/` just works.
-Sidecar admin: http://POD_IP:15000/config_dump; metrics: http://POD_IP:15020/stats/prometheus.")]
+Sidecar admin: http://POD_IP:15000/config_dump; metrics: http://POD_IP:15020/stats/prometheus.
+
+Two meshes side by side: give each its own --address-block (pods at 127.B.1.N, apps at
+127.B.2.N, the gateway's admin at 127.B.3.1) and ports; --gateway-port 0 and
+--control-plane-port 0 let the OS pick free ones, printed when the mesh is ready.")]
 pub struct Args {
     /// Directory (or file) of Kubernetes and Istio manifests.
     pub dir: PathBuf,
-    /// Host port for the ingress gateway's port 80.
+    /// Host port for the ingress gateway's port 80 (443 goes to this + 363). 0: the OS
+    /// picks free ports for both (printed when the mesh is ready).
     #[arg(long, default_value_t = 8080)]
     pub gateway_port: u16,
     /// Where the apps' output goes (default: a fresh temporary directory).
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
     /// Port of the control plane's API on 127.0.0.1 (`trellis apply`, `proxy-status`
-    /// and `proxy-config` talk to it; proxies connect to this port − 2).
+    /// and `proxy-config` talk to it; proxies connect to this port − 2). 0: the OS picks
+    /// both (the API's is printed when the mesh is ready); a restarted control plane
+    /// keeps them.
     #[arg(long, default_value_t = 15014)]
     pub control_plane_port: u16,
+    /// Loopback block B of the mesh's addresses: pod IPs 127.B.1.N, app IPs 127.B.2.N,
+    /// the gateway's admin and metrics at 127.B.3.1.
+    #[arg(long, value_name = "B", default_value_t = 0)]
+    pub address_block: u8,
 }
 
 /// Where `trellis up` records its process id for `trellis down`: one file per gateway
@@ -44,7 +55,8 @@ fn pid_file(gateway_port: u16) -> PathBuf {
 
 #[derive(Debug, clap::Args)]
 pub struct DownArgs {
-    /// The gateway port of the mesh to stop (as given to `trellis up`).
+    /// The gateway port of the mesh to stop (as given to `trellis up`, or as it printed
+    /// when given 0).
     #[arg(long, default_value_t = 8080)]
     pub gateway_port: u16,
 }
@@ -79,6 +91,7 @@ pub fn run(args: &Args) -> i32 {
         log_dir: args.log_dir.clone().unwrap_or_else(fresh_log_dir),
         config_dir: std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone()),
         control_plane_port: args.control_plane_port,
+        block: args.address_block,
     };
     let mesh = match LocalMesh::start(&resources, options) {
         Ok(m) => m,
@@ -87,13 +100,19 @@ pub fn run(args: &Args) -> i32 {
             return 1;
         }
     };
-    let _ = std::fs::write(pid_file(args.gateway_port), std::process::id().to_string());
+    // Keyed by the port the gateway got (the OS's pick for 0), which the summary prints.
+    let gateway_port = mesh.gateway.port();
+    let _ = std::fs::write(pid_file(gateway_port), std::process::id().to_string());
     if let Err(e) = mesh.wait_ready(Duration::from_secs(20)) {
         let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
         return 1;
     }
     // (The control plane, whose output is ours, warns about policies not enforced yet.)
     print_summary(&mesh, started.elapsed());
+    let _ = writeln!(
+        anstream::stdout(),
+        "  stop: Ctrl-C, or `trellis down --gateway-port {gateway_port}`"
+    );
     // The control plane watches the directory: edits take effect within a second, and
     // a refused edit is reported here (its stderr is ours).
     // Pods are started once: say so when the directory's Deployments change.
@@ -141,7 +160,7 @@ pub fn run(args: &Args) -> i32 {
         mesh.plan.pods.len()
     );
     drop(mesh);
-    let _ = std::fs::remove_file(pid_file(args.gateway_port));
+    let _ = std::fs::remove_file(pid_file(gateway_port));
     0
 }
 
@@ -150,7 +169,11 @@ pub fn print_summary(mesh: &LocalMesh, took: Duration) {
     let mut out = anstream::stdout();
     let s = output::OK;
     let gateway = if mesh.gateway_serves {
-        format!("ingress gateway on http://{}", mesh.gateway)
+        let tls = mesh
+            .gateway_tls
+            .map(|a| format!(" and https://{a}"))
+            .unwrap_or_default();
+        format!("ingress gateway on http://{}{tls}", mesh.gateway)
     } else {
         "no Gateway selects the ingress gateway (istio: ingressgateway), so it serves nothing"
             .to_string()
@@ -187,7 +210,8 @@ pub fn print_summary(mesh: &LocalMesh, took: Duration) {
     }
     let _ = writeln!(
         out,
-        "  gateway metrics: http://{GATEWAY_IP}:15020/stats/prometheus   app logs: {}",
+        "  gateway metrics: http://{}:15020/stats/prometheus   app logs: {}",
+        mesh.gateway_ip,
         mesh.log_dir.display()
     );
     let _ = writeln!(

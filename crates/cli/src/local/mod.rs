@@ -2,7 +2,8 @@
 //! Deployment replica runs as a child process on its own loopback address with an
 //! in-process sidecar in front of it; an ingress gateway serves a host port.
 
+mod control;
 pub mod plan;
 mod run;
 
-pub use run::{GATEWAY_IP, LocalMesh, Options};
+pub use run::{LocalMesh, Options};

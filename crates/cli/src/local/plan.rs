@@ -2,6 +2,8 @@
 //! a pod with two loopback addresses — the pod IP, where its sidecar listens (inbound
 //! on the container ports, outbound on 15001, admin 15000, metrics 15020), and an app
 //! IP, where the app itself listens — so no privileges and no port juggling are needed.
+//! A mesh's addresses come from one loopback block B (127.B.0.0/16), so meshes given
+//! different blocks run side by side.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -36,10 +38,19 @@ pub struct Pod {
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub pods: Vec<Pod>,
+    /// The loopback block B: pod IPs 127.B.1.N, app IPs 127.B.2.N.
+    pub block: u8,
 }
 
-/// Plans the pods of every Deployment in `resources`.
-pub fn plan(resources: &[Resource]) -> Result<Plan, String> {
+/// The gateway's own loopback address in block `block` (its admin on :15000,
+/// metrics on :15020).
+pub fn gateway_ip(block: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, block, 3, 1))
+}
+
+/// Plans the pods of every Deployment in `resources`, addressed in loopback block
+/// `block`.
+pub fn plan(resources: &[Resource], block: u8) -> Result<Plan, String> {
     let mut pods = Vec::new();
     for r in resources {
         let Spec::Deployment(d) = &r.spec else {
@@ -101,8 +112,8 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, String> {
                 namespace: r.meta.namespace_or_default().to_string(),
                 labels: template.metadata.labels.clone(),
                 service_account: template.spec.service_account().to_string(),
-                pod_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, (n + 1) as u8)),
-                app_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 2, (n + 1) as u8)),
+                pod_ip: IpAddr::V4(Ipv4Addr::new(127, block, 1, (n + 1) as u8)),
+                app_ip: IpAddr::V4(Ipv4Addr::new(127, block, 2, (n + 1) as u8)),
                 ports: ports.clone(),
                 named_ports: named_ports.clone(),
                 command: command.clone(),
@@ -110,7 +121,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, String> {
             });
         }
     }
-    Ok(Plan { pods })
+    Ok(Plan { pods, block })
 }
 
 impl Plan {
@@ -134,7 +145,7 @@ impl Plan {
 /// remove, and whose spec changed (names). Addresses are not compared: they are given
 /// by order, and only the runner decides them.
 pub fn drift(running: &Plan, resources: &[Resource]) -> Result<[Vec<String>; 3], String> {
-    let wanted = plan(resources)?;
+    let wanted = plan(resources, running.block)?;
     let same = |a: &Pod, b: &Pod| {
         (
             &a.labels,
@@ -172,4 +183,43 @@ pub fn drift(running: &Plan, resources: &[Resource]) -> Result<[Vec<String>; 3],
         .map(|p| p.name.clone())
         .collect();
     Ok([added, removed, changed])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO_REPLICAS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: web, command: [sleep, '60'], ports: [{containerPort: 8000}]}
+";
+
+    #[test]
+    fn pods_take_their_addresses_from_the_mesh_block() {
+        let loaded = trellis_api::load_str("web.yaml", TWO_REPLICAS);
+        let planned = plan(&loaded.resources, 7).expect("plan");
+        let addresses: Vec<(String, String)> = planned
+            .pods
+            .iter()
+            .map(|p| (p.pod_ip.to_string(), p.app_ip.to_string()))
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                ("127.7.1.1".to_string(), "127.7.2.1".to_string()),
+                ("127.7.1.2".to_string(), "127.7.2.2".to_string())
+            ]
+        );
+        assert_eq!(gateway_ip(7).to_string(), "127.7.3.1");
+        let default = plan(&loaded.resources, 0).expect("plan");
+        assert_eq!(default.pods[0].pod_ip.to_string(), "127.0.1.1");
+    }
 }

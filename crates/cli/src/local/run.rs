@@ -1,8 +1,8 @@
-//! Running a planned local mesh: the control plane as a child process (`trellis
-//! control-plane`, watching the manifests), one in-process sidecar per pod and an
-//! ingress gateway (each a `trellis_proxy::Proxy` following the control plane over
-//! gRPC, keeping its last good config when it is away), and each pod's app as a child
-//! process. Every child is restarted, with back-off, when it exits.
+//! Running a planned local mesh: the control plane (a child process, see `control`),
+//! one in-process sidecar per pod and an ingress gateway (each a `trellis_proxy::Proxy`
+//! following the control plane over gRPC, keeping its last good config when it is
+//! away), and each pod's app as a child process. Every child is restarted, with
+//! back-off, when it exits. Gateway port 0: ports the OS picks, held while the mesh runs.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,35 +16,40 @@ use std::time::{Duration, Instant};
 use trellis_api::Resource;
 use trellis_compile::{Inbound, Mesh, ProxyIdentity};
 use trellis_control::ProxySpec;
-use trellis_proxy::Options as ProxyOptions;
+use trellis_proxy::{Options as ProxyOptions, ReservedPort};
 
 use crate::cmd::proxy::Follower;
 
-use super::plan::{Plan, Pod, plan};
-
-/// The gateway's own loopback address (admin on :15000, metrics on :15020).
-pub const GATEWAY_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1));
+use super::plan::{Plan, Pod, gateway_ip, plan};
 
 /// How a local mesh runs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Host port for the gateway's port 80 (443 goes to this + 363, e.g. 8443).
+    /// Host port for the gateway's port 80 (443 goes to this + 363, e.g. 8443); 0: two
+    /// ports the OS picks.
     pub gateway_port: u16,
     /// Where each app's output goes (`POD.log`).
     pub log_dir: PathBuf,
     /// The manifests the control plane serves and watches.
     pub config_dir: PathBuf,
     /// The control plane's HTTP API port on 127.0.0.1 (its gRPC port is this − 2,
-    /// like Istio's 15014 and 15012).
+    /// like Istio's 15014 and 15012); 0: the control plane lets the OS pick both.
     pub control_plane_port: u16,
+    /// The loopback block B of the pods and the gateway (127.B.0.0/16).
+    pub block: u8,
 }
 
 /// A running local mesh; dropping it stops everything.
 pub struct LocalMesh {
     pub plan: Plan,
+    /// Where the gateway serves its port 80.
     pub gateway: SocketAddr,
+    /// Where it serves its port 443, when a Gateway server has that port.
+    pub gateway_tls: Option<SocketAddr>,
     /// False when no Gateway resource selects the ingress gateway (nothing listens).
     pub gateway_serves: bool,
+    /// The gateway's own address (admin on :15000, metrics on :15020).
+    pub gateway_ip: IpAddr,
     pub log_dir: PathBuf,
     /// The control plane's HTTP API (for `trellis apply`, `proxy-status`).
     pub control_api: SocketAddr,
@@ -53,12 +58,14 @@ pub struct LocalMesh {
     followers: Option<tokio::runtime::Runtime>,
     apps: Vec<Supervised>,
     stop: Arc<AtomicBool>,
+    /// The gateway's ports the OS picked, held while the mesh runs.
+    _reserved: Vec<ReservedPort>,
 }
 
 /// One process under supervision.
-struct Supervised {
-    child: Arc<Mutex<Option<Child>>>,
-    pub restarts: Arc<AtomicU32>,
+pub(super) struct Supervised {
+    pub(super) child: Arc<Mutex<Option<Child>>>,
+    pub(super) restarts: Arc<AtomicU32>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -66,32 +73,26 @@ impl LocalMesh {
     /// Plans, then starts the control plane, every proxy (each following the control
     /// plane) and every app.
     pub fn start(resources: &[Resource], options: Options) -> Result<LocalMesh, String> {
-        let plan = plan(resources)?;
+        let plan = plan(resources, options.block)?;
         std::fs::create_dir_all(&options.log_dir)
             .map_err(|e| format!("{}: {e}", options.log_dir.display()))?;
-        let port_map = BTreeMap::from([
-            (80, options.gateway_port),
-            (443, options.gateway_port.saturating_add(363)),
-        ]);
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let (reserved, http_port, https_port) = gateway_ports(options.gateway_port)?;
+        let port_map = BTreeMap::from([(80, http_port), (443, https_port)]);
         // Whether the gateway will serve port 80 at all, for the summary and readiness.
         let mesh = Mesh::new(resources, plan.workloads());
         let (gw_config, _) = trellis_compile::gateway(&mesh, &gateway_identity(), &port_map, 1);
-        let gateway_serves = gw_config
-            .listeners
-            .iter()
-            .any(|l| l.bind.is_some_and(|b| b.port() == options.gateway_port));
+        let served = |port: u16| {
+            gw_config
+                .listeners
+                .iter()
+                .find_map(|l| l.bind.filter(|b| b.port() == port))
+        };
+        let (gateway_serves, gateway_tls) = (served(http_port).is_some(), served(https_port));
         let stop = Arc::new(AtomicBool::new(false));
 
-        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let control_api = SocketAddr::new(localhost, options.control_plane_port);
-        let control_grpc = SocketAddr::new(localhost, options.control_plane_port.saturating_sub(2));
-        for addr in [control_api, control_grpc] {
-            std::net::TcpListener::bind(addr).map_err(|e| {
-                format!("the control plane cannot listen on {addr}: {e} (is another mesh running? try --control-plane-port)")
-            })?;
-        }
-        let control_plane =
-            supervise_control_plane(&options, control_grpc, control_api, stop.clone())?;
+        let (control_plane, control_grpc, control_api) =
+            super::control::start(&options, stop.clone())?;
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -102,18 +103,19 @@ impl LocalMesh {
         let started = Arc::new(AtomicUsize::new(0));
         let failed: Arc<Mutex<Vec<String>>> = Arc::default();
         let grpc = control_grpc.to_string();
+        let gateway_ip = gateway_ip(options.block);
         let mut specs = vec![(
             ProxySpec {
                 id: "istio-ingressgateway".into(),
                 role: trellis_model::Role::Gateway,
                 identity: gateway_identity(),
                 pod_ip: None,
-                outbound: SocketAddr::new(GATEWAY_IP, 15001),
+                outbound: SocketAddr::new(gateway_ip, 15001),
                 inbound: Vec::new(),
                 port_map,
                 named_ports: BTreeMap::new(),
             },
-            GATEWAY_IP,
+            gateway_ip,
         )];
         for pod in &plan.pods {
             specs.push((sidecar_spec(pod), pod.pod_ip));
@@ -157,8 +159,10 @@ impl LocalMesh {
             .map(|pod| supervise(pod, &options.log_dir, stop.clone()))
             .collect::<Result<Vec<_>, String>>()?;
         Ok(LocalMesh {
-            gateway: SocketAddr::new(localhost, options.gateway_port),
+            gateway: SocketAddr::new(localhost, http_port),
+            gateway_tls,
             gateway_serves,
+            gateway_ip,
             log_dir: options.log_dir,
             control_api,
             plan,
@@ -166,6 +170,7 @@ impl LocalMesh {
             followers: Some(runtime),
             apps,
             stop,
+            _reserved: reserved,
         })
     }
 
@@ -252,6 +257,21 @@ impl Drop for LocalMesh {
     }
 }
 
+/// The host ports for the gateway's 80 and 443: `port` and `port` + 363, or for port 0
+/// two free ports from the OS, held (with the reservations) while the mesh runs.
+fn gateway_ports(port: u16) -> Result<(Vec<ReservedPort>, u16, u16), String> {
+    if port != 0 {
+        return Ok((Vec::new(), port, port.saturating_add(363)));
+    }
+    let reserve = || {
+        ReservedPort::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
+            .map_err(|e| format!("cannot get a port for the ingress gateway: {e}"))
+    };
+    let (http, https) = (reserve()?, reserve()?);
+    let (http_port, https_port) = (http.addr().port(), https.addr().port());
+    Ok((vec![http, https], http_port, https_port))
+}
+
 fn gateway_identity() -> ProxyIdentity {
     ProxyIdentity {
         name: "istio-ingressgateway".into(),
@@ -291,47 +311,6 @@ fn sidecar_spec(pod: &Pod) -> ProxySpec {
         port_map: BTreeMap::new(),
         named_ports: pod.named_ports.clone(),
     }
-}
-
-/// Runs `trellis control-plane` for this mesh as a child process, restarted if it dies.
-fn supervise_control_plane(
-    options: &Options,
-    grpc: SocketAddr,
-    api: SocketAddr,
-    stop: Arc<AtomicBool>,
-) -> Result<Supervised, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the trellis binary: {e}"))?;
-    let log_path = options.log_dir.join("control-plane.log");
-    let args: Vec<String> = vec![
-        "control-plane".into(),
-        "--config".into(),
-        options.config_dir.display().to_string(),
-        "--grpc".into(),
-        grpc.to_string(),
-        "--http".into(),
-        api.to_string(),
-        "--state".into(),
-        options.log_dir.join("applied.yaml").display().to_string(),
-        "--exit-with-parent".into(),
-    ];
-    let spawn = move || -> Result<Child, String> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
-        Command::new(&exe)
-            .args(&args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log)
-            // Refused edits and NACKs are reported on the terminal of `trellis up`.
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start the control plane: {e}"))
-    };
-    supervise_with("control plane".into(), Box::new(spawn), stop)
 }
 
 /// Starts `pod`'s app and restarts it when it exits, until `stop`.
@@ -388,10 +367,14 @@ fn supervise(
     supervise_with(format!("pod {}: app", pod.name), Box::new(spawn), stop)
 }
 
-type Spawn = Box<dyn Fn() -> Result<Child, String> + Send>;
+pub(super) type Spawn = Box<dyn Fn() -> Result<Child, String> + Send>;
 
 /// Starts a process and restarts it (with back-off) whenever it exits, until `stop`.
-fn supervise_with(name: String, spawn: Spawn, stop: Arc<AtomicBool>) -> Result<Supervised, String> {
+pub(super) fn supervise_with(
+    name: String,
+    spawn: Spawn,
+    stop: Arc<AtomicBool>,
+) -> Result<Supervised, String> {
     let child: Arc<Mutex<Option<Child>>> = Arc::new(Mutex::new(None));
     let restarts = Arc::new(AtomicU32::new(0));
     *child.lock().unwrap_or_else(|e| e.into_inner()) = Some(spawn()?);

@@ -1,10 +1,11 @@
-//! Helpers shared by the CLI's end-to-end tests: free ports, running `trellis` as a
-//! child process that is always reaped, and reading its output lines with bounded
-//! waits. (Each test binary uses a subset.)
+//! Helpers shared by the CLI's end-to-end tests: running `trellis` as a child process
+//! that is always reaped, reading its output lines with bounded waits, and learning
+//! where it listens from what it prints (it binds port 0: the OS picks, no test
+//! reserves a port ahead). Local meshes get a loopback block of their own. (Each test
+//! binary uses a subset.)
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,12 +20,41 @@ impl Drop for Running {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// A loopback block B (127.B.0.0/16) for one local mesh (`--address-block B`), kept
+/// from every other test's, in this run or a concurrent one on this machine, by a lock
+/// file held until this drops. Block 0, the default, is left to meshes users run.
+pub struct AddressBlock {
+    pub block: u8,
+    _lock: std::fs::File,
+}
+
+impl AddressBlock {
+    /// The block as `--address-block` takes it.
+    pub fn arg(&self) -> String {
+        self.block.to_string()
+    }
+}
+
+/// Claims a free [`AddressBlock`].
+pub fn address_block() -> AddressBlock {
+    // Start where a concurrent run probably does not, and take the first free one.
+    let start = std::process::id() as usize;
+    for i in 0..255 {
+        let block = (1 + (start + i) % 255) as u8;
+        let path = std::env::temp_dir().join(format!("trellis-test-address-block-{block}.lock"));
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        if file.try_lock().is_ok() {
+            return AddressBlock { block, _lock: file };
+        }
+    }
+    panic!("every loopback block 127.1-255.0.0/16 is in use by another test");
 }
 
 /// The child's stdout and stderr lines, as they come (the child's pipes are taken).
@@ -128,6 +158,14 @@ impl ProxyAddrs {
     /// The only (or first) listener's address.
     pub fn listener(&self) -> std::net::SocketAddr {
         self.listeners.first().expect("a listener").1
+    }
+
+    /// The address of the listener called `name` (a gateway's are `0.0.0.0_PORT`).
+    pub fn listener_named(&self, name: &str) -> std::net::SocketAddr {
+        self.listeners
+            .iter()
+            .find_map(|(n, a)| (n == name).then_some(*a))
+            .unwrap_or_else(|| panic!("no listener {name}: {:?}", self.listeners))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::output;
@@ -17,6 +17,7 @@ use crate::output;
 
 The HTTP API (apply, delete, get, proxy-status, proxy-config) and Prometheus metrics
 (/metrics: pushes, push latency, connected proxies, config errors) share --http.
+Port 0 in --grpc or --http lets the OS pick a free port; the ready line says which.
 Edits to --config take effect within a second; an invalid edit is refused whole and
 the running configuration stays.")]
 pub struct ControlPlaneArgs {
@@ -35,6 +36,10 @@ pub struct ControlPlaneArgs {
     /// Stop when the process that started this one exits (how `trellis up` runs it).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
+    /// Once listening, write `grpc ADDR` and `http ADDR` lines (ports the OS picked
+    /// resolved) to FILE (how `trellis up` learns them).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub addresses_file: Option<PathBuf>,
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -56,6 +61,17 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
             return 1;
         }
     };
+    if let Some(file) = &args.addresses_file
+        && let Err(e) = write_addresses(file, running.grpc, running.http)
+    {
+        let _ = writeln!(
+            anstream::stderr(),
+            "{s}error{s:#}: {}: {e}",
+            file.display(),
+            s = output::ERROR
+        );
+        return 1;
+    }
     let _ = writeln!(
         anstream::stdout(),
         "{s}trellis control-plane{s:#} ready: {} resources; proxies connect to {}, API and metrics on http://{}/",
@@ -73,4 +89,11 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
     }
     drop(running);
     0
+}
+
+/// Writes where the control plane listens, whole or not at all (a reader polls the file).
+fn write_addresses(file: &Path, grpc: SocketAddr, http: SocketAddr) -> std::io::Result<()> {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, format!("grpc {grpc}\nhttp {http}\n"))?;
+    std::fs::rename(&tmp, file)
 }
