@@ -64,10 +64,15 @@ pub fn build(
         subset_spec.and_then(|s| s.traffic_policy.as_ref()),
         port.number,
     );
-    let endpoints = mesh
+    let endpoints: Vec<model::Endpoint> = mesh
         .endpoints_of(service, labels)
-        .filter_map(|w| endpoint(w, port))
+        .filter_map(|w| endpoint(w, port, &mesh.trust_domain))
         .collect();
+    let mesh_tls = mesh_tls(
+        policy.tls.as_ref(),
+        &endpoints,
+        &cluster_sni(port.number, subset, &service.hostname),
+    );
     let protocol = match port.protocol {
         Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb => model::UpstreamProtocol::Http2,
         Protocol::Http => model::UpstreamProtocol::Http1,
@@ -86,12 +91,59 @@ pub fn build(
             .tls
             .as_ref()
             .and_then(|t| upstream_tls(mesh, t, &service.hostname, caller_ns)),
+        mesh_tls,
     }
 }
 
+/// Istio's SNI for mesh mTLS to a cluster: `outbound_.PORT_.SUBSET_.HOST`.
+fn cluster_sni(port: u16, subset: &str, hostname: &str) -> String {
+    format!("outbound_.{port}_.{subset}_.{hostname}")
+}
+
+/// The mesh's mutual TLS for a cluster: forced by DestinationRule `ISTIO_MUTUAL`, off
+/// with any other `tls` mode, else automatic (to the endpoints that have a sidecar;
+/// none when no endpoint has one). The server must present one of the service
+/// accounts of the cluster's endpoints (or the rule's `subjectAltNames`).
+fn mesh_tls(
+    tls: Option<&ClientTlsSettings>,
+    endpoints: &[model::Endpoint],
+    sni: &str,
+) -> Option<model::MeshTls> {
+    let mut identities: Vec<String> = endpoints
+        .iter()
+        .filter(|e| {
+            e.mtls
+                || matches!(
+                    tls.map(ClientTlsSettings::mode),
+                    Some(ClientTlsMode::IstioMutual)
+                )
+        })
+        .map(|e| e.workload.principal.clone())
+        .filter(|p| !p.is_empty())
+        .collect();
+    identities.sort();
+    identities.dedup();
+    let mode = match tls.map(|t| (t.mode(), t)) {
+        Some((ClientTlsMode::IstioMutual, t)) => {
+            if !t.subject_alt_names.is_empty() {
+                identities = t.subject_alt_names.clone();
+            }
+            model::MeshTlsMode::Istio
+        }
+        // An explicit mode (DISABLE, SIMPLE, MUTUAL) leaves the mesh's TLS out.
+        Some((_, t)) if t.mode.is_some() => return None,
+        _ if endpoints.iter().any(|e| e.mtls) => model::MeshTlsMode::Auto,
+        _ => return None,
+    };
+    Some(model::MeshTls {
+        mode,
+        identities,
+        sni: sni.to_string(),
+    })
+}
+
 /// TLS origination for SIMPLE and MUTUAL. DISABLE is plaintext; ISTIO_MUTUAL is the
-/// mesh's own mTLS, which needs the mesh CA (not built yet), so it stays plaintext as
-/// every sidecar-to-sidecar hop is today. Certificates come from files or from the
+/// mesh's own mTLS ([`mesh_tls`]). Certificates come from files or from the
 /// `credentialName` Secret in the proxy's namespace (`tls.crt`, `tls.key`, `ca.crt`).
 fn upstream_tls(
     mesh: &Mesh,
@@ -163,7 +215,7 @@ fn upstream_tls(
     Some(out)
 }
 
-fn endpoint(w: &Workload, port: &ServicePort) -> Option<model::Endpoint> {
+fn endpoint(w: &Workload, port: &ServicePort, trust_domain: &str) -> Option<model::Endpoint> {
     let ip = w.address?;
     // A named target port is looked up on the workload; a WorkloadEntry may also map
     // the service port's name to its own port.
@@ -185,12 +237,13 @@ fn endpoint(w: &Workload, port: &ServicePort) -> Option<model::Endpoint> {
                 String::new()
             } else {
                 format!(
-                    "spiffe://cluster.local/ns/{}/sa/{}",
+                    "spiffe://{trust_domain}/ns/{}/sa/{}",
                     w.namespace, w.service_account
                 )
             },
             labels: Default::default(),
         },
+        mtls: w.sidecar,
     })
 }
 

@@ -14,6 +14,8 @@ use trellis_api::{Resource, Spec};
 
 /// The cluster-local DNS suffix.
 pub const DOMAIN: &str = "svc.cluster.local";
+/// Istio's default trust domain.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
 /// A service: a host name with ports, backed by the workloads its selector matches
 /// or by listed endpoints.
@@ -59,6 +61,18 @@ pub struct Workload {
     /// Named ports (container ports, or WorkloadEntry `ports` keyed by service port name).
     pub ports: BTreeMap<String, u16>,
     pub service_account: String,
+    /// It runs a sidecar, so it takes mesh mutual TLS: an injected Pod, a workload
+    /// labelled `security.istio.io/tlsMode: istio`, or a local pod with its sidecar.
+    pub sidecar: bool,
+}
+
+/// Istio's label for workloads that accept mesh mutual TLS.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// Istio's annotation on a Pod its injector gave a sidecar.
+pub const SIDECAR_STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
+
+fn labelled_istio_tls(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(TLS_MODE_LABEL).is_some_and(|v| v == "istio")
 }
 
 /// Everything compilation reads, indexed once.
@@ -72,6 +86,8 @@ pub struct Mesh {
     pub sidecars: Vec<(Resource, Sidecar)>,
     /// Secrets, for gateway TLS certificates (`credentialName`).
     pub secrets: Vec<(Resource, Secret)>,
+    /// The SPIFFE trust domain (MeshConfig `trustDomain`).
+    pub trust_domain: String,
     /// Lookups by host and label, built by [`Mesh::new`] and [`Mesh::reindex`].
     index: Index,
 }
@@ -125,7 +141,10 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
 impl Mesh {
     /// Indexes `resources`; `extra` are workloads known from elsewhere (a local runner).
     pub fn new(resources: &[Resource], extra: Vec<Workload>) -> Mesh {
-        let mut mesh = Mesh::default();
+        let mut mesh = Mesh {
+            trust_domain: DEFAULT_TRUST_DOMAIN.into(),
+            ..Mesh::default()
+        };
         let ns_of = |r: &Resource| r.meta.namespace_or_default().to_string();
         for r in resources {
             match &r.spec {
@@ -202,6 +221,7 @@ impl Mesh {
                                 .map(|(k, v)| (k.clone(), (*v).min(65535) as u16))
                                 .collect(),
                             service_account: e.service_account.clone(),
+                            sidecar: labelled_istio_tls(&e.labels),
                         })
                         .collect();
                     for host in &se.hosts {
@@ -240,6 +260,8 @@ impl Mesh {
                                 })
                                 .collect(),
                             service_account: p.spec.service_account().to_string(),
+                            sidecar: r.meta.annotations.contains_key(SIDECAR_STATUS_ANNOTATION)
+                                || labelled_istio_tls(&r.meta.labels),
                         });
                     }
                 }
@@ -254,6 +276,7 @@ impl Mesh {
                         .map(|(k, v)| (k.clone(), (*v).min(65535) as u16))
                         .collect(),
                     service_account: w.service_account.clone(),
+                    sidecar: labelled_istio_tls(&w.labels),
                 }),
                 Spec::VirtualService(vs) => mesh.virtual_services.push((r.clone(), (**vs).clone())),
                 Spec::DestinationRule(dr) => {

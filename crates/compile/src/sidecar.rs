@@ -249,6 +249,8 @@ pub fn sidecar_local(
                     weight: 1,
                     labels: BTreeMap::new(),
                     workload: workload.clone(),
+                    // Sidecar to its own app: plaintext on the pod's loopback.
+                    mtls: false,
                 }],
                 ..Default::default()
             },

@@ -178,6 +178,8 @@ impl ProxySpec {
             address: Some(address),
             ports: self.named_ports.clone(),
             service_account: self.identity.service_account.clone(),
+            // It announced itself through its sidecar.
+            sidecar: true,
         })
     }
 

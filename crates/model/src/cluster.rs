@@ -26,6 +26,38 @@ pub struct Cluster {
     /// TLS to the upstream (DestinationRule `trafficPolicy.tls` SIMPLE or MUTUAL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// The mesh's own mutual TLS (ISTIO_MUTUAL, or automatic mTLS to endpoints that
+    /// run a sidecar); none: plaintext unless `tls` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_tls: Option<MeshTls>,
+}
+
+/// Mutual TLS with the proxy's own workload certificate, the server checked by its
+/// SPIFFE identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshTls {
+    pub mode: MeshTlsMode,
+    /// The SPIFFE ids (`spiffe://TD/ns/NS/sa/SA`) a server may present: the service
+    /// accounts of the destination's workloads, or the DestinationRule's
+    /// `subjectAltNames`. Empty: any identity of the mesh's trust domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
+    /// Server name sent in the ClientHello (Istio's `outbound_.PORT_.SUBSET_.HOST`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sni: String,
+}
+
+/// When mesh mutual TLS is used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshTlsMode {
+    /// To endpoints that have a sidecar (`Endpoint::mtls`); plaintext to the rest
+    /// (Istio's auto mTLS).
+    #[default]
+    Auto,
+    /// To every endpoint (DestinationRule `ISTIO_MUTUAL`).
+    Istio,
 }
 
 /// How the proxy originates TLS to a cluster's endpoints.
@@ -78,6 +110,9 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub workload: Workload,
+    /// The endpoint runs a sidecar that accepts mesh mutual TLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mtls: bool,
 }
 
 fn one() -> u32 {

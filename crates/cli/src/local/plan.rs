@@ -32,6 +32,49 @@ pub struct Pod {
     pub named_ports: BTreeMap<String, u16>,
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Whether it gets a sidecar, by Istio's injection rules, and why.
+    pub injection: Injection,
+}
+
+/// Whether a pod gets a sidecar, decided as Istio's injector decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Injection {
+    pub sidecar: bool,
+    pub reason: &'static str,
+}
+
+/// Istio's injection rules: the pod's `sidecar.istio.io/inject` (label, or the older
+/// annotation) `"false"` never injects; a namespace labelled `istio-injection=disabled`
+/// never does either; `istio-injection=enabled` or an `istio.io/rev` label injects; in
+/// an unlabelled namespace only a pod that says `sidecar.istio.io/inject: "true"` gets
+/// one.
+pub fn injection(
+    namespace_labels: &BTreeMap<String, String>,
+    pod_labels: &BTreeMap<String, String>,
+    pod_annotations: &BTreeMap<String, String>,
+) -> Injection {
+    const INJECT: &str = "sidecar.istio.io/inject";
+    let pod = pod_labels
+        .get(INJECT)
+        .or_else(|| pod_annotations.get(INJECT))
+        .map(|v| v.eq_ignore_ascii_case("true"));
+    let namespace = match namespace_labels.get("istio-injection").map(String::as_str) {
+        Some("enabled") => Some(true),
+        Some(_) => Some(false),
+        None if namespace_labels.contains_key("istio.io/rev") => Some(true),
+        None => None,
+    };
+    let (sidecar, reason) = match (namespace, pod) {
+        (_, Some(false)) => (false, "the pod says sidecar.istio.io/inject: \"false\""),
+        (Some(false), _) => (false, "its namespace is labelled istio-injection=disabled"),
+        (Some(true), _) => (true, "its namespace is labelled for injection"),
+        (None, Some(true)) => (true, "the pod says sidecar.istio.io/inject: \"true\""),
+        (None, None) => (
+            false,
+            "its namespace is not labelled istio-injection=enabled",
+        ),
+    };
+    Injection { sidecar, reason }
 }
 
 /// Pods in a stable order.
@@ -52,6 +95,12 @@ pub fn gateway_ip(block: u8) -> IpAddr {
 /// `block`.
 pub fn plan(resources: &[Resource], block: u8) -> Result<Plan, String> {
     let mut pods = Vec::new();
+    let namespaces: BTreeMap<&str, &BTreeMap<String, String>> = resources
+        .iter()
+        .filter(|r| matches!(r.spec, Spec::Namespace(_)))
+        .map(|r| (r.meta.name.as_str(), &r.meta.labels))
+        .collect();
+    let none = BTreeMap::new();
     for r in resources {
         let Spec::Deployment(d) = &r.spec else {
             continue;
@@ -99,6 +148,12 @@ pub fn plan(resources: &[Resource], block: u8) -> Result<Plan, String> {
             .iter()
             .filter_map(|p| Some((p.name.clone()?, p.container_port.clamp(1, 65535) as u16)))
             .collect();
+        let namespace = r.meta.namespace_or_default();
+        let injection = injection(
+            namespaces.get(namespace).copied().unwrap_or(&none),
+            &template.metadata.labels,
+            &template.metadata.annotations,
+        );
         for i in 0..replicas {
             let n = pods.len();
             if n >= MAX_PODS {
@@ -118,6 +173,7 @@ pub fn plan(resources: &[Resource], block: u8) -> Result<Plan, String> {
                 named_ports: named_ports.clone(),
                 command: command.clone(),
                 env: env.clone(),
+                injection,
             });
         }
     }
@@ -125,19 +181,39 @@ pub fn plan(resources: &[Resource], block: u8) -> Result<Plan, String> {
 }
 
 impl Plan {
-    /// The workloads compilation sees: each pod at its pod IP (where its sidecar listens).
+    /// The workloads compilation sees: each pod at the address the mesh reaches it on
+    /// (its sidecar's pod IP, or the app itself when it has no sidecar).
     pub fn workloads(&self) -> Vec<trellis_compile::Workload> {
-        self.pods
-            .iter()
-            .map(|p| trellis_compile::Workload {
-                name: p.deployment.clone(),
-                namespace: p.namespace.clone(),
-                labels: p.labels.clone(),
-                address: Some(p.pod_ip),
-                ports: p.named_ports.clone(),
-                service_account: p.service_account.clone(),
-            })
-            .collect()
+        self.pods.iter().map(Pod::workload).collect()
+    }
+
+    /// The pods that run without a sidecar.
+    pub fn without_sidecars(&self) -> impl Iterator<Item = &Pod> {
+        self.pods.iter().filter(|p| !p.injection.sidecar)
+    }
+}
+
+impl Pod {
+    /// Where the mesh reaches this pod: its sidecar, or its app when it has none.
+    pub fn address(&self) -> IpAddr {
+        if self.injection.sidecar {
+            self.pod_ip
+        } else {
+            self.app_ip
+        }
+    }
+
+    /// The pod as compilation sees it.
+    pub fn workload(&self) -> trellis_compile::Workload {
+        trellis_compile::Workload {
+            name: self.deployment.clone(),
+            namespace: self.namespace.clone(),
+            labels: self.labels.clone(),
+            address: Some(self.address()),
+            ports: self.named_ports.clone(),
+            service_account: self.service_account.clone(),
+            sidecar: self.injection.sidecar,
+        }
     }
 }
 
@@ -154,6 +230,7 @@ pub fn drift(running: &Plan, resources: &[Resource]) -> Result<[Vec<String>; 3],
             &a.command,
             &a.env,
             &a.service_account,
+            &a.injection,
         ) == (
             &b.labels,
             &b.ports,
@@ -161,6 +238,7 @@ pub fn drift(running: &Plan, resources: &[Resource]) -> Result<[Vec<String>; 3],
             &b.command,
             &b.env,
             &b.service_account,
+            &b.injection,
         )
     };
     let find = |pods: &[Pod], name: &str| pods.iter().position(|p| p.name == name);

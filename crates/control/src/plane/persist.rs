@@ -115,6 +115,8 @@ impl ControlPlane {
                                 address: Some(w.address),
                                 ports: w.ports,
                                 service_account: w.service_account,
+                                // Only sidecars announce themselves.
+                                sidecar: true,
                             };
                             (w.proxy, workload)
                         })

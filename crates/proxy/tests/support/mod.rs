@@ -236,6 +236,7 @@ pub fn endpoint(addr: SocketAddr, version: &str) -> Endpoint {
             version: version.into(),
             ..Default::default()
         },
+        mtls: false,
     }
 }
 
