@@ -8,7 +8,7 @@ use serde_json::Value;
 use trellis_api::Resource;
 
 use super::json::{scalar_text, string_map};
-use super::names::ns_of;
+use super::names::{full_name, ns_of};
 use super::selectors::{Labels, selector_matches};
 use crate::Context;
 
@@ -26,6 +26,20 @@ pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 /// The Pods of the input (core Kubernetes).
 pub fn pods<'c>(cx: &'c Context<'_>) -> impl Iterator<Item = &'c Resource> + 'c {
     cx.of("", "Pod")
+}
+
+/// How a message names a pod: `pod NAMESPACE/NAME`, or `the pods of Deployment
+/// NAMESPACE/NAME` for a pod made from a workload's template (that pod is not among the
+/// inputs; its workload is).
+pub fn pod_in_text(cx: &Context<'_>, pod: &Resource) -> String {
+    match cx.origin(pod) {
+        Some(origin) => format!(
+            "the pods of {} {}",
+            origin.owner.kind,
+            full_name(origin.owner)
+        ),
+        None => format!("pod {}", full_name(pod)),
+    }
 }
 
 /// The Services of the input (core Kubernetes).
