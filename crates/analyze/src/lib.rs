@@ -5,6 +5,8 @@
 //! indexed by kind) that reports [`Message`]s; none needs a running server.
 
 pub mod analyzers;
+#[cfg(feature = "testing")]
+pub mod conformance;
 mod context;
 pub mod messages;
 mod report;
