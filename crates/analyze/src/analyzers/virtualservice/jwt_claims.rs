@@ -83,7 +83,7 @@ impl Analyzer for JwtClaimRouteAnalyzer {
                             Some("spec.http"),
                             format!(
                                 "routes on JWT claim `{key}` at gateway {}, but no \
-                                 RequestAuthentication applies to its {}; without one the \
+                                 RequestAuthentication applies to {}; without one the \
                                  token is not validated and the claim is never available, so \
                                  add a RequestAuthentication selecting the gateway Pods (in \
                                  namespace {})",
