@@ -1,5 +1,7 @@
 //! What analyzers look at: every resource, indexed by kind, with Istio's harness
-//! conventions applied (ignored system namespaces, the default ingress gateway).
+//! conventions applied (ignored system namespaces, the default ingress gateway), plus
+//! the pods that Deployments' templates become (`templates`), each of which knows the
+//! Deployment it came from ([`Context::origin`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -7,12 +9,16 @@ use std::sync::Arc;
 
 use trellis_api::Resource;
 
+use crate::templates::{Origin, template_pod};
 use crate::{IGNORED_NAMESPACES, Options};
 
 /// Every resource under analysis, grouped by kind.
 pub struct Context<'a> {
     resources: Vec<Cow<'a, Resource>>,
     by_kind: HashMap<String, Vec<usize>>,
+    /// Made pods, by the address of their `raw` document (shared by every copy of the
+    /// pod, and by nothing else) → (index of the workload they came from, its template path).
+    origins: HashMap<usize, (usize, &'static str)>,
     options: &'a Options,
 }
 
@@ -37,9 +43,17 @@ impl<'a> Context<'a> {
                 _ => Cow::Borrowed(r),
             })
             .collect();
+        let mut origins = HashMap::new();
         if options.pods_from_deployments {
-            let pods: Vec<Resource> = resources.iter().filter_map(|r| template_pod(r)).collect();
-            resources.extend(pods.into_iter().map(Cow::Owned));
+            let pods: Vec<(usize, Resource, &'static str)> = resources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| template_pod(r).map(|(pod, path)| (i, pod, path)))
+                .collect();
+            for (owner, pod, path) in pods {
+                origins.insert(raw_address(&pod), (owner, path));
+                resources.push(Cow::Owned(pod));
+            }
         }
         if options.add_ingress_gateway {
             resources.extend(
@@ -55,8 +69,19 @@ impl<'a> Context<'a> {
         Context {
             resources,
             by_kind,
+            origins,
             options,
         }
+    }
+
+    /// For a pod made from a workload's template, that workload and where the template
+    /// is; `None` for every resource of the inputs (and the default ingress gateway).
+    pub fn origin(&self, r: &Resource) -> Option<Origin<'_>> {
+        let &(owner, template) = self.origins.get(&raw_address(r))?;
+        Some(Origin {
+            owner: &self.resources[owner],
+            template,
+        })
     }
 
     /// The options in force.
@@ -113,43 +138,9 @@ pub fn is_cluster_scoped(kind: &str) -> bool {
     )
 }
 
-/// The Pod a Deployment will run, with the sidecar that Trellis injects.
-fn template_pod(deployment: &Resource) -> Option<Resource> {
-    if deployment.kind != "Deployment" || deployment.group() != "apps" {
-        return None;
-    }
-    let template = deployment.raw.get("spec")?.get("template")?;
-    let mut metadata = template
-        .get("metadata")
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({}));
-    let name = format!("{}-template", deployment.meta.name);
-    metadata["name"] = serde_json::Value::String(name);
-    if let Some(ns) = &deployment.meta.namespace {
-        metadata["namespace"] = serde_json::Value::String(ns.clone());
-    }
-    let mut spec = template
-        .get("spec")
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({}));
-    let proxy = serde_json::json!({"name": "istio-proxy", "image": "trellis"});
-    match spec.get_mut("containers").and_then(|c| c.as_array_mut()) {
-        Some(containers) => containers.push(proxy),
-        None => spec["containers"] = serde_json::json!([proxy]),
-    }
-    let meta: trellis_api::meta::ObjectMeta = serde_json::from_value(metadata.clone()).ok()?;
-    let raw =
-        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec});
-    let typed: trellis_api::kube::Pod = serde_json::from_value(raw.clone()).ok()?;
-    Some(Resource {
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        meta,
-        spec: trellis_api::Spec::Pod(std::sync::Arc::new(typed)),
-        source: deployment.source.clone(),
-        node: deployment.node.clone(),
-        raw: std::sync::Arc::new(raw),
-    })
+/// What identifies a made resource: its `raw` document, which copies share.
+fn raw_address(r: &Resource) -> usize {
+    Arc::as_ptr(&r.raw) as usize
 }
 
 /// The ingress gateway Pod and Service that an Istio install provides.

@@ -5,58 +5,18 @@
 //! indexed by kind) that reports [`Message`]s; none needs a running server.
 
 pub mod analyzers;
+#[cfg(feature = "testing")]
+pub mod conformance;
 mod context;
 pub mod messages;
-
-use std::sync::Arc;
+mod report;
+mod templates;
 
 pub use context::Context;
 pub use messages::{Level, MessageType};
+pub use report::{Message, Reporter};
+pub use templates::Origin;
 use trellis_api::Resource;
-
-/// One finding of one analyzer, about one resource.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Message {
-    /// Istio's code, such as `IST0101`.
-    pub code: &'static str,
-    /// Istio's message name, such as `ReferencedResourceNotFound`.
-    #[serde(rename = "type")]
-    pub message_name: &'static str,
-    pub level: Level,
-    pub kind: String,
-    #[serde(rename = "apiVersion")]
-    pub api_version: String,
-    pub namespace: Option<String>,
-    pub name: String,
-    /// The human text.
-    pub message: String,
-    /// Which analyzer said it (`virtualservice.GatewayAnalyzer`).
-    pub analyzer: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<Arc<str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u32>,
-}
-
-impl Message {
-    /// `Kind namespace/name` as istioctl prints it.
-    pub fn resource(&self) -> String {
-        match &self.namespace {
-            Some(ns) if !ns.is_empty() => format!("{} {}/{}", self.kind, ns, self.name),
-            _ => format!("{} {}", self.kind, self.name),
-        }
-    }
-}
-
-impl std::fmt::Display for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} [{}] ({}", self.level, self.code, self.resource())?;
-        if let (Some(file), Some(line)) = (&self.file, self.line) {
-            write!(f, " {file}:{line}")?;
-        }
-        write!(f, ") {}", self.message)
-    }
-}
 
 /// What an analyzer is: a name (Istio's) and a check.
 pub trait Analyzer: Sync {
@@ -87,6 +47,7 @@ pub struct Options {
     /// Treat each Deployment's pod template as a running, injected Pod, so that
     /// manifests analyze as the mesh they will become (Trellis's local mode runs
     /// them exactly so). Istio's own harness analyzes only the Pods it is given.
+    /// Messages about such a pod are reported on its Deployment (see [`Reporter`]).
     pub pods_from_deployments: bool,
     /// Istio's mesh config (what `istioctl analyze --meshConfigFile` reads); when absent,
     /// analyzers look for the `istio` ConfigMap among the inputs.
@@ -103,42 +64,6 @@ impl Default for Options {
             pods_from_deployments: true,
             mesh_config: None,
         }
-    }
-}
-
-/// Collects messages for one analyzer run.
-pub struct Reporter {
-    analyzer: &'static str,
-    messages: Vec<Message>,
-}
-
-impl Reporter {
-    /// Reports `ty` about `resource`, at an optional field path (for the line).
-    pub fn report(
-        &mut self,
-        ty: &MessageType,
-        resource: &Resource,
-        path: Option<&str>,
-        text: impl Into<String>,
-    ) {
-        let line = match path {
-            Some(p) => resource.line_of(p),
-            None => resource.source.line,
-        };
-        let synthetic = resource.source.file.is_empty();
-        self.messages.push(Message {
-            code: ty.code,
-            message_name: ty.name,
-            level: ty.level,
-            kind: resource.kind.clone(),
-            api_version: resource.api_version.clone(),
-            namespace: resource.meta.namespace.clone(),
-            name: resource.meta.name.clone(),
-            message: text.into(),
-            analyzer: self.analyzer,
-            file: (!synthetic).then(|| resource.source.file.clone()),
-            line: (!synthetic).then_some(line),
-        });
     }
 }
 
@@ -239,17 +164,14 @@ pub fn analyze_with_timings(
     });
     let mut messages = Vec::new();
     for analyzer in selected {
-        let mut reporter = Reporter {
-            analyzer: analyzer.name(),
-            messages: Vec::new(),
-        };
+        let mut reporter = Reporter::new(analyzer.name(), &cx);
         let started = std::time::Instant::now();
         analyzer.analyze(&cx, &mut reporter);
         timings.push(Timing {
             step: Step::Analyzer(analyzer.name()),
             elapsed: started.elapsed(),
         });
-        messages.extend(reporter.messages);
+        messages.extend(reporter.finish());
     }
     messages.sort_by(|a, b| {
         (b.level, a.code, a.resource(), &a.message).cmp(&(

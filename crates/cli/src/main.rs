@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
     after_help = "Examples:
   trellis validate -f reviews-vs.yaml     check resources one by one (Istio's rules, and misspelt fields)
   trellis analyze -f manifests/           check how resources fit together (Istio's IST0xxx codes)
-  trellis demo                            see the seed configuration checked end to end
+  trellis demo                            run the bookstore demo mesh with live traffic (Ctrl-C stops)
   trellis echo --listen 127.0.0.1:8080    a test workload that echoes requests as JSON
   trellis bookinfo productpage            one service of the bookstore demo application"
 )]
@@ -34,13 +34,13 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Check how resources fit together, reporting Istio's analyzer codes (IST0xxx).
     Analyze(cmd::analyze::Args),
-    /// Check and explain the bundled demo mesh (a bookstore with a 90/10 canary).
+    /// Run the bundled demo mesh (a bookstore with a 90/10 canary) with live traffic, until Ctrl-C.
     Demo(cmd::demo::Args),
     /// Run a directory of manifests as a local mesh of processes, each with a sidecar.
     Up(cmd::up::Args),
     /// Stop the mesh that `trellis up` started.
     Down(cmd::up::DownArgs),
-    /// Run the data plane (sidecar or gateway), standalone from a directory of YAML.
+    /// Run the data plane (sidecar or gateway) from a directory of YAML, a control plane or a compiled config.
     Proxy(Box<cmd::proxy::Args>),
     /// Run the control plane: watch manifests, compile per-proxy config, push it over gRPC.
     ControlPlane(cmd::control::ControlPlaneArgs),
@@ -50,7 +50,7 @@ enum Command {
     Delete(cmd::control::ApplyArgs),
     /// List or show the resources the control plane holds.
     Get(cmd::control::GetArgs),
-    /// Whether each proxy runs the configuration last pushed to it (SYNCED / STALE / NOT SENT).
+    /// Show whether each proxy runs the configuration last pushed to it (SYNCED / STALE / NOT SENT).
     ProxyStatus(cmd::control::ProxyStatusArgs),
     /// Show a proxy's listeners, routes, clusters or endpoints as last pushed.
     ProxyConfig(cmd::control::ProxyConfigArgs),

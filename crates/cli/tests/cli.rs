@@ -225,6 +225,71 @@ fn unknown_analyzer_is_a_usage_error_with_a_hint() {
     );
 }
 
+/// The `Commands:` of a help text: each name with its one line (wrapped lines joined).
+fn commands(help: &str) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    let section = help.lines().skip_while(|l| *l != "Commands:").skip(1);
+    for line in section.take_while(|l| !l.trim().is_empty()) {
+        let indent = line.len() - line.trim_start().len();
+        match found.last_mut() {
+            Some((_, about)) if indent > 2 => {
+                about.push(' ');
+                about.push_str(line.trim());
+            }
+            _ => {
+                let (name, about) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+                found.push((name.to_string(), about.trim().to_string()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_subcommand_says_in_one_line_what_it_does() {
+    const VERBS: &[&str] = &[
+        "Add", "Check", "List", "Print", "Remove", "Run", "Serve", "Show", "Stop",
+    ];
+    let mut checked = 0;
+    // (the subcommand's words, the line its parent lists it with)
+    let mut pending: Vec<(Vec<String>, Option<String>)> = vec![(Vec::new(), None)];
+    while let Some((path, listed)) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = trellis(&args, None);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let help = text(&out.stdout);
+        if let Some(listed) = listed {
+            // Its own --help opens with the line it is listed with.
+            let own: Vec<&str> = help.lines().take_while(|l| !l.is_empty()).collect();
+            assert_eq!(own.join(" "), listed, "{path:?}");
+            checked += 1;
+        }
+        for (name, about) in commands(&help) {
+            if name == "help" {
+                continue;
+            }
+            let verb = about.split(' ').next().unwrap_or("");
+            assert!(
+                VERBS.contains(&verb),
+                "`trellis {} {name}`: {about:?} does not start with what it does",
+                path.join(" ")
+            );
+            let mut sub = path.clone();
+            sub.push(name);
+            pending.push((sub, Some(about)));
+        }
+    }
+    assert!(checked >= 14, "only {checked} subcommands found");
+    let demo = text(&trellis(&["demo", "--help"], None).stdout);
+    assert!(
+        demo.lines().next().is_some_and(
+            |l| l.starts_with("Run the bundled demo mesh") && l.contains("live traffic")
+        ),
+        "{demo}"
+    );
+}
+
 /// Each demo mesh gets an address block of its own and ports the OS picks, but a mesh
 /// is a dozen processes and these tests count failed requests: one at a time.
 static ONE_MESH: std::sync::Mutex<()> = std::sync::Mutex::new(());

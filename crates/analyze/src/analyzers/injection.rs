@@ -8,7 +8,7 @@ use super::control_plane::istio_config_maps;
 use super::json::scalar_text;
 use super::names::ns_of;
 use super::workloads::{
-    DATAPLANE_MODE_LABEL, INJECT_KEY, INJECTION_LABEL, REVISION_LABEL, has_proxy, pods,
+    DATAPLANE_MODE_LABEL, INJECT_KEY, INJECTION_LABEL, REVISION_LABEL, has_proxy, pod_in_text, pods,
 };
 use crate::messages::{
     NAMESPACE_INJECTION_ENABLED_BY_DEFAULT, NAMESPACE_MULTIPLE_INJECTION_LABELS,
@@ -129,10 +129,9 @@ impl Analyzer for InjectionAnalyzer {
                 pod,
                 Some("spec.containers"),
                 format!(
-                    "pod {}/{} runs without the Istio proxy although its namespace is injected; \
-                     restart or redeploy the workload so the injector adds it",
-                    ns_of(pod),
-                    pod.meta.name
+                    "no Istio proxy in {} although its namespace is injected; restart or \
+                     redeploy the workload so the injector adds it",
+                    pod_in_text(cx, pod)
                 ),
             );
         }

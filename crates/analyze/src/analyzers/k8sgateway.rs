@@ -3,7 +3,7 @@
 use super::json::{items, string_map};
 use super::names::ns_of;
 use super::selectors::selector_matches;
-use super::workloads::pods;
+use super::workloads::{pod_in_text, pods};
 use crate::messages::INEFFECTIVE_SELECTOR;
 use crate::{Analyzer, Context, Reporter};
 
@@ -55,11 +55,11 @@ impl Analyzer for SelectorAnalyzer {
                         policy,
                         Some("spec.selector"),
                         format!(
-                            "the selector matches Pod {} of Kubernetes Gateway `{gateway}`, \
+                            "the selector matches {} of Kubernetes Gateway `{gateway}`, \
                              where selectors have no effect; use `targetRefs: [{{kind: \
                              Gateway, group: gateway.networking.k8s.io, name: {gateway}}}]` \
                              instead",
-                            pod.meta.name
+                            pod_in_text(cx, pod)
                         ),
                     );
                 }

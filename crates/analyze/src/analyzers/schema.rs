@@ -35,8 +35,13 @@ impl Analyzer for ValidationAnalyzer {
                 if d.severity != Severity::Error {
                     continue;
                 }
-                let text = match d.path.as_deref() {
-                    Some(p) if !p.is_empty() => format!("{p}: {}", d.message),
+                // A pod made from a Deployment's template is reported on the Deployment,
+                // so the path in the text is the template's.
+                let text = match (d.path.as_deref(), cx.origin(r)) {
+                    (Some(p), Some(origin)) if !p.is_empty() => {
+                        format!("{}: {}", origin.path(Some(p)), d.message)
+                    }
+                    (Some(p), None) if !p.is_empty() => format!("{p}: {}", d.message),
                     _ => d.message.clone(),
                 };
                 out.report(&SCHEMA_VALIDATION_ERROR, r, d.path.as_deref(), text);

@@ -7,7 +7,7 @@ use trellis_api::Resource;
 use super::json::string_map;
 use super::names::{NETWORKING, name_list, ns_of};
 use super::selectors::{selector_matches, selector_text};
-use super::workloads::{namespace_in_ambient, namespaces, pod_in_ambient, pods};
+use super::workloads::{namespace_in_ambient, namespaces, pod_in_ambient, pod_in_text, pods};
 use crate::messages::{
     CONFLICTING_SIDECAR_WORKLOAD_SELECTORS, INEFFECTIVE_POLICY,
     MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS, REFERENCED_RESOURCE_NOT_FOUND,
@@ -84,9 +84,9 @@ impl Analyzer for SelectorAnalyzer {
                             sc,
                             Some("spec.workloadSelector"),
                             format!(
-                                "it selects pod {} which runs in ambient mode, without a \
-                                 sidecar proxy, so this Sidecar has no effect there",
-                                pod.meta.name
+                                "it selects {}, in ambient mode without a sidecar proxy, \
+                                 so this Sidecar has no effect there",
+                                pod_in_text(cx, pod)
                             ),
                         );
                     }
@@ -97,11 +97,11 @@ impl Analyzer for SelectorAnalyzer {
                     sc,
                     Some("metadata.name"),
                     format!(
-                        "Sidecars {} in namespace {:?} all select pod {}, and which one applies \
+                        "Sidecars {} in namespace {:?} all select {}, and which one applies \
                          is undefined; make their workload selectors disjoint",
                         name_list(sidecars),
                         ns_of(pod),
-                        pod.meta.name
+                        pod_in_text(cx, pod)
                     ),
                 );
             }

@@ -10,7 +10,7 @@ use super::control_plane::mesh_config;
 use super::json::string_map;
 use super::names::{full_name, name_list, ns_of};
 use super::selectors::selector_text;
-use super::workloads::pods_matching;
+use super::workloads::{pod_in_text, pods_matching};
 use crate::messages::{
     CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS, DEPRECATED, INVALID_TELEMETRY_PROVIDER,
     MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS, REFERENCED_RESOURCE_NOT_FOUND,
@@ -82,8 +82,8 @@ impl Analyzer for SelectorAnalyzer {
     }
 
     fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
-        // pod (namespace, name) -> the Telemetries selecting it
-        let mut selected: BTreeMap<(String, String), Vec<&Resource>> = BTreeMap::new();
+        // pod (namespace, name) -> how messages name it, and the Telemetries selecting it
+        let mut selected: BTreeMap<(String, String), (String, Vec<&Resource>)> = BTreeMap::new();
         for t in telemetries(cx) {
             let selector = string_map(&t.raw["spec"]["selector"]["matchLabels"]);
             if selector.is_empty() {
@@ -94,7 +94,8 @@ impl Analyzer for SelectorAnalyzer {
                 found = true;
                 selected
                     .entry((ns_of(pod).to_string(), pod.meta.name.clone()))
-                    .or_default()
+                    .or_insert_with(|| (pod_in_text(cx, pod), Vec::new()))
+                    .1
                     .push(t);
             }
             if !found {
@@ -112,7 +113,7 @@ impl Analyzer for SelectorAnalyzer {
                 );
             }
         }
-        for ((ns, pod), list) in &selected {
+        for ((ns, _), (pod, list)) in &selected {
             if list.len() < 2 {
                 continue;
             }
@@ -122,7 +123,7 @@ impl Analyzer for SelectorAnalyzer {
                     t,
                     Some("metadata.name"),
                     format!(
-                        "Telemetries {} in namespace {ns} all select pod {pod}, and which one \
+                        "Telemetries {} in namespace {ns} all select {pod}, and which one \
                          applies is undefined; make their selectors disjoint or merge them",
                         name_list(list)
                     ),

@@ -8,7 +8,7 @@ use serde_json::Value;
 use trellis_api::Resource;
 
 use super::json::{scalar_text, string_map};
-use super::names::ns_of;
+use super::names::{full_name, ns_of};
 use super::selectors::{Labels, selector_matches};
 use crate::Context;
 
@@ -26,6 +26,25 @@ pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 /// The Pods of the input (core Kubernetes).
 pub fn pods<'c>(cx: &'c Context<'_>) -> impl Iterator<Item = &'c Resource> + 'c {
     cx.of("", "Pod")
+}
+
+/// How a message names a pod: `pod NAMESPACE/NAME`; `the pods of Deployment
+/// NAMESPACE/NAME` for a pod made from a workload's template (that pod is not among the
+/// inputs; its workload is); for the stand-in of the ingress gateway an Istio install
+/// runs (`Options::add_ingress_gateway`, no file), those pods.
+pub fn pod_in_text(cx: &Context<'_>, pod: &Resource) -> String {
+    match cx.origin(pod) {
+        Some(origin) => format!(
+            "the pods of {} {}",
+            origin.owner.kind,
+            full_name(origin.owner)
+        ),
+        None if pod.source.file.is_empty() => format!(
+            "the ingress gateway pods of the Istio install (namespace {})",
+            ns_of(pod)
+        ),
+        None => format!("pod {}", full_name(pod)),
+    }
 }
 
 /// The Services of the input (core Kubernetes).
@@ -220,6 +239,36 @@ mod tests {
         assert_eq!(
             p(json!({"name": "http", "appProtocol": "bogus", "port": 1})),
             None
+        );
+    }
+
+    #[test]
+    fn texts_name_pods_that_are_among_the_inputs_or_say_where_they_come_from() {
+        let yaml = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: web}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop}
+spec: {containers: [{name: web, image: web}]}
+";
+        let resources = trellis_api::load_str("app.yaml", yaml).resources;
+        let options = crate::Options::default();
+        let cx = Context::new(&resources, &options);
+        let mut named: Vec<String> = pods(&cx).map(|p| pod_in_text(&cx, p)).collect();
+        named.sort();
+        assert_eq!(
+            named,
+            [
+                "pod shop/web-1",
+                "the ingress gateway pods of the Istio install (namespace istio-system)",
+                "the pods of Deployment shop/web",
+            ]
         );
     }
 

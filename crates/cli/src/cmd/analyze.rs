@@ -99,13 +99,14 @@ pub fn run(args: &Args) -> i32 {
             }
         },
     };
+    // The library's defaults (the ingress gateway's stand-ins, Deployment templates as
+    // injected pods) are what users get; the corpus tests measure exactly these.
     let options = Options {
         default_namespace: Some(args.namespace.clone()),
         istio_namespace: args.istio_namespace.clone(),
-        add_ingress_gateway: true,
-        pods_from_deployments: true,
         mesh_config,
         only: args.analyzers.clone(),
+        ..Options::default()
     };
     let messages = match run_analyzers(&loaded.resources, &options) {
         Ok(m) => m,

@@ -8,9 +8,9 @@ use trellis_api::Resource;
 
 use super::{MESH_GATEWAY, virtual_services};
 use crate::analyzers::json::{items, string_map, texts};
-use crate::analyzers::names::{NETWORKING, full_name, join_name, ns_of, short_or_full};
+use crate::analyzers::names::{NETWORKING, join_name, ns_of, short_or_full};
 use crate::analyzers::selectors::{gateway_selector, selector_matches};
-use crate::analyzers::workloads::pods_selected;
+use crate::analyzers::workloads::{pod_in_text, pods_selected};
 use crate::messages::JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN;
 use crate::{Analyzer, Context, Reporter};
 
@@ -83,12 +83,12 @@ impl Analyzer for JwtClaimRouteAnalyzer {
                             Some("spec.http"),
                             format!(
                                 "routes on JWT claim `{key}` at gateway {}, but no \
-                                 RequestAuthentication applies to its Pod {}; without one the \
+                                 RequestAuthentication applies to {}; without one the \
                                  token is not validated and the claim is never available, so \
                                  add a RequestAuthentication selecting the gateway Pods (in \
                                  namespace {})",
                                 join_name(&gw_ns, &gw_name),
-                                full_name(pod),
+                                pod_in_text(cx, pod),
                                 if ns_of(pod) == istio_ns || ns_of(pod).is_empty() {
                                     format!("`{istio_ns}`")
                                 } else {

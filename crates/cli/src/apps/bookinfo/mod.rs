@@ -43,13 +43,13 @@ pub struct Args {
 /// The four bookinfo services.
 #[derive(Debug, clap::Subcommand)]
 pub enum Service {
-    /// The front page (/productpage, /api/v1/products/0): calls details and reviews.
+    /// Serve the front page (/productpage, /api/v1/products/0), calling details and reviews.
     Productpage(Common),
-    /// Book details (/details/0).
+    /// Serve book details (/details/0).
     Details(Common),
-    /// Book reviews (/reviews/0); with STARS=black or red, each with a rating from ratings.
+    /// Serve book reviews (/reviews/0); with STARS=black or red, each with a rating from ratings.
     Reviews(ReviewsArgs),
-    /// Book ratings (/ratings/0).
+    /// Serve book ratings (/ratings/0).
     Ratings(Common),
 }
 
