@@ -16,6 +16,7 @@ pub mod server;
 pub mod source;
 pub mod store;
 mod trim;
+pub mod workloads;
 
 /// The generated `trellis.mesh.v1` messages, client and server.
 #[allow(clippy::all, missing_docs)]

@@ -164,6 +164,33 @@ pub fn run(args: &Args) -> i32 {
     0
 }
 
+/// Says which pods run without a sidecar and why, as the seed's "Sidecar not injected"
+/// troubleshooting entry would have a user check.
+fn print_without_sidecars(out: &mut impl Write, plan: &crate::local::plan::Plan) {
+    let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for p in plan.without_sidecars() {
+        by_reason
+            .entry(p.injection.reason)
+            .or_default()
+            .push(&p.name);
+    }
+    if by_reason.is_empty() {
+        return;
+    }
+    let w = output::WARNING;
+    for (reason, pods) in &by_reason {
+        let _ = writeln!(
+            out,
+            "\n  {w}no sidecar{w:#} for {}: {reason}",
+            pods.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  they are reached directly at their app address, in plaintext; to give them one, label the namespace\n  (`istio-injection: enabled` on its Namespace) and run `trellis up` again"
+    );
+}
+
 /// Prints the pods, the gateway and how to talk to them.
 pub fn print_summary(mesh: &LocalMesh, took: Duration) {
     let mut out = anstream::stdout();
@@ -178,30 +205,48 @@ pub fn print_summary(mesh: &LocalMesh, took: Duration) {
         "no Gateway selects the ingress gateway (istio: ingressgateway), so it serves nothing"
             .to_string()
     };
+    let with = mesh
+        .plan
+        .pods
+        .iter()
+        .filter(|p| p.injection.sidecar)
+        .count();
+    let pods = match (with, mesh.plan.pods.len()) {
+        (w, n) if w == n => format!("{n} pods with sidecars"),
+        (w, n) => format!("{n} pods ({w} with sidecars)"),
+    };
     let _ = writeln!(
         out,
-        "{s}mesh ready{s:#} in {:.1}s: {} pods with sidecars, {gateway}",
+        "{s}mesh ready{s:#} in {:.1}s: {pods}, {gateway}",
         took.as_secs_f64(),
-        mesh.plan.pods.len(),
     );
     let _ = writeln!(
         out,
-        "\n  {:<22} {:<12} {:<12} {:<9} PORTS",
-        "POD", "POD IP", "APP IP", "VERSION"
+        "\n  {:<22} {:<12} {:<12} {:<9} {:<8} PORTS",
+        "POD", "POD IP", "APP IP", "VERSION", "READY"
     );
     for p in &mesh.plan.pods {
         let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
+        // As `kubectl get pods` counts containers: the app, and its sidecar if any.
+        let ready = if p.injection.sidecar { "2/2" } else { "1/1" };
+        let pod_ip = if p.injection.sidecar {
+            p.pod_ip.to_string()
+        } else {
+            "-".to_string()
+        };
         let _ = writeln!(
             out,
-            "  {:<22} {:<12} {:<12} {:<9} {}",
+            "  {:<22} {:<12} {:<12} {:<9} {:<8} {}",
             p.name,
-            p.pod_ip,
+            pod_ip,
             p.app_ip,
             p.labels.get("version").map_or("-", String::as_str),
+            ready,
             ports.join(",")
         );
     }
-    if let Some(p) = mesh.plan.pods.first() {
+    print_without_sidecars(&mut out, &mesh.plan);
+    if let Some(p) = mesh.plan.pods.iter().find(|p| p.injection.sidecar) {
         let _ = writeln!(
             out,
             "\n  send a request as {}:  curl -x http://{}:15001 http://SERVICE:PORT/",

@@ -52,6 +52,8 @@ pub fn start(
             options.log_dir.join("applied.yaml").display().to_string(),
             "--addresses-file".into(),
             addresses_file.display().to_string(),
+            "--workloads".into(),
+            options.log_dir.join("workloads.json").display().to_string(),
             "--exit-with-parent".into(),
         ];
         let addresses = addresses.clone();

@@ -91,6 +91,24 @@ impl LocalMesh {
         let (gateway_serves, gateway_tls) = (served(http_port).is_some(), served(https_port));
         let stop = Arc::new(AtomicBool::new(false));
 
+        // Pods without a sidecar are endpoints no proxy announces: the control plane
+        // reads them from a file.
+        let listed: Vec<trellis_control::workloads::ListedWorkload> = plan
+            .without_sidecars()
+            .map(|p| trellis_control::workloads::ListedWorkload {
+                name: p.deployment.clone(),
+                namespace: p.namespace.clone(),
+                labels: p.labels.clone(),
+                address: p.address(),
+                ports: p.named_ports.clone(),
+                service_account: p.service_account.clone(),
+            })
+            .collect();
+        let workloads_file = options.log_dir.join("workloads.json");
+        trellis_control::workloads::write(&workloads_file, &listed)
+            .map_err(|e| format!("{}: {e}", workloads_file.display()))?;
+        let direct = direct_addresses(resources, &plan);
+
         let (control_plane, control_grpc, control_api) =
             super::control::start(&options, stop.clone())?;
 
@@ -117,7 +135,7 @@ impl LocalMesh {
             },
             gateway_ip,
         )];
-        for pod in &plan.pods {
+        for pod in plan.pods.iter().filter(|p| p.injection.sidecar) {
             specs.push((sidecar_spec(pod), pod.pod_ip));
         }
         let proxies = specs.len();
@@ -156,7 +174,7 @@ impl LocalMesh {
         let apps = plan
             .pods
             .iter()
-            .map(|pod| supervise(pod, &options.log_dir, stop.clone()))
+            .map(|pod| supervise(pod, &direct, &options.log_dir, stop.clone()))
             .collect::<Result<Vec<_>, String>>()?;
         Ok(LocalMesh {
             gateway: SocketAddr::new(localhost, http_port),
@@ -313,15 +331,62 @@ fn sidecar_spec(pod: &Pod) -> ProxySpec {
     }
 }
 
-/// Starts `pod`'s app and restarts it when it exits, until `stop`.
+/// For apps without a sidecar, where each Service of a namespace is reached directly,
+/// as Kubernetes gives pods `SERVICE_SERVICE_HOST` and `_PORT`: (namespace, variable,
+/// value), `SERVICE_ADDR=IP:PORT` (what the sample apps read) and the Kubernetes pair,
+/// pointing at the first pod behind the Service (its sidecar, or its app when it has
+/// none). No balancing: that is what the sidecar would do.
+fn direct_addresses(resources: &[Resource], plan: &Plan) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for r in resources {
+        let trellis_api::Spec::Service(service) = &r.spec else {
+            continue;
+        };
+        let namespace = r.meta.namespace_or_default();
+        let selector = &service.spec.selector;
+        let (Some(port), false) = (service.spec.ports.first(), selector.is_empty()) else {
+            continue;
+        };
+        let Some(pod) = plan.pods.iter().find(|p| {
+            p.namespace == namespace && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+        }) else {
+            continue;
+        };
+        let target = match port.target() {
+            trellis_api::values::IntOrString::String(name) => pod.named_ports.get(&name).copied(),
+            trellis_api::values::IntOrString::Int(n) if n > 0 => Some(n.clamp(1, 65535) as u16),
+            _ => None,
+        }
+        .unwrap_or(port.port.clamp(1, 65535) as u16);
+        let name = r.meta.name.to_uppercase().replace('-', "_");
+        let ip = pod.address().to_string();
+        for (variable, value) in [
+            (format!("{name}_ADDR"), format!("{ip}:{target}")),
+            (format!("{name}_SERVICE_HOST"), ip.clone()),
+            (format!("{name}_SERVICE_PORT"), target.to_string()),
+        ] {
+            out.push((namespace.to_string(), variable, value));
+        }
+    }
+    out
+}
+
+/// Starts `pod`'s app and restarts it when it exits, until `stop`. An app with a
+/// sidecar reaches services through it (`HTTP_PROXY`); one without gets `direct`.
 fn supervise(
     pod: &Pod,
+    direct: &[(String, String, String)],
     log_dir: &std::path::Path,
     stop: Arc<AtomicBool>,
 ) -> Result<Supervised, String> {
     let log_path = log_dir.join(format!("{}.log", pod.name));
     let spawn = {
         let pod = pod.clone();
+        let direct: Vec<(String, String)> = direct
+            .iter()
+            .filter(|(ns, _, _)| !pod.injection.sidecar && *ns == pod.namespace)
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect();
         move || -> Result<Child, String> {
             let log = File::options()
                 .create(true)
@@ -338,10 +403,13 @@ fn supervise(
             for name in ["HTTP_PROXY", "http_proxy", "LISTEN", "PORT"] {
                 command.env_remove(name);
             }
-            let proxy = format!("http://{}:15001", pod.pod_ip);
+            if pod.injection.sidecar {
+                let proxy = format!("http://{}:15001", pod.pod_ip);
+                command.env("HTTP_PROXY", &proxy).env("http_proxy", &proxy);
+            } else {
+                command.envs(direct.iter().map(|(k, v)| (k, v)));
+            }
             command
-                .env("HTTP_PROXY", &proxy)
-                .env("http_proxy", &proxy)
                 .env("POD_NAME", &pod.name)
                 .env("POD_NAMESPACE", &pod.namespace)
                 .env("POD_IP", pod.app_ip.to_string())

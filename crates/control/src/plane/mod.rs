@@ -48,6 +48,8 @@ struct Inner {
     groups: Mutex<units::GroupCache>,
     /// The mesh last compiled from (`push.rs`).
     last_mesh: Mutex<Option<push::LastMesh>>,
+    /// Workloads no proxy announces (local pods without a sidecar).
+    listed: Mutex<Arc<Vec<trellis_compile::Workload>>>,
     /// Called before each compile step, so a test can make one fail.
     #[cfg(any(test, feature = "testing"))]
     compile_hook: Option<CompileHook>,
@@ -70,6 +72,20 @@ impl ControlPlane {
     /// The resources in force.
     pub fn resources(&self) -> Arc<Vec<Resource>> {
         self.store().resources()
+    }
+
+    /// Sets the workloads no proxy announces (local pods without a sidecar).
+    pub fn set_listed_workloads(&self, workloads: Vec<trellis_compile::Workload>) {
+        *self.inner.listed.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(workloads);
+        self.config_changed();
+    }
+
+    fn listed_workloads(&self) -> Arc<Vec<trellis_compile::Workload>> {
+        self.inner
+            .listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces the watched directory's resources (already validated).

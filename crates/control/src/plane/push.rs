@@ -106,7 +106,7 @@ impl ControlPlane {
                 dirty: Some(HashSet::new()),
             };
         }
-        let mut mesh = Mesh::new(&resources, Vec::new());
+        let mut mesh = Mesh::new(&resources, (*self.listed_workloads()).clone());
         // Proxies that announced a pod IP nobody else knows are workloads too.
         let mut known: HashSet<IpAddr> = mesh.workloads.iter().filter_map(|w| w.address).collect();
         for (_, w) in announced {

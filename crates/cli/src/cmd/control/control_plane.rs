@@ -40,6 +40,10 @@ pub struct ControlPlaneArgs {
     /// resolved) to FILE (how `trellis up` learns them).
     #[arg(long, hide = true, value_name = "FILE")]
     pub addresses_file: Option<PathBuf>,
+    /// Workloads no proxy announces (JSON; how `trellis up` lists its pods without a
+    /// sidecar).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub workloads: Option<PathBuf>,
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -54,7 +58,17 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
         http: args.http,
         state_file: args.state.clone(),
     };
-    let running = match trellis_control::spawn(options) {
+    let control = trellis_control::ControlPlane::new();
+    if let Some(file) = &args.workloads {
+        match trellis_control::workloads::read(file) {
+            Ok(listed) => control.set_listed_workloads(listed),
+            Err(e) => {
+                let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
+                return 1;
+            }
+        }
+    }
+    let running = match trellis_control::spawn_with(control, options) {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
