@@ -48,6 +48,25 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Creates `path` with mode 0600 only if it does not exist: `Ok(false)` when it did.
+/// Two processes racing for the same path: exactly one gets `Ok(true)`.
+pub(crate) fn create_exclusive(path: &Path, contents: &[u8]) -> io::Result<bool> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+    {
+        Ok(mut file) => {
+            file.write_all(contents)?;
+            file.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The permission bits of `path`.
 pub fn mode(path: &Path) -> io::Result<u32> {
     Ok(fs::metadata(path)?.permissions().mode() & 0o777)

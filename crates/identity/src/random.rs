@@ -1,5 +1,6 @@
-//! Random bytes from aws-lc-rs, the provider rustls already links, so the crate
-//! brings no second crypto library. Random serials come from here.
+//! Random bytes and SHA-256 from aws-lc-rs, the provider rustls already links, so
+//! the crate brings no second crypto library. Serials and bootstrap tokens come
+//! from here.
 
 use std::fmt::Write as _;
 
@@ -8,6 +9,11 @@ pub(crate) fn bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     aws_lc_rs::rand::fill(&mut out).expect("the system random generator is available");
     out
+}
+
+/// SHA-256 of `data`, lowercase hex.
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
 }
 
 /// Lowercase hex of `bytes`.
@@ -23,6 +29,14 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_matches_the_standard_test_vector() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn random_bytes_differ() {
