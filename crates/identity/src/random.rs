@@ -1,6 +1,6 @@
 //! Random bytes and SHA-256 from aws-lc-rs, the provider rustls already links, so
-//! the crate brings no second crypto library. Serials and bootstrap tokens come
-//! from here.
+//! the crate brings no second crypto library. Random serials, bootstrap tokens and
+//! renewal jitter come from here.
 
 use std::fmt::Write as _;
 
@@ -9,6 +9,12 @@ pub(crate) fn bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     aws_lc_rs::rand::fill(&mut out).expect("the system random generator is available");
     out
+}
+
+/// A uniform number in [0, 1).
+pub(crate) fn unit() -> f64 {
+    let raw = u32::from_be_bytes(bytes::<4>());
+    f64::from(raw) / (f64::from(u32::MAX) + 1.0)
 }
 
 /// SHA-256 of `data`, lowercase hex.
@@ -39,7 +45,11 @@ mod tests {
     }
 
     #[test]
-    fn random_bytes_differ() {
+    fn random_bytes_differ_and_unit_stays_in_range() {
         assert_ne!(bytes::<16>(), bytes::<16>());
+        for _ in 0..1000 {
+            let u = unit();
+            assert!((0.0..1.0).contains(&u));
+        }
     }
 }

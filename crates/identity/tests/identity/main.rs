@@ -4,4 +4,5 @@
 mod bootstrap;
 mod ca;
 mod common;
+mod manager;
 mod tls;
