@@ -20,9 +20,13 @@ use crate::credentials::Trust;
 use crate::files;
 use crate::spiffe::{SpiffeId, check_trust_domain};
 
+/// The certificate the CA signs with (the root itself when self-signed).
 pub const CA_CERT: &str = "ca-cert.pem";
+/// Its key (0600).
 pub const CA_KEY: &str = "ca-key.pem";
+/// Plugged-in only: the root(s) peers trust.
 pub const ROOT_CERT: &str = "root-cert.pem";
+/// Plugged-in only: `ca-cert.pem` up to the root.
 pub const CERT_CHAIN: &str = "cert-chain.pem";
 
 /// How long a self-signed root lives.

@@ -5,6 +5,8 @@
 
 mod files;
 
+pub use files::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
+
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
