@@ -135,7 +135,8 @@ pub fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
             if let Ok(entries) = std::fs::read_dir(&p) {
                 stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
             }
-        } else {
+        } else if p == path || is_manifest(&p) {
+            // Only what is loaded counts: a log written beside the manifests is not an edit.
             out.push((
                 p,
                 meta.len(),
@@ -145,6 +146,19 @@ pub fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
     }
     out.sort();
     out
+}
+
+/// True for a file the directory loader reads (by extension, not hidden).
+fn is_manifest(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'));
+    !hidden
+        && path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e))
 }
 
 /// Loads and validates `path` file by file, keeping each resource without its YAML
