@@ -3,6 +3,7 @@
 
 mod apps;
 mod cmd;
+mod home;
 mod inputs;
 mod local;
 mod output;

@@ -9,6 +9,10 @@
 //! | `GET /api/v1/proxies`              | each connected proxy's sync status              |
 //! | `GET /api/v1/proxies/ID/config`    | the config last pushed to proxy ID              |
 //! | `GET /metrics`                     | Prometheus text                                 |
+//!
+//! Every `/api/` call needs `Authorization: Bearer TOKEN`, the token in the control
+//! plane's `api-token` file (mode 0600); without it the answer is 401 and says where
+//! the token is. `/metrics` and `/ready` are open, as Prometheus and probes expect.
 
 use std::convert::Infallible;
 
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use trellis_api::Diagnostic;
 
 use crate::plane::ControlPlane;
+use crate::security::Security;
 
 /// Largest request body accepted (an apply of many files).
 const MAX_BODY: usize = 64 << 20;
@@ -52,14 +57,26 @@ pub fn problem_json(p: &Diagnostic) -> serde_json::Value {
 }
 
 /// Serves the API on `socket` until the task is dropped.
-pub async fn serve(control: ControlPlane, socket: tokio::net::TcpListener) {
+pub async fn serve(
+    control: ControlPlane,
+    socket: tokio::net::TcpListener,
+    security: std::sync::Arc<Security>,
+) {
     loop {
         let Ok((stream, _)) = socket.accept().await else {
             continue;
         };
-        let control = control.clone();
+        let (control, security) = (control.clone(), security.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| answer(control.clone(), req));
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (control, security) = (control.clone(), security.clone());
+                async move {
+                    if req.uri().path().starts_with("/api/") && !authorized(&req, &security) {
+                        return Ok(unauthorized(&security));
+                    }
+                    answer(control, req).await
+                }
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -75,6 +92,30 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The bearer token of `req` is the API's.
+fn authorized(req: &Request<Incoming>, security: &Security) -> bool {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| security.api_token_matches(token.trim()))
+}
+
+fn unauthorized(security: &Security) -> Response<Full<Bytes>> {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        &format!(
+            "this control plane's API needs its token: send `Authorization: Bearer TOKEN` with the token in {} (trellis reads it from there, or from --token-file / TRELLIS_TOKEN)",
+            security.api_token_file().display()
+        ),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"trellis\""),
     );
     r
 }

@@ -54,8 +54,14 @@ pub fn endpoint_uri(address: &str) -> String {
     }
 }
 
-/// Follows the control plane at `address` forever on behalf of the proxy `spec`.
-pub async fn follow(address: &str, spec: ProxySpec, handler: &mut dyn Handler) {
+/// Follows the control plane at `address` forever on behalf of the proxy `spec`,
+/// over TLS with the workload certificate `identity` keeps current.
+pub async fn follow(
+    address: &str,
+    spec: ProxySpec,
+    identity: &crate::security::client::ClientIdentity,
+    handler: &mut dyn Handler,
+) {
     let uri = endpoint_uri(address);
     let mut version = 0;
     let mut backoff = MIN_BACKOFF;
@@ -63,6 +69,7 @@ pub async fn follow(address: &str, spec: ProxySpec, handler: &mut dyn Handler) {
     loop {
         let why = match session(
             &uri,
+            identity,
             &spec,
             &mut version,
             &mut assembled,
@@ -83,21 +90,24 @@ pub async fn follow(address: &str, spec: ProxySpec, handler: &mut dyn Handler) {
 /// One stream, from connecting until it breaks.
 async fn session(
     uri: &str,
+    identity: &crate::security::client::ClientIdentity,
     spec: &ProxySpec,
     version: &mut u64,
     assembled: &mut crate::resources::Assembled,
     backoff: &mut Duration,
     handler: &mut dyn Handler,
 ) -> Result<(), String> {
-    let channel = tonic::transport::Endpoint::from_shared(uri.to_string())
-        .map_err(|e| format!("{uri}: {e}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
+    // The stream is opened with the workload certificate: wait for the first one.
+    if tokio::time::timeout(Duration::from_secs(5), identity.manager.ready())
         .await
-        .map_err(|e| format!("cannot connect to {uri}: {e}"))?;
+        .is_err()
+    {
+        return Err(format!(
+            "no workload certificate yet for {}",
+            identity.manager.identity()
+        ));
+    }
+    let channel = crate::security::tls::connect(uri, identity.stream_config()?).await?;
     let mut client = MeshConfigClient::new(channel).max_decoding_message_size(256 << 20);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let hello = proto::ProxyMessage {

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod node;
 pub mod plane;
 pub mod resources;
+pub mod security;
 pub mod server;
 pub mod source;
 pub mod store;

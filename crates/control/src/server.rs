@@ -10,10 +10,15 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use trellis_api::Diagnostic;
 
+use std::sync::Arc;
+
+use trellis_identity::Credential;
+
 use crate::node::ProxySpec;
 use crate::plane::ControlPlane;
 use crate::proto::mesh_config_server::{MeshConfig, MeshConfigServer};
 use crate::proto::{self, proxy_message::Message};
+use crate::security::{Security, SecurityOptions};
 
 /// How often the watched directory is checked for edits.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
@@ -22,16 +27,38 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 struct Service {
     control: ControlPlane,
+    security: Arc<Security>,
 }
 
 #[tonic::async_trait]
 impl MeshConfig for Service {
     type StreamStream = UnboundedReceiverStream<Result<proto::Push, Status>>;
 
+    async fn sign(
+        &self,
+        request: Request<proto::SignRequest>,
+    ) -> Result<Response<proto::SignResponse>, Status> {
+        crate::security::sign(&self.security, request).await
+    }
+
     async fn stream(
         &self,
         request: Request<Streaming<proto::ProxyMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        // Only a workload certificate opens the config stream; a bootstrap token
+        // is for the first CSR alone.
+        let who = match crate::security::signing_credential(&request) {
+            Some(credential @ Credential::VerifiedPeer(_)) => self
+                .security
+                .authenticate(&credential)
+                .await
+                .map_err(|e| Status::unauthenticated(e.to_string()))?,
+            _ => {
+                return Err(Status::unauthenticated(
+                    "the config stream needs a workload certificate (get one from the Certificates service first)",
+                ));
+            }
+        };
         let mut incoming = request.into_inner();
         let hello = match incoming.message().await? {
             Some(proto::ProxyMessage {
@@ -45,6 +72,20 @@ impl MeshConfig for Service {
         };
         let spec =
             ProxySpec::from_hello(&hello).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A proxy speaks for its own workload only: its namespace and service account
+        // are the certificate's.
+        if spec.identity.namespace != who.namespace
+            || spec.identity.service_account != who.service_account
+        {
+            return Err(Status::permission_denied(format!(
+                "the certificate is for ns/{}/sa/{}; proxy {} says it is ns/{}/sa/{}",
+                who.namespace,
+                who.service_account,
+                spec.id,
+                spec.identity.namespace,
+                spec.identity.service_account
+            )));
+        }
         let id = spec.id.clone();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let connection = self.control.connect(spec, hello.version, tx);
@@ -77,6 +118,8 @@ pub struct Options {
     pub http: SocketAddr,
     /// A file where resources added with `trellis apply` are kept across restarts.
     pub state_file: Option<PathBuf>,
+    /// The CA, bootstrap tokens and the API token.
+    pub security: SecurityOptions,
 }
 
 /// A control plane running on its own thread; dropping it stops it.
@@ -84,6 +127,7 @@ pub struct Running {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub control: ControlPlane,
+    pub security: Arc<Security>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -135,6 +179,8 @@ pub enum StartError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     /// A socket or the control plane's thread could not be set up.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -217,10 +263,13 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
     let grpc = grpc_socket.local_addr()?;
     let http = http_socket.local_addr()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (opened, security) = std::sync::mpsc::channel();
     let thread = {
         let control = control.clone();
         let dir = options.config_dir.clone();
         let state_file = options.state_file.clone();
+        let security_options = options.security.clone();
+        let ips = vec![grpc.ip()];
         std::thread::Builder::new()
             .name("trellis-control".into())
             .spawn(move || {
@@ -236,20 +285,44 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
                         return;
                     }
                 };
-                runtime.block_on(run(
-                    control,
-                    grpc_socket,
-                    http_socket,
-                    dir,
-                    state_file,
-                    stopped,
-                ));
+                runtime.block_on(async move {
+                    let security = match Security::open(&security_options, ips).await {
+                        Ok(s) => Arc::new(s),
+                        Err(e) => {
+                            let _ = opened.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = opened.send(Ok(security.clone()));
+                    run(
+                        control,
+                        security,
+                        grpc_socket,
+                        http_socket,
+                        dir,
+                        state_file,
+                        stopped,
+                    )
+                    .await
+                });
             })?
+    };
+    let security = match security.recv() {
+        Ok(Ok(security)) => security,
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            return Err(e.into());
+        }
+        Err(_) => {
+            let _ = thread.join();
+            return Err(std::io::Error::other("the control plane's thread stopped").into());
+        }
     };
     Ok(Running {
         grpc,
         http,
         control,
+        security,
         stop: Some(stop),
         thread: Some(thread),
     })
@@ -257,6 +330,7 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
 
 async fn run(
     control: ControlPlane,
+    security: Arc<Security>,
     grpc_socket: std::net::TcpListener,
     http_socket: std::net::TcpListener,
     dir: Option<PathBuf>,
@@ -273,11 +347,15 @@ async fn run(
     };
     let service = MeshConfigServer::new(Service {
         control: control.clone(),
+        security: security.clone(),
     })
     .max_decoding_message_size(64 << 20)
     .max_encoding_message_size(256 << 20);
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(grpc_socket).with_nodelay(Some(true));
+    let tls = match security.grpc_server_config() {
+        Ok(c) => c,
+        Err(e) => return tracing::error!(error = %e, "gRPC TLS"),
+    };
+    let incoming = crate::security::tls::incoming(grpc_socket, tls);
     let mut shutdown = stopped.clone();
     let grpc = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
@@ -292,7 +370,7 @@ async fn run(
         }
     });
     let tasks = [
-        tokio::spawn(crate::api::serve(control.clone(), http_socket)),
+        tokio::spawn(crate::api::serve(control.clone(), http_socket, security.clone())),
         tokio::spawn(control.clone().push_loop()),
         tokio::spawn(watch(control.clone(), dir, state_file)),
     ];

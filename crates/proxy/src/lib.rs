@@ -97,6 +97,9 @@ pub struct Options {
     pub access_log_json: bool,
     /// How long a client may take to send a request head (slow clients are cut off).
     pub header_read_timeout: std::time::Duration,
+    /// The workload certificate (kept current by the proxy's certificate manager) for
+    /// mesh mutual TLS; none: the proxy has no mesh identity (standalone).
+    pub mesh_identity: Option<trellis_identity::CurrentCredentials>,
 }
 
 impl Default for Options {
@@ -108,6 +111,7 @@ impl Default for Options {
             access_log: false,
             access_log_json: false,
             header_read_timeout: std::time::Duration::from_secs(30),
+            mesh_identity: None,
         }
     }
 }

@@ -121,6 +121,7 @@ pub fn run(args: &Args) -> i32 {
         config_dir,
         control_plane_port: args.control_plane_port,
         block: args.address_block,
+        cert_lifetime: "24h".into(),
     };
     let mesh = match LocalMesh::start(&loaded.resources, options)
         .and_then(|m| m.wait_ready(Duration::from_secs(20)).map(|()| m))

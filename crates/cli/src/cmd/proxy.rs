@@ -48,6 +48,15 @@ pub struct Args {
     /// Services that select its labels.
     #[arg(long)]
     pub pod_ip: Option<IpAddr>,
+    /// With --control-plane: the mesh's root certificate, pinned (default: the CA of
+    /// a control plane run by this user, ~/.trellis/control-plane/ca/ca-cert.pem).
+    #[arg(long, value_name = "FILE")]
+    pub ca_root: Option<PathBuf>,
+    /// With --control-plane: a file holding the one-time bootstrap token that proves
+    /// this proxy's namespace and service account for its first certificate (also
+    /// from TRELLIS_BOOTSTRAP_TOKEN). Keep it mode 0600; it works once.
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
     /// A compiled ProxyConfig (JSON or YAML), instead of --standalone.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -240,6 +249,59 @@ fn follow(args: &Args, address: &str) -> i32 {
             return 2;
         }
     };
+    let fail = |e: String| {
+        let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
+        2
+    };
+    let root = args
+        .ca_root
+        .clone()
+        .unwrap_or_else(|| crate::home::trellis_home().join("control-plane/ca/ca-cert.pem"));
+    let trust = match std::fs::read_to_string(&root)
+        .map_err(|e| format!("the mesh root {}: {e} (see --ca-root)", root.display()))
+        .and_then(|pem| {
+            trellis_identity::Trust::from_pem(trellis_identity::DEFAULT_TRUST_DOMAIN, &pem)
+                .map_err(|e| format!("the mesh root {}: {e}", root.display()))
+        }) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let token = match (&args.bootstrap_token_file, std::env::var("TRELLIS_BOOTSTRAP_TOKEN")) {
+        (Some(file), _) => match std::fs::read_to_string(file) {
+            Ok(t) => t.trim().to_string(),
+            Err(e) => return fail(format!("{}: {e}", file.display())),
+        },
+        (None, Ok(t)) if !t.is_empty() => t,
+        _ => {
+            return fail(
+                "a proxy needs a bootstrap token for its first certificate: --bootstrap-token-file or TRELLIS_BOOTSTRAP_TOKEN".into(),
+            );
+        }
+    };
+    let id = match trellis_identity::SpiffeId::with_trust_domain(
+        trust.trust_domain(),
+        &spec.identity.namespace,
+        &spec.identity.service_account,
+    ) {
+        Ok(id) => id,
+        Err(e) => return fail(format!("--namespace/--service-account: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let identity = runtime.block_on(async {
+        trellis_control::security::client::ClientIdentity::bootstrap(
+            address,
+            trust,
+            id,
+            token,
+            trellis_identity::RenewalPolicy::default(),
+        )
+    });
     let mut follower = Follower {
         name: spec.id.clone(),
         options: Options {
@@ -248,6 +310,7 @@ fn follow(args: &Args, address: &str) -> i32 {
             stats: Some(args.stats),
             access_log: args.access_log().0,
             access_log_json: args.access_log().1,
+            mesh_identity: Some(identity.manager.credentials()),
             ..Options::default()
         },
         proxy: None,
@@ -261,19 +324,10 @@ fn follow(args: &Args, address: &str) -> i32 {
         args.admin,
         s = output::OK
     );
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
-            return 1;
-        }
-    };
     runtime.block_on(trellis_control::client::follow(
         address,
         spec,
+        &identity,
         &mut follower,
     ));
     0

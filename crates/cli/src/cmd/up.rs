@@ -45,6 +45,10 @@ pub struct Args {
     /// the gateway's admin and metrics at 127.B.3.1.
     #[arg(long, value_name = "B", default_value_t = 0)]
     pub address_block: u8,
+    /// Lifetime of the workload certificates the mesh CA signs; each proxy renews at
+    /// about half of it (a few seconds shows rotation under traffic).
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub cert_lifetime: String,
 }
 
 /// Where `trellis up` records its process id for `trellis down`: one file per gateway
@@ -68,9 +72,27 @@ pub fn load_valid(paths: &[PathBuf]) -> Result<Vec<Resource>, String> {
         .map_err(|problems| trellis_control::source::invalid_message(&problems))
 }
 
-/// Default log directory: a new folder under the system's temporary directory.
+/// Default log directory: a new folder under the system's temporary directory, made
+/// here (mode 0700) and never one that already exists, so no other local user can
+/// have prepared it (the mesh's CA and tokens live inside).
 pub fn fresh_log_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("trellis-up-{}", std::process::id()))
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let pid = std::process::id();
+    let mut attempt = 0u32;
+    loop {
+        let dir = match attempt {
+            0 => base.join(format!("trellis-up-{pid}")),
+            n => base.join(format!("trellis-up-{pid}-{n}")),
+        };
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1000 => {
+                attempt += 1;
+            }
+            // Made, or a failure the caller reports when it uses the directory.
+            _ => return dir,
+        }
+    }
 }
 
 /// Runs the mesh until Ctrl-C, SIGTERM or `trellis down`.
@@ -92,6 +114,7 @@ pub fn run(args: &Args) -> i32 {
         config_dir: std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone()),
         control_plane_port: args.control_plane_port,
         block: args.address_block,
+        cert_lifetime: args.cert_lifetime.clone(),
     };
     let mesh = match LocalMesh::start(&resources, options) {
         Ok(m) => m,

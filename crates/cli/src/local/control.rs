@@ -16,6 +16,11 @@ use super::run::{Options, Supervised, supervise_with};
 /// How long the control plane may take to load the manifests and listen.
 const LISTEN_LIMIT: Duration = Duration::from_secs(20);
 
+/// Where the local mesh's control plane keeps its CA, bootstrap tokens and API token.
+pub fn state_dir(log_dir: &Path) -> std::path::PathBuf {
+    log_dir.join("state")
+}
+
 /// Starts the control plane and waits until it listens: the supervised process and
 /// where it listens (gRPC for the proxies, then the HTTP API).
 pub fn start(
@@ -54,6 +59,10 @@ pub fn start(
             addresses_file.display().to_string(),
             "--workloads".into(),
             options.log_dir.join("workloads.json").display().to_string(),
+            "--state-dir".into(),
+            state_dir(&options.log_dir).display().to_string(),
+            "--cert-lifetime".into(),
+            options.cert_lifetime.clone(),
             "--exit-with-parent".into(),
         ];
         let addresses = addresses.clone();

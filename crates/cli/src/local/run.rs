@@ -37,6 +37,8 @@ pub struct Options {
     pub control_plane_port: u16,
     /// The loopback block B of the pods and the gateway (127.B.0.0/16).
     pub block: u8,
+    /// Lifetime of the workload certificates (Go duration, e.g. `24h`).
+    pub cert_lifetime: String,
 }
 
 /// A running local mesh; dropping it stops everything.
@@ -139,12 +141,18 @@ impl LocalMesh {
             specs.push((sidecar_spec(pod), pod.pod_ip));
         }
         let proxies = specs.len();
+        let identities = Identities::open(&options.log_dir)?;
         for (spec, admin_ip) in specs {
+            let identity = {
+                let _entered = runtime.enter();
+                identities.bootstrap(&grpc, &spec)?
+            };
             let mut follower = Follower {
                 name: spec.id.clone(),
                 options: ProxyOptions {
                     admin: Some(SocketAddr::new(admin_ip, 15000)),
                     stats: Some(SocketAddr::new(admin_ip, 15020)),
+                    mesh_identity: Some(identity.manager.credentials()),
                     ..ProxyOptions::default()
                 },
                 proxy: None,
@@ -153,7 +161,7 @@ impl LocalMesh {
             };
             let grpc = grpc.clone();
             runtime.spawn(async move {
-                trellis_control::client::follow(&grpc, spec, &mut follower).await;
+                trellis_control::client::follow(&grpc, spec, &identity, &mut follower).await;
             });
         }
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -272,6 +280,56 @@ impl LocalMesh {
 impl Drop for LocalMesh {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// What the runner gives each proxy to prove who it is: the mesh root to pin (made by
+/// the control plane on its first start) and a one-time bootstrap token minted for
+/// the pod's namespace and service account, handed over in memory.
+struct Identities {
+    trust: Arc<trellis_identity::Trust>,
+    tokens: trellis_identity::BootstrapTokens,
+}
+
+/// How long a bootstrap token may wait to be used.
+const TOKEN_TTL: Duration = Duration::from_secs(600);
+
+impl Identities {
+    fn open(log_dir: &std::path::Path) -> Result<Identities, String> {
+        let state = super::control::state_dir(log_dir);
+        let root = state.join("ca").join(trellis_identity::ca::CA_CERT);
+        let pem = std::fs::read_to_string(&root)
+            .map_err(|e| format!("the mesh root {}: {e}", root.display()))?;
+        let trust = trellis_identity::Trust::from_pem(trellis_identity::DEFAULT_TRUST_DOMAIN, &pem)
+            .map_err(|e| format!("the mesh root {}: {e}", root.display()))?;
+        let tokens = trellis_identity::BootstrapTokens::open(&state.join("tokens"))
+            .map_err(|e| e.to_string())?;
+        Ok(Identities { trust, tokens })
+    }
+
+    /// Starts `spec`'s certificate manager with a fresh token (needs a runtime).
+    fn bootstrap(
+        &self,
+        grpc: &str,
+        spec: &ProxySpec,
+    ) -> Result<trellis_control::security::client::ClientIdentity, String> {
+        let (ns, sa) = (&spec.identity.namespace, &spec.identity.service_account);
+        let who = trellis_identity::WorkloadIdentity::new(ns, sa)
+            .map_err(|e| format!("proxy {}: {e}", spec.id))?;
+        let token = self
+            .tokens
+            .mint(&who, TOKEN_TTL)
+            .map_err(|e| format!("proxy {}: {e}", spec.id))?;
+        let id = who
+            .spiffe_id(self.trust.trust_domain())
+            .map_err(|e| format!("proxy {}: {e}", spec.id))?;
+        Ok(trellis_control::security::client::ClientIdentity::bootstrap(
+            grpc,
+            self.trust.clone(),
+            id,
+            token.secret().to_string(),
+            trellis_identity::RenewalPolicy::default(),
+        ))
     }
 }
 

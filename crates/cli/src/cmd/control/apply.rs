@@ -74,7 +74,7 @@ pub fn apply(args: &ApplyArgs, delete: bool) -> i32 {
         "/api/v1/apply"
     };
     let body = serde_json::json!({ "files": files });
-    let (status, answer) = match call(&args.target.control_plane, "POST", path, Some(&body)) {
+    let (status, answer) = match call(&args.target, "POST", path, Some(&body)) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };

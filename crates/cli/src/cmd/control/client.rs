@@ -1,6 +1,6 @@
 //! The client side of the control plane's JSON API: one request per connection over
-//! plain HTTP/1.1, answered with a status and a JSON body. No retries and no TLS; the
-//! commands decide what a status means.
+//! plain HTTP/1.1 on loopback, with the API's bearer token, answered with a status
+//! and a JSON body. No retries; the commands decide what a status means.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -12,12 +12,14 @@ use serde_json::Value;
 /// A JSON API call: status code and body. An error (bad address, unreachable, not
 /// HTTP) is one line for the user, without a cause chain.
 pub fn call(
-    target: &str,
+    target: &super::Target,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<(u16, Value)> {
+    let token = crate::home::api_token(&target.control_plane, target.token_file.as_deref());
     let host = target
+        .control_plane
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
@@ -37,8 +39,11 @@ pub fn call(
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(unreachable)?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let authorization = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n{authorization}content-type: application/json\r\ncontent-length: {}\r\n\r\n",
         payload.len()
     );
     stream.write_all(head.as_bytes()).map_err(unreachable)?;

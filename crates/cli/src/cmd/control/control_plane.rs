@@ -44,6 +44,30 @@ pub struct ControlPlaneArgs {
     /// sidecar).
     #[arg(long, hide = true, value_name = "FILE")]
     pub workloads: Option<PathBuf>,
+    /// Where the mesh CA (`ca/`), bootstrap tokens (`tokens/`) and the API token
+    /// (`api-token`) are kept (default: ~/.trellis/control-plane; created 0700).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Use Istio's plugged-in CA from DIR (`ca-cert.pem`, `ca-key.pem`,
+    /// `root-cert.pem`, `cert-chain.pem`) instead of a root of its own.
+    #[arg(long, value_name = "DIR")]
+    pub cacerts: Option<PathBuf>,
+    /// The SPIFFE trust domain (MeshConfig `trustDomain`).
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Lifetime of the workload certificates the CA signs (renewed at about half).
+    #[arg(long, default_value = "24h", value_parser = parse_lifetime, value_name = "DURATION")]
+    pub cert_lifetime: Duration,
+}
+
+/// `24h`, `30m`, `10s` (Go's duration syntax, as Istio's flags take it).
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let d = trellis_api::values::Duration::parse(text).map_err(|e| e.to_string())?;
+    let d = d.get();
+    if d < Duration::from_secs(2) {
+        return Err("at least 2s".into());
+    }
+    Ok(d)
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -57,6 +81,15 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
         grpc: args.grpc,
         http: args.http,
         state_file: args.state.clone(),
+        security: trellis_control::security::SecurityOptions {
+            state_dir: args
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| crate::home::trellis_home().join("control-plane")),
+            plugged_ca: args.cacerts.clone(),
+            trust_domain: args.trust_domain.clone(),
+            workload_lifetime: args.cert_lifetime,
+        },
     };
     let control = trellis_control::ControlPlane::new();
     if let Some(file) = &args.workloads {
@@ -86,12 +119,27 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
         );
         return 1;
     }
+    // The CLI finds the API's token through a pointer named by the API's address.
+    let pointer = crate::home::write_credential_pointer(
+        &running.http.to_string(),
+        running.security.api_token_file(),
+    );
+    if let Err(e) = &pointer {
+        let _ = writeln!(
+            anstream::stderr(),
+            "{s}warning{s:#}: cannot leave the API token's location in {}: {e}",
+            crate::home::trellis_home().display(),
+            s = output::WARNING
+        );
+    }
     let _ = writeln!(
         anstream::stdout(),
-        "{s}trellis control-plane{s:#} ready: {} resources; proxies connect to {}, API and metrics on http://{}/",
+        "{s}trellis control-plane{s:#} ready: {} resources; proxies connect to {} (TLS, mesh CA {}), API and metrics on http://{}/ (API token in {})",
         running.control.resources().len(),
         running.grpc,
+        running.security.ca.trust_domain(),
         running.http,
+        running.security.api_token_file().display(),
         s = output::OK
     );
     let parent = std::os::unix::process::parent_id();
@@ -100,6 +148,9 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
         if args.exit_with_parent && std::os::unix::process::parent_id() != parent {
             break;
         }
+    }
+    if let Ok(pointer) = pointer {
+        let _ = std::fs::remove_file(pointer);
     }
     drop(running);
     0

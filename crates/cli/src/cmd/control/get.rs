@@ -40,7 +40,7 @@ pub fn get(args: &GetArgs) -> i32 {
     if !args.all_namespaces {
         path.push_str(&format!("namespace={}", args.namespace));
     }
-    let (status, answer) = match call(&args.target.control_plane, "GET", &path, None) {
+    let (status, answer) = match call(&args.target, "GET", &path, None) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };

@@ -36,6 +36,10 @@ pub struct Target {
     /// The control plane's HTTP API (also from TRELLIS_CONTROL_PLANE).
     #[arg(long, env = "TRELLIS_CONTROL_PLANE", default_value = DEFAULT_API, value_name = "HOST:PORT")]
     pub control_plane: String,
+    /// The API token's file (default: the one the control plane at that address left
+    /// a pointer to in ~/.trellis/credentials; or TRELLIS_TOKEN).
+    #[arg(long, env = "TRELLIS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 fn fail(message: &str) -> i32 {

@@ -41,7 +41,7 @@ pub struct ProxyConfigArgs {
 /// `trellis proxy-config`.
 pub fn proxy_config(args: &ProxyConfigArgs) -> i32 {
     let path = format!("/api/v1/proxies/{}/config", args.pod);
-    let (status, config) = match call(&args.target.control_plane, "GET", &path, None) {
+    let (status, config) = match call(&args.target, "GET", &path, None) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };

@@ -25,7 +25,7 @@ pub struct ProxyStatusArgs {
 
 /// `trellis proxy-status`.
 pub fn proxy_status(args: &ProxyStatusArgs) -> i32 {
-    let (status, answer) = match call(&args.target.control_plane, "GET", "/api/v1/proxies", None) {
+    let (status, answer) = match call(&args.target, "GET", "/api/v1/proxies", None) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
