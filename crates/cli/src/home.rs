@@ -22,7 +22,13 @@ pub fn credential_pointer(address: &str) -> PathBuf {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     trellis_home().join("credentials").join(name)
 }
@@ -55,7 +61,10 @@ pub fn api_token(address: &str, token_file: Option<&Path>) -> Option<String> {
     if let Some(file) = token_file {
         return read(file);
     }
-    if let Some(token) = std::env::var("TRELLIS_TOKEN").ok().filter(|t| !t.is_empty()) {
+    if let Some(token) = std::env::var("TRELLIS_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
         return Some(token);
     }
     let target = read(&credential_pointer(address))?;

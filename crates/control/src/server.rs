@@ -370,7 +370,11 @@ async fn run(
         }
     });
     let tasks = [
-        tokio::spawn(crate::api::serve(control.clone(), http_socket, security.clone())),
+        tokio::spawn(crate::api::serve(
+            control.clone(),
+            http_socket,
+            security.clone(),
+        )),
         tokio::spawn(control.clone().push_loop()),
         tokio::spawn(watch(control.clone(), dir, state_file)),
     ];

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use trellis_compile::{Inbound, Mesh, ProxyIdentity};
 use trellis_control::client::{Event, Handler};
 use trellis_control::plane::Compiling;
+use trellis_control::security::SecurityOptions;
 use trellis_control::{Options, ProxySpec};
 use trellis_model::{ProxyConfig, Role};
 
@@ -172,10 +173,12 @@ fn incremental_pushes_assemble_exactly_the_config_compiled_from_scratch() {
         grpc: "127.0.0.1:0".parse().expect("addr"),
         http: "127.0.0.1:0".parse().expect("addr"),
         state_file: None,
+        security: SecurityOptions::new(dir.path().join("security")),
     })
     .expect("control plane");
     let control = running.control.clone();
     let grpc: SocketAddr = running.grpc;
+    let security = running.security.clone();
 
     let recorder = Recorder::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -188,7 +191,11 @@ fn incremental_pushes_assemble_exactly_the_config_compiled_from_scratch() {
         std::thread::spawn(move || {
             runtime.block_on(async move {
                 let address = grpc.to_string();
-                let follow = trellis_control::client::follow(&address, spec(), &mut handler);
+                let identity = security
+                    .client_identity(&address, "shop", "bookinfo")
+                    .expect("identity");
+                let follow =
+                    trellis_control::client::follow(&address, spec(), &identity, &mut handler);
                 // Ends when the test is done (or after a minute at most).
                 tokio::select! {
                     () = follow => {}
@@ -317,6 +324,7 @@ fn incremental_pushes_assemble_exactly_the_config_compiled_from_scratch() {
 /// Follows the control plane at `grpc` as `spec` on its own thread until `stop` fires.
 fn follower(
     grpc: SocketAddr,
+    security: Arc<trellis_control::security::Security>,
     spec: ProxySpec,
 ) -> (
     Recorder,
@@ -333,7 +341,14 @@ fn follower(
             .expect("runtime");
         runtime.block_on(async move {
             let address = grpc.to_string();
-            let follow = trellis_control::client::follow(&address, spec, &mut handler);
+            let identity = security
+                .client_identity(
+                    &address,
+                    &spec.identity.namespace,
+                    &spec.identity.service_account,
+                )
+                .expect("identity");
+            let follow = trellis_control::client::follow(&address, spec, &identity, &mut handler);
             tokio::select! {
                 () = follow => {}
                 _ = stopped => {}
@@ -370,6 +385,7 @@ fn a_restarted_control_plane_serves_announced_endpoints_before_their_proxies_ret
         grpc: "127.0.0.1:0".parse().expect("addr"),
         http: "127.0.0.1:0".parse().expect("addr"),
         state_file: Some(state_file),
+        security: SecurityOptions::new(state.join("security")),
     };
     let ratings_pod = "127.0.9.1:9080".parse::<SocketAddr>().expect("addr");
     let ratings = ProxySpec {
@@ -386,8 +402,9 @@ fn a_restarted_control_plane_serves_announced_endpoints_before_their_proxies_ret
     };
 
     let first = trellis_control::spawn(options(state.join("applied.yaml"))).expect("control plane");
-    let (_r, stop_r, ratings_thread) = follower(first.grpc, ratings.clone());
-    let (page, stop_p, page_thread) = follower(first.grpc, spec());
+    let (_r, stop_r, ratings_thread) =
+        follower(first.grpc, first.security.clone(), ratings.clone());
+    let (page, stop_p, page_thread) = follower(first.grpc, first.security.clone(), spec());
     wait_for("the announced endpoint", Duration::from_secs(10), || {
         ratings_endpoints(&page) == Some(vec![ratings_pod])
     });
@@ -400,13 +417,13 @@ fn a_restarted_control_plane_serves_announced_endpoints_before_their_proxies_ret
     // ratings' endpoint, though ratings' sidecar has not reconnected.
     let second =
         trellis_control::spawn(options(state.join("applied.yaml"))).expect("control plane");
-    let (page, stop_p, page_thread) = follower(second.grpc, spec());
+    let (page, stop_p, page_thread) = follower(second.grpc, second.security.clone(), spec());
     wait_for("the first push", Duration::from_secs(10), || {
         ratings_endpoints(&page).is_some()
     });
     assert_eq!(ratings_endpoints(&page), Some(vec![ratings_pod]));
     // Its proxy reconnecting changes nothing.
-    let (_r, stop_r, ratings_thread) = follower(second.grpc, ratings);
+    let (_r, stop_r, ratings_thread) = follower(second.grpc, second.security.clone(), ratings);
     wait_for("ratings to connect", Duration::from_secs(10), || {
         second.control.status().len() == 2
     });
@@ -419,7 +436,7 @@ fn a_restarted_control_plane_serves_announced_endpoints_before_their_proxies_ret
     // Without that state (a new state file), nothing is remembered: the same first
     // push has no endpoint for ratings.
     let fresh = trellis_control::spawn(options(state.join("other.yaml"))).expect("control plane");
-    let (page, stop_p, page_thread) = follower(fresh.grpc, spec());
+    let (page, stop_p, page_thread) = follower(fresh.grpc, fresh.security.clone(), spec());
     wait_for("the first push", Duration::from_secs(10), || {
         ratings_endpoints(&page).is_some()
     });
@@ -450,11 +467,12 @@ fn a_panicking_compile_keeps_what_proxies_run_and_says_so() {
             grpc: "127.0.0.1:0".parse().expect("addr"),
             http: "127.0.0.1:0".parse().expect("addr"),
             state_file: None,
+            security: SecurityOptions::new(dir.path().join("security")),
         },
     )
     .expect("control plane");
     let control = running.control.clone();
-    let (recorder, stop, thread) = follower(running.grpc, spec());
+    let (recorder, stop, thread) = follower(running.grpc, running.security.clone(), spec());
     let applied = || recorder.applied.lock().expect("lock").clone();
     wait_for("SYNCED", Duration::from_secs(10), || {
         control.status().iter().any(|p| p.state == "SYNCED")

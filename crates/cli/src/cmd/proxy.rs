@@ -266,7 +266,10 @@ fn follow(args: &Args, address: &str) -> i32 {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    let token = match (&args.bootstrap_token_file, std::env::var("TRELLIS_BOOTSTRAP_TOKEN")) {
+    let token = match (
+        &args.bootstrap_token_file,
+        std::env::var("TRELLIS_BOOTSTRAP_TOKEN"),
+    ) {
         (Some(file), _) => match std::fs::read_to_string(file) {
             Ok(t) => t.trim().to_string(),
             Err(e) => return fail(format!("{}: {e}", file.display())),

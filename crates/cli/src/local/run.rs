@@ -323,13 +323,15 @@ impl Identities {
         let id = who
             .spiffe_id(self.trust.trust_domain())
             .map_err(|e| format!("proxy {}: {e}", spec.id))?;
-        Ok(trellis_control::security::client::ClientIdentity::bootstrap(
-            grpc,
-            self.trust.clone(),
-            id,
-            token.secret().to_string(),
-            trellis_identity::RenewalPolicy::default(),
-        ))
+        Ok(
+            trellis_control::security::client::ClientIdentity::bootstrap(
+                grpc,
+                self.trust.clone(),
+                id,
+                token.secret().to_string(),
+                trellis_identity::RenewalPolicy::default(),
+            ),
+        )
     }
 }
 

@@ -90,7 +90,10 @@ impl Security {
     /// Opens (or makes, on first start) the CA, the token store and the API token in
     /// `options.state_dir`, and gets the control plane its serving certificate for
     /// `ips`. Needs a tokio runtime (the certificate is renewed by a task).
-    pub async fn open(options: &SecurityOptions, ips: Vec<IpAddr>) -> Result<Security, SecurityError> {
+    pub async fn open(
+        options: &SecurityOptions,
+        ips: Vec<IpAddr>,
+    ) -> Result<Security, SecurityError> {
         let dir = &options.state_dir;
         create_private_dir(dir)?;
         let ca = match &options.plugged_ca {
@@ -171,13 +174,44 @@ impl Security {
     pub fn workload_lifetime(&self) -> Duration {
         self.workload_lifetime
     }
+
+    /// A proxy's identity for the workload `namespace`/`service_account`, for a proxy
+    /// in this process (tests, benchmarks): a bootstrap token minted here, the root
+    /// pinned. Needs a tokio runtime (the certificate manager is a task).
+    pub fn client_identity(
+        &self,
+        address: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<client::ClientIdentity, String> {
+        let who = WorkloadIdentity::new(namespace, service_account).map_err(|e| e.to_string())?;
+        let token = self
+            .tokens
+            .mint(&who, Duration::from_secs(600))
+            .map_err(|e| e.to_string())?;
+        let id = who
+            .spiffe_id(self.ca.trust_domain())
+            .map_err(|e| e.to_string())?;
+        let trust = trellis_identity::Trust::from_pem(self.ca.trust_domain(), &self.ca.root_pem())
+            .map_err(|e| e.to_string())?;
+        Ok(client::ClientIdentity::bootstrap(
+            address,
+            trust,
+            id,
+            token.secret().to_string(),
+            RenewalPolicy::default(),
+        ))
+    }
 }
 
 /// First CSRs: a one-time bootstrap token.
 struct TokenAuthenticator(Arc<BootstrapTokens>);
 
 impl Authenticator for TokenAuthenticator {
-    fn authenticate<'a>(&'a self, credential: &'a Credential) -> trellis_identity::auth::AuthFuture<'a> {
+    fn authenticate<'a>(
+        &'a self,
+        credential: &'a Credential,
+    ) -> trellis_identity::auth::AuthFuture<'a> {
         Box::pin(async move {
             match credential {
                 Credential::BootstrapToken(token) => self.0.redeem(token),

@@ -93,11 +93,10 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let chain = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()));
+                        let chain =
+                            stream.get_ref().1.peer_certificates().map(|c| {
+                                Arc::new(c.iter().map(|d| d.clone().into_owned()).collect())
+                            });
                         let _ = tx
                             .send(Ok(Accepted {
                                 stream,
