@@ -25,6 +25,10 @@ pub struct Connection {
     pub peer_ip: OnceLock<HeaderValue>,
     /// The verified client certificate (mutual TLS), and its X-Forwarded-Client-Cert value.
     pub peer_cert: OnceLock<(crate::peer::PeerCert, HeaderValue)>,
+    /// The mesh peer, when the connection came in over the mesh's mutual TLS.
+    pub peer_identity: OnceLock<crate::inbound::PeerIdentity>,
+    /// The last metric label block made for this peer (cluster, endpoint, labels).
+    labels: std::sync::Mutex<Option<(usize, usize, Arc<str>)>>,
 }
 
 impl Connection {
@@ -43,7 +47,28 @@ impl Connection {
             framing: Arc::default(),
             peer_ip: OnceLock::new(),
             peer_cert: OnceLock::new(),
+            peer_identity: OnceLock::new(),
+            labels: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The metric labels of a request on this connection to `cluster`'s endpoint
+    /// `index`: the config's block, or, for an inbound cluster reached over mutual TLS,
+    /// one naming the peer's principal and `mutual_tls` (made once per connection).
+    pub fn labels_for(&self, cluster: &crate::snapshot::ClusterRt, index: usize) -> Arc<str> {
+        let (Some(peer), true) = (self.peer_identity.get(), cluster.inbound) else {
+            return cluster.labels[index].clone();
+        };
+        let key = (cluster as *const _ as usize, index);
+        let mut cached = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((c, i, labels)) = cached.as_ref()
+            && (*c, *i) == key
+        {
+            return labels.clone();
+        }
+        let labels = cluster.mtls_labels(index, peer);
+        *cached = Some((key.0, key.1, labels.clone()));
+        labels
     }
 
     /// The scheme requests arrived with, when the request line does not say.

@@ -16,6 +16,7 @@ mod error;
 mod flags;
 mod framing;
 mod http;
+mod inbound;
 mod listener;
 mod matcher;
 mod metrics;
@@ -80,6 +81,11 @@ pub struct Shared {
     /// Listeners asked to bind port 0: the port the OS gave each, held by a bound
     /// (not listening) socket so that it stays this proxy's while the listener lives.
     ports: Mutex<HashMap<(String, SocketAddr), (SocketAddr, socket2::Socket)>>,
+    /// The workload certificate, when the proxy has a mesh identity.
+    mesh_identity: Option<trellis_identity::CurrentCredentials>,
+    /// Terminates the mesh's mutual TLS on inbound listeners (a client certificate of
+    /// the mesh required), over the current certificate.
+    inbound_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// How the proxy runs.
@@ -144,7 +150,8 @@ impl Proxy {
                 })?;
             }
         }
-        let snapshot = Snapshot::compile(config, &registry).map_err(ConfigError::Invalid)?;
+        let snapshot = Snapshot::compile(config, &registry, options.mesh_identity.as_ref())
+            .map_err(ConfigError::Invalid)?;
         let (changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -156,6 +163,18 @@ impl Proxy {
             header_read_timeout: options.header_read_timeout,
             ready: AtomicBool::new(false),
             ports: Mutex::new(ports),
+            inbound_tls: match &options.mesh_identity {
+                Some(creds) => Some(tokio_rustls::TlsAcceptor::from(
+                    trellis_identity::server_config(
+                        creds,
+                        trellis_identity::ClientAuth::Required,
+                        &[b"h2", b"http/1.1"],
+                    )
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+                )),
+                None => None,
+            },
+            mesh_identity: options.mesh_identity.clone(),
         });
         let mut threads = Vec::new();
         let mut bound = Vec::new();
@@ -251,7 +270,11 @@ impl Proxy {
             }
         }
         drop(running);
-        let snapshot = match Snapshot::compile(config, &self.shared.registry) {
+        let snapshot = match Snapshot::compile(
+            config,
+            &self.shared.registry,
+            self.shared.mesh_identity.as_ref(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 *ports = next;

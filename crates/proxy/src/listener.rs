@@ -13,13 +13,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use trellis_model::ListenerProtocol;
+use trellis_model::{Direction, ListenerProtocol};
 
 use crate::Shared;
 use crate::downstream::Connection;
 use crate::http::handle;
 use crate::snapshot::ListenerRt;
 use crate::tls::HANDSHAKE_TIMEOUT;
+
+/// How long a client may take to send its ClientHello on an SNI-routed listener.
+const SNI_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest request head accepted (larger gets 431).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -117,13 +120,38 @@ async fn serve(conn: Arc<Connection>, stream: TcpStream) {
         serve_tls(conn, stream).await;
         return;
     }
+    let stream = if conn.listener.model.direction == Direction::Inbound {
+        let mode = conn.current_listener(&conn.shared.snapshot.load()).mtls;
+        match crate::inbound::accept(&conn, stream, mode).await {
+            crate::inbound::Accepted::Plain(stream) => stream,
+            crate::inbound::Accepted::Mesh(tls, h2) => {
+                if conn.listener.model.protocol == ListenerProtocol::Tcp {
+                    crate::tcp::proxy(conn, *tls, None).await;
+                } else {
+                    serve_http(conn, tls, h2).await;
+                }
+                return;
+            }
+            crate::inbound::Accepted::Refused => return,
+        }
+    } else {
+        stream
+    };
     let is_http = match conn.listener.model.protocol {
         ListenerProtocol::Http => true,
         ListenerProtocol::Tcp => false,
         ListenerProtocol::Auto => sniff_http(&stream).await,
     };
     if !is_http {
-        crate::tcp::proxy(conn, stream).await;
+        let listener = conn.current_listener(&conn.shared.snapshot.load());
+        // TLS routes: read the ClientHello's server name (not consuming it) only when a
+        // route asks for one.
+        let sni = if listener.tcp_routes.iter().any(|r| !r.sni.is_empty()) {
+            crate::sni::peek_server_name(&stream, SNI_TIMEOUT).await
+        } else {
+            None
+        };
+        crate::tcp::proxy(conn, stream, sni).await;
         return;
     }
     serve_http(conn, stream, None).await;

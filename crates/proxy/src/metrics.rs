@@ -168,6 +168,8 @@ pub struct Metrics {
     pub tls_handshakes: AtomicU64,
     /// Downstream TLS handshakes that failed or timed out.
     pub tls_handshake_errors: AtomicU64,
+    /// Plaintext connections refused by a STRICT mTLS port.
+    pub mtls_plaintext_refused: AtomicU64,
 }
 
 thread_local! {
@@ -330,14 +332,16 @@ impl Metrics {
                 );
             }
         }
-        let (ok, failed) = (
+        let (ok, failed, refused) = (
             self.tls_handshakes.load(Ordering::Relaxed),
             self.tls_handshake_errors.load(Ordering::Relaxed),
+            self.mtls_plaintext_refused.load(Ordering::Relaxed),
         );
-        if ok + failed > 0 {
+        if ok + failed + refused > 0 {
             for (name, value) in [
                 ("trellis_tls_handshakes_total", ok),
                 ("trellis_tls_handshake_errors_total", failed),
+                ("trellis_mtls_plaintext_refused_total", refused),
             ] {
                 let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
             }

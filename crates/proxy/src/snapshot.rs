@@ -33,6 +33,8 @@ pub struct ListenerRt {
     pub unrouted_labels: Arc<str>,
     /// TLS terminated on this listener.
     pub tls: Option<Arc<crate::tls::TlsRt>>,
+    /// The mesh's mutual TLS on an inbound listener (PeerAuthentication).
+    pub mtls: crate::inbound::MtlsMode,
 }
 
 /// A TCP route with resolved clusters.
@@ -154,11 +156,44 @@ pub struct ClusterRt {
     pub service_labels: Arc<str>,
     /// TLS origination to the endpoints, if the DestinationRule asks for it.
     pub tls: Option<Arc<crate::upstream::origin::OriginTls>>,
+    /// The mesh's mutual TLS to endpoints with `EndpointState::mesh`; none when the
+    /// cluster has none or this proxy has no mesh identity.
+    pub mesh_tls: Option<Arc<crate::upstream::mesh::MeshOrigin>>,
+    /// An inbound cluster (this workload's own app): reported by the destination.
+    pub inbound: bool,
+    /// The workloads behind the endpoints, for labels made per peer.
+    destinations: Vec<Workload>,
+}
+
+impl ClusterRt {
+    /// The label block for a request to endpoint `index` from a mesh peer over mutual
+    /// TLS: the source principal (and namespace) the certificate names.
+    pub fn mtls_labels(&self, index: usize, peer: &crate::inbound::PeerIdentity) -> Arc<str> {
+        let source = Workload {
+            namespace: peer.id.namespace().to_string(),
+            principal: peer.uri.clone(),
+            ..Workload::default()
+        };
+        let destination = self.destinations.get(index).cloned().unwrap_or_default();
+        peer_labels(
+            Reporter::Destination,
+            &source,
+            &destination,
+            &self.model.service,
+            "mutual_tls",
+        )
+    }
 }
 
 impl Snapshot {
     /// Compiles `config`; an error here means the config is rejected as a whole.
-    pub fn compile(config: ProxyConfig, registry: &Registry) -> Result<Self, String> {
+    /// Compiles `config`; `identity` is the proxy's workload certificate, when it has
+    /// a mesh identity.
+    pub fn compile(
+        config: ProxyConfig,
+        registry: &Registry,
+        identity: Option<&trellis_identity::CurrentCredentials>,
+    ) -> Result<Self, String> {
         config.check()?;
         let node = &config.node.workload;
         let unknown = Workload::default();
@@ -173,9 +208,21 @@ impl Snapshot {
                 None => None,
             };
             let tls_key = tls.as_ref().map_or(0, |t| t.key);
+            let mesh_tls = match (&c.mesh_tls, identity) {
+                (Some(m), Some(creds)) => Some(Arc::new(
+                    crate::upstream::mesh::MeshOrigin::compile(m, creds)
+                        .map_err(|e| format!("cluster {}: {e}", c.name))?,
+                )),
+                _ => None,
+            };
+            // Which endpoints get the mesh's mTLS: all under ISTIO_MUTUAL, those with a
+            // sidecar under auto mTLS. ISTIO_MUTUAL without a mesh identity still
+            // marks them, so connecting fails (UF) instead of going out in plaintext.
+            let mesh_mode = c.mesh_tls.as_ref().map(|m| m.mode);
             let mut endpoints = Vec::new();
             let mut weights = Vec::new();
             let mut labels = Vec::new();
+            let mut destinations = Vec::new();
             let mut addrs = Vec::new();
             // Outbound clusters are reported by the caller; inbound ones by this workload.
             let inbound = c.name.starts_with("inbound|");
@@ -186,16 +233,29 @@ impl Snapshot {
             };
             for e in &c.endpoints {
                 let Some(addr) = e.address else { continue };
-                addrs.push((addr, tls_key));
-                endpoints.push(state.endpoint_with(addr, tls_key));
+                let mesh = match mesh_mode {
+                    Some(trellis_model::MeshTlsMode::Istio) => true,
+                    Some(trellis_model::MeshTlsMode::Auto) => e.mtls && mesh_tls.is_some(),
+                    None => false,
+                };
+                let key = match (mesh, &mesh_tls) {
+                    (true, Some(m)) => m.key,
+                    (true, None) => u64::MAX,
+                    (false, _) => tls_key,
+                };
+                addrs.push((addr, key));
+                endpoints.push(state.endpoint_with(addr, key, mesh));
                 weights.push(e.weight.max(1));
                 let destination = if inbound { node } else { &e.workload };
+                destinations.push(destination.clone());
+                // The destination reports plaintext as `none`; the source does not know.
+                let security = if inbound { "none" } else { "unknown" };
                 labels.push(peer_labels(
                     reporter,
                     source,
                     destination,
                     &c.service,
-                    "unknown",
+                    security,
                 ));
             }
             state.retain(&addrs);
@@ -218,6 +278,9 @@ impl Snapshot {
                     labels,
                     service_labels,
                     tls,
+                    mesh_tls,
+                    inbound,
+                    destinations,
                 }),
             );
         }
@@ -259,6 +322,7 @@ impl Snapshot {
                     .map_err(|e| format!("listener {}: {e}", l.name))?;
                 Ok(Arc::new(ListenerRt {
                     slot,
+                    mtls: crate::inbound::MtlsMode::default(),
                     tls,
                     model: l.clone(),
                     table: l.route_table.as_ref().and_then(|n| tables.get(n).cloned()),

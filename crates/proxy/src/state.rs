@@ -45,15 +45,17 @@ impl ClusterState {
     /// The state of the plaintext endpoint at `addr`, created on first use.
     #[cfg(test)]
     pub fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointState> {
-        self.endpoint_with(addr, 0)
+        self.endpoint_with(addr, 0, false)
     }
 
     /// The state of the endpoint at `addr` reached with TLS settings `tls` (their
-    /// fingerprint; 0 for plaintext), created on first use.
-    pub fn endpoint_with(&self, addr: SocketAddr, tls: u64) -> Arc<EndpointState> {
+    /// fingerprint; 0 for plaintext; `mesh`: the mesh's mutual TLS), created on
+    /// first use. The fingerprint tells mesh settings from others, so `mesh` never
+    /// differs for one key.
+    pub fn endpoint_with(&self, addr: SocketAddr, tls: u64, mesh: bool) -> Arc<EndpointState> {
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         map.entry((addr, tls))
-            .or_insert_with(|| Arc::new(EndpointState::new(addr)))
+            .or_insert_with(|| Arc::new(EndpointState::new(addr, mesh)))
             .clone()
     }
 
@@ -75,6 +77,8 @@ pub struct Pooled {
 /// Per-endpoint state.
 pub struct EndpointState {
     pub addr: SocketAddr,
+    /// Connections to it use the mesh's mutual TLS.
+    pub mesh: bool,
     /// Requests in flight (for least-request balancing).
     pub active: AtomicU32,
     pub connections: AtomicU32,
@@ -91,9 +95,10 @@ pub struct EndpointState {
 }
 
 impl EndpointState {
-    fn new(addr: SocketAddr) -> Self {
+    fn new(addr: SocketAddr, mesh: bool) -> Self {
         EndpointState {
             addr,
+            mesh,
             active: AtomicU32::new(0),
             connections: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),

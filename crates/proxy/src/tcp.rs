@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::downstream::Connection;
 use crate::error::{ErrorKind, ProxyError};
@@ -17,9 +17,6 @@ use crate::flags::Flags;
 use crate::snapshot::ClusterRt;
 use crate::state::{Outcome, record_outcome};
 use crate::upstream::connect::{self, Alpn};
-
-/// How long a client may take to send its ClientHello on an SNI-routed listener.
-const SNI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What one connection came to, for metrics and the access log.
 struct Record {
@@ -35,8 +32,12 @@ struct Record {
     received: u64,
 }
 
-/// Proxies one accepted TCP connection.
-pub async fn proxy(conn: Arc<Connection>, mut downstream: TcpStream) {
+/// Proxies one accepted TCP connection (`sni`: the ClientHello's server name, when
+/// the listener routes by it).
+pub async fn proxy<S>(conn: Arc<Connection>, mut downstream: S, sni: Option<String>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let listener = conn.current_listener(&conn.shared.snapshot.load());
     let mut record = Record {
         start: Instant::now(),
@@ -48,13 +49,6 @@ pub async fn proxy(conn: Arc<Connection>, mut downstream: TcpStream) {
         opened: false,
         sent: 0,
         received: 0,
-    };
-    // TLS routes: read the ClientHello's server name (not consuming it) only when a
-    // route asks for one.
-    let sni = if listener.tcp_routes.iter().any(|r| !r.sni.is_empty()) {
-        crate::sni::peek_server_name(&downstream, SNI_TIMEOUT).await
-    } else {
-        None
     };
     let route = listener.tcp_routes.iter().find(|r| {
         r.sni.is_empty()
@@ -84,18 +78,21 @@ pub async fn proxy(conn: Arc<Connection>, mut downstream: TcpStream) {
 }
 
 /// Connects to an endpoint of `cluster` and copies bytes until either side closes.
-async fn forward(
+async fn forward<S>(
     conn: &Connection,
     cluster: &ClusterRt,
-    downstream: &mut TcpStream,
+    downstream: &mut S,
     record: &mut Record,
-) -> Result<(), ProxyError> {
+) -> Result<(), ProxyError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let index = cluster
         .balancer
         .pick(&cluster.state, &cluster.endpoints, None, &[])
         .ok_or_else(|| ProxyError::new(ErrorKind::NoHealthyUpstream))?;
     let endpoint = cluster.endpoints[index].clone();
-    record.labels = cluster.labels[index].clone();
+    record.labels = conn.labels_for(cluster, index);
     record.upstream = Some(endpoint.addr);
     let Some(_slot) = connect::reserve(cluster, &endpoint) else {
         cluster.state.overflows.fetch_add(1, Ordering::Relaxed);

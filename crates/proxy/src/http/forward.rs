@@ -197,7 +197,7 @@ pub async fn attempt(
     let picked = pick(cluster, hash, tried).map_err(|e| (e, None))?;
     let index = picked.index;
     ctx.upstream = Some(picked.in_flight.endpoint.addr);
-    ctx.peers = Some(cluster.labels[index].clone());
+    ctx.peers = Some(ctx.conn.labels_for(cluster, index));
     match exchange(cluster, &picked, request, version).await {
         Ok(response) => {
             ctx.in_flight = Some(picked.in_flight);

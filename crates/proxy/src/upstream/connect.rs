@@ -66,8 +66,21 @@ pub async fn connect(
     alpn: Alpn,
 ) -> Result<UpstreamIo, ProxyError> {
     let timeout = connect_timeout(cluster);
+    if endpoint.mesh && cluster.mesh_tls.is_none() {
+        // ISTIO_MUTUAL asked for, and this proxy has no workload certificate.
+        return Err(ProxyError::with(
+            ErrorKind::ConnectFailure,
+            "ISTIO_MUTUAL: this proxy has no mesh identity (no workload certificate)",
+        )
+        .at_fault(crate::error::Fault::Config));
+    }
     // Settings that cannot be used fail every connection, never fall back to plaintext.
-    if let Some(problem) = cluster.tls.as_ref().and_then(|t| t.problem()) {
+    if let Some(problem) = cluster
+        .tls
+        .as_ref()
+        .filter(|_| !endpoint.mesh)
+        .and_then(|t| t.problem())
+    {
         return Err(ProxyError::with(
             ErrorKind::ConnectFailure,
             format!("upstream TLS settings unusable: {problem}"),
@@ -98,10 +111,14 @@ pub async fn connect(
         }
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&params);
     }
-    let Some(tls) = &cluster.tls else {
-        return Ok(UpstreamIo::Plain(stream));
+    let handshake = match (&cluster.mesh_tls, &cluster.tls) {
+        (Some(mesh), _) if endpoint.mesh => {
+            tokio::time::timeout(timeout, mesh.handshake(stream, alpn)).await
+        }
+        (_, Some(tls)) => tokio::time::timeout(timeout, tls.handshake(stream, alpn)).await,
+        _ => return Ok(UpstreamIo::Plain(stream)),
     };
-    match tokio::time::timeout(timeout, tls.handshake(stream, alpn)).await {
+    match handshake {
         Ok(Ok(s)) => Ok(UpstreamIo::Tls(Box::new(s))),
         Ok(Err(e)) => Err(ProxyError::with(
             ErrorKind::ConnectFailure,

@@ -3,6 +3,7 @@
 //! for reuse; [`origin`] holds the compiled TLS client settings of a cluster.
 
 pub mod connect;
+pub mod mesh;
 pub mod origin;
 mod pool;
 
