@@ -27,10 +27,11 @@ cargo build --release --locked -q -p trellis
 cargo build --release --locked -q -p trellis-control --examples
 
 dir=$(mktemp -d /tmp/trellis-scale.XXXXXX)
+state=$(mktemp -d /tmp/trellis-scale-state.XXXXXX)
 cp_pid=
 cleanup() {
   [ -n "$cp_pid" ] && kill "$cp_pid" 2>/dev/null || true
-  rm -rf "$dir"
+  rm -rf "$dir" "$state"
 }
 trap cleanup EXIT
 
@@ -42,7 +43,7 @@ target/release/examples/compile_one "$dir"
 
 echo "==> control plane"
 start=$(date +%s.%N)
-target/release/trellis control-plane --config "$dir" --grpc "$GRPC" --http "$API" >"$dir/cp.log" 2>&1 &
+target/release/trellis control-plane --config "$dir" --grpc "$GRPC" --http "$API" --state-dir "$state" >"$state/cp.log" 2>&1 &
 cp_pid=$!
 for _ in $(seq 1 300); do
   curl -fs "http://$API/ready" >/dev/null 2>&1 && break
@@ -52,7 +53,7 @@ printf "  loaded and serving in %.2fs; RSS %s MiB\n" "$(awk -v a="$start" -v b="
   "$(awk '/VmRSS/ {printf "%d", $2/1024}' /proc/$cp_pid/status)"
 
 echo "==> $PROXIES simulated proxies in $NAMESPACES namespaces, $CHANGES changes of each kind"
-target/release/examples/scale --grpc "$GRPC" --api "$API" --pid "$cp_pid" \
+target/release/examples/scale --grpc "$GRPC" --api "$API" --pid "$cp_pid" --state-dir "$state" \
   --proxies "$PROXIES" --namespaces "$NAMESPACES" --changes "$CHANGES" --services "$SERVICES"
 echo
 curl -fs "http://$API/metrics" | grep -E '^trellis_control_(pushes_total|push_bytes_total|nacks_total|connected_proxies|compile_seconds_(sum|count))' || true

@@ -7,7 +7,12 @@
 //! each proxy receiving its push. It also samples the control plane's memory and CPU
 //! from /proc.
 //!
-//! `scale --grpc ADDR --api ADDR --pid PID [--proxies 1000] [--namespaces 10] [--changes 10]`
+//! The streams are TLS with a workload certificate per simulated proxy, signed here
+//! with the control plane's own CA (read from its `--state-dir`, as the same user),
+//! and API calls carry its token; the control plane does all the checks it does for
+//! real proxies.
+//!
+//! `scale --grpc ADDR --api ADDR --pid PID --state-dir DIR [--proxies 1000] [--namespaces 10] [--changes 10]`
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -57,12 +62,12 @@ fn proc_stats(pid: u32) -> (f64, f64, f64) {
     (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, ticks * 10.0)
 }
 
-fn post_apply(api: &str, name: &str, yaml: &str) -> String {
+fn post_apply(api: &str, token: &str, name: &str, yaml: &str) -> String {
     let body = serde_json::json!({"files": [{"name": name, "text": yaml}]}).to_string();
     let mut s = std::net::TcpStream::connect(api).expect("connect to the API");
     write!(
         s,
-        "POST /api/v1/apply HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST /api/v1/apply HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .expect("send");
@@ -82,8 +87,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let grpc = format!("http://{}", arg("--grpc", None));
+    let grpc = arg("--grpc", None);
     let api = arg("--api", None);
+    let state = std::path::PathBuf::from(arg("--state-dir", None));
+    let ca = Arc::new(
+        trellis_identity::Ca::load_or_create(&state.join("ca"), "cluster.local")
+            .expect("the control plane's CA in --state-dir"),
+    );
+    let token = std::fs::read_to_string(state.join("api-token"))
+        .expect("the API token in --state-dir")
+        .trim()
+        .to_string();
+    let control_plane = ca.control_plane_identity();
     let pid: u32 = arg("--pid", None).parse().expect("--pid");
     let proxies: usize = arg("--proxies", Some("1000")).parse().expect("--proxies");
     let namespaces: usize = arg("--namespaces", Some("10"))
@@ -97,23 +112,39 @@ async fn main() {
     let connected_at = Instant::now();
     for i in 0..proxies {
         let (grpc, seen, bytes) = (grpc.clone(), seen.clone(), bytes.clone());
+        // Sidecar i belongs to namespace n = i % namespaces and to a service there
+        // (the generator puts service s in namespace s % 50).
+        let n = i % namespaces;
+        let s = n + 50 * ((i / namespaces) % (services / 50).max(1));
+        let id = trellis_identity::SpiffeId::new(&format!("ns{}", s % 50), "default").expect("id");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let csr = trellis_identity::manager::csr_for(&id, &key).expect("csr");
+        let issued = ca
+            .sign(csr.as_bytes(), &id, Duration::from_secs(3600))
+            .expect("signed");
+        let creds = trellis_identity::Credentials::new(
+            &key,
+            &issued.chain_pem,
+            &issued.root_pem,
+            &id,
+            None,
+        )
+        .expect("credentials");
+        let config = trellis_identity::client_config(
+            &trellis_identity::CurrentCredentials::with(creds),
+            std::slice::from_ref(&control_plane),
+            &[b"h2"],
+        )
+        .expect("TLS config");
         tokio::spawn(async move {
             let channel = loop {
-                match tonic::transport::Endpoint::from_shared(grpc.clone())
-                    .expect("uri")
-                    .connect()
-                    .await
-                {
+                match trellis_control::security::tls::connect(&grpc, config.clone()).await {
                     Ok(c) => break c,
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             };
             let mut client = MeshConfigClient::new(channel).max_decoding_message_size(512 << 20);
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            // Sidecar i belongs to namespace n = i % namespaces and to a service there
-            // (the generator puts service s in namespace s % 50).
-            let n = i % namespaces;
-            let s = n + 50 * ((i / namespaces) % (services / 50).max(1));
             let hello = proto::Hello {
                 id: format!("sim-{i}"),
                 role: proto::Role::Sidecar as i32,
@@ -128,6 +159,7 @@ async fn main() {
                 port_map: Default::default(),
                 version: 0,
                 ports: Default::default(),
+                admin: String::new(),
             };
             let _ = tx.send(proto::ProxyMessage {
                 message: Some(Message::Hello(hello)),
@@ -201,7 +233,7 @@ async fn main() {
             bytes.store(0, Ordering::Release);
             let (_, _, cpu0) = proc_stats(pid);
             let t0 = Instant::now();
-            post_apply(&api, "bench.yaml", &yaml);
+            post_apply(&api, &token, "bench.yaml", &yaml);
             let deadline = Instant::now() + Duration::from_secs(60);
             while seen
                 .iter()

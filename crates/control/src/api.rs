@@ -8,6 +8,7 @@
 //! | `GET /api/v1/resources?kind=&namespace=` | the resources in force                    |
 //! | `GET /api/v1/proxies`              | each connected proxy's sync status              |
 //! | `GET /api/v1/proxies/ID/config`    | the config last pushed to proxy ID              |
+//! | `GET /api/v1/proxies/ID/secret`    | proxy ID's certificates, read from its admin `/certs` (no keys) |
 //! | `GET /metrics`                     | Prometheus text                                 |
 //!
 //! Every `/api/` call needs `Authorization: Bearer TOKEN`, the token in the control
@@ -227,9 +228,52 @@ async fn answer(
                 ),
             }
         }
+        (&Method::GET, p) if p.starts_with("/api/v1/proxies/") && p.ends_with("/secret") => {
+            let id = &p["/api/v1/proxies/".len()..p.len() - "/secret".len()];
+            match control.proxy_admin(id) {
+                Some(admin) => match fetch_certs(admin).await {
+                    Ok(value) => json(StatusCode::OK, &value),
+                    Err(e) => error(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("proxy `{id}`'s admin endpoint {admin}: {e}"),
+                    ),
+                },
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no connected proxy `{id}` with an admin endpoint"),
+                ),
+            }
+        }
         _ => error(StatusCode::NOT_FOUND, &format!("no {method} {path}")),
     };
     Ok(response)
+}
+
+/// `GET /certs` from a proxy's admin endpoint (bounded in time and size).
+async fn fetch_certs(admin: std::net::SocketAddr) -> Result<serde_json::Value, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(admin)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET /certs HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut bytes = Vec::new();
+        stream
+            .take(1 << 20)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(bytes)
+    };
+    let bytes = tokio::time::timeout(std::time::Duration::from_secs(3), exchange)
+        .await
+        .map_err(|_| "timed out".to_string())??;
+    let text = String::from_utf8_lossy(&bytes);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).map_err(|e| format!("not the JSON /certs answers: {e}"))
 }
 
 fn refused(problems: &[Diagnostic]) -> Response<Full<Bytes>> {

@@ -36,6 +36,8 @@ pub struct ProxySpec {
     pub port_map: BTreeMap<u16, u16>,
     /// Named container ports of the workload.
     pub named_ports: BTreeMap<String, u16>,
+    /// Its admin endpoint, when it has one the control plane may read (`/certs`).
+    pub admin: Option<SocketAddr>,
 }
 
 impl ProxySpec {
@@ -96,9 +98,15 @@ impl ProxySpec {
             })?;
             named_ports.insert(name.clone(), p);
         }
+        let admin = if h.admin.is_empty() {
+            None
+        } else {
+            Some(addr("admin", &h.admin)?)
+        };
         Ok(ProxySpec {
             id: h.id.clone(),
             named_ports,
+            admin,
             role,
             identity: ProxyIdentity {
                 name: if h.workload.is_empty() {
@@ -165,6 +173,7 @@ impl ProxySpec {
                 .iter()
                 .map(|(k, v)| (k.clone(), u32::from(*v)))
                 .collect(),
+            admin: self.admin.map(|a| a.to_string()).unwrap_or_default(),
         }
     }
 

@@ -60,14 +60,17 @@ fn spec(namespace: &str, service_account: &str) -> ProxySpec {
         inbound: Vec::<Inbound>::new(),
         port_map: BTreeMap::new(),
         named_ports: BTreeMap::new(),
+        admin: None,
     }
 }
 
 /// A client that pins the mesh root but presents no certificate.
-async fn anonymous(address: &str, trust: Arc<Trust>) -> MeshConfigClient<tonic::transport::Channel> {
-    let config =
-        trellis_identity::bootstrap_client_config(trust, &[control_plane_id()], &[b"h2"])
-            .expect("config");
+async fn anonymous(
+    address: &str,
+    trust: Arc<Trust>,
+) -> MeshConfigClient<tonic::transport::Channel> {
+    let config = trellis_identity::bootstrap_client_config(trust, &[control_plane_id()], &[b"h2"])
+        .expect("config");
     MeshConfigClient::new(tls::connect(address, config).await.expect("connect"))
 }
 
@@ -118,7 +121,9 @@ async fn the_config_stream_and_the_ca_refuse_callers_without_a_credential() {
         refused.expect_err("refused").code(),
         tonic::Code::Unauthenticated
     );
-    let forged = client.sign(sign_with_token(csr(&id), "made-up-token")).await;
+    let forged = client
+        .sign(sign_with_token(csr(&id), "made-up-token"))
+        .await;
     assert_eq!(
         forged.expect_err("refused").code(),
         tonic::Code::Unauthenticated
@@ -151,10 +156,15 @@ async fn a_bootstrap_token_works_once_for_its_own_identity_even_across_a_restart
         .expect("a leaf")
         .expect("pem");
     let ids = trellis_identity::cert::spiffe_id_of(&leaf).expect("spiffe id");
-    assert_eq!(ids.to_string(), "spiffe://cluster.local/ns/shop/sa/bookinfo");
+    assert_eq!(
+        ids.to_string(),
+        "spiffe://cluster.local/ns/shop/sa/bookinfo"
+    );
 
     // Used again: refused.
-    let reused = client.sign(sign_with_token(csr(&admin), token.secret())).await;
+    let reused = client
+        .sign(sign_with_token(csr(&admin), token.secret()))
+        .await;
     assert_eq!(
         reused.expect_err("refused").code(),
         tonic::Code::Unauthenticated
@@ -165,9 +175,15 @@ async fn a_bootstrap_token_works_once_for_its_own_identity_even_across_a_restart
     let root = running.security.ca.root_pem();
     drop(running);
     let restarted = start(dir.path());
-    assert_eq!(restarted.security.ca.root_pem(), root, "the CA survives a restart");
+    assert_eq!(
+        restarted.security.ca.root_pem(),
+        root,
+        "the CA survives a restart"
+    );
     let mut client = anonymous(&restarted.grpc.to_string(), trust(&restarted)).await;
-    let reused = client.sign(sign_with_token(csr(&admin), token.secret())).await;
+    let reused = client
+        .sign(sign_with_token(csr(&admin), token.secret()))
+        .await;
     assert_eq!(
         reused.expect_err("refused").code(),
         tonic::Code::Unauthenticated
@@ -212,9 +228,8 @@ async fn a_client_that_does_not_know_the_mesh_root_cannot_connect() {
         trellis_identity::Ca::load_or_create(&elsewhere.path().join("ca"), "cluster.local")
             .expect("ca");
     let other = Trust::from_pem("cluster.local", &other_ca.root_pem()).expect("trust");
-    let config =
-        trellis_identity::bootstrap_client_config(other, &[control_plane_id()], &[b"h2"])
-            .expect("config");
+    let config = trellis_identity::bootstrap_client_config(other, &[control_plane_id()], &[b"h2"])
+        .expect("config");
     let result = tls::connect(&running.grpc.to_string(), config).await;
     let failed = match result {
         Err(_) => true,
@@ -223,7 +238,9 @@ async fn a_client_that_does_not_know_the_mesh_root_cannot_connect() {
                 csr_pem: String::new(),
             })
             .await
-            .is_err_and(|s| s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown),
+            .is_err_and(|s| {
+                s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown
+            }),
     };
     assert!(failed, "a client pinning another root must not get through");
 }
@@ -253,7 +270,10 @@ async fn the_http_api_needs_its_token_and_says_where_it_is() {
     let running = start(dir.path());
     let file = running.security.api_token_file().to_path_buf();
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&file).expect("token file").permissions().mode();
+    let mode = std::fs::metadata(&file)
+        .expect("token file")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the token file is private");
     let token = std::fs::read_to_string(&file).expect("token");
 

@@ -114,6 +114,7 @@ fn spec() -> ProxySpec {
         }],
         port_map: BTreeMap::new(),
         named_ports: BTreeMap::new(),
+        admin: None,
     }
 }
 

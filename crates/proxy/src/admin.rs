@@ -88,10 +88,11 @@ async fn answer(
             }
             (StatusCode::OK, "text/plain", out)
         }
+        "/certs" if admin => (StatusCode::OK, "application/json", certs(&shared)),
         "/" if admin => (
             StatusCode::OK,
             "text/plain",
-            "trellis proxy admin: /config_dump /clusters /listeners /ready /stats/prometheus\n"
+            "trellis proxy admin: /config_dump /clusters /listeners /certs /ready /stats/prometheus\n"
                 .to_string(),
         ),
         _ => (
@@ -175,6 +176,42 @@ fn clusters(shared: &Shared) -> String {
         }
     }
     out
+}
+
+/// The workload certificate in force and the mesh roots, as Envoy's `/certs` lists
+/// them: identity, serial, validity and when it renews (about half its life). Keys are
+/// not reachable from here: they live in rustls' signing key only.
+fn certs(shared: &Shared) -> String {
+    let Some(current) = shared.mesh_identity.as_ref().and_then(|c| c.load()) else {
+        return serde_json::json!({ "workload": null, "roots": [] }).to_string();
+    };
+    let describe = |der: &[u8]| match trellis_identity::cert::summarize(der) {
+        Ok(c) => serde_json::json!({
+            "serial": c.serial,
+            "notBefore": crate::access_log::timestamp(c.not_before),
+            "notAfter": crate::access_log::timestamp(c.not_after),
+            "uris": c.uris,
+            "ca": c.is_ca,
+        }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    let now = std::time::SystemTime::now();
+    let (before, after) = (current.not_before(), current.not_after());
+    let renews = before + after.duration_since(before).unwrap_or_default() / 2;
+    let seconds = |t: std::time::SystemTime| t.duration_since(now).map_or(0, |d| d.as_secs());
+    let value = serde_json::json!({
+        "workload": {
+            "identity": current.identity().to_string(),
+            "serial": current.serial(),
+            "notBefore": crate::access_log::timestamp(before),
+            "notAfter": crate::access_log::timestamp(after),
+            "expiresInSeconds": seconds(after),
+            "renewsInSeconds": seconds(renews),
+            "chain": current.chain().iter().map(|c| describe(c)).collect::<Vec<_>>(),
+        },
+        "roots": current.trust().roots().iter().map(|c| describe(c)).collect::<Vec<_>>(),
+    });
+    serde_json::to_string_pretty(&value).unwrap_or_default()
 }
 
 /// The config in force as JSON, private keys redacted (as Envoy's config_dump does).

@@ -237,6 +237,7 @@ fn spec(args: &Args) -> Result<trellis_control::ProxySpec, String> {
         inbound: parse_inbound(&args.inbound)?,
         port_map: parse_port_map(&args.port_map)?,
         named_ports: BTreeMap::new(),
+        admin: Some(args.admin),
     })
 }
 

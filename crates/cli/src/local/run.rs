@@ -134,6 +134,7 @@ impl LocalMesh {
                 inbound: Vec::new(),
                 port_map,
                 named_ports: BTreeMap::new(),
+                admin: Some(SocketAddr::new(gateway_ip, 15000)),
             },
             gateway_ip,
         )];
@@ -388,6 +389,7 @@ fn sidecar_spec(pod: &Pod) -> ProxySpec {
             .collect(),
         port_map: BTreeMap::new(),
         named_ports: pod.named_ports.clone(),
+        admin: Some(SocketAddr::new(pod.pod_ip, 15000)),
     }
 }
 

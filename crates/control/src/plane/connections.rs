@@ -295,6 +295,11 @@ impl ControlPlane {
             .collect()
     }
 
+    /// Where connected proxy `id` serves its admin endpoint, if it said.
+    pub fn proxy_admin(&self, id: &str) -> Option<std::net::SocketAddr> {
+        self.proxies().get(id)?.spec.admin
+    }
+
     /// The config last pushed to proxy `id`, reassembled from its resources.
     pub fn proxy_config(&self, id: &str) -> Option<ProxyConfig> {
         let (state, version) = {

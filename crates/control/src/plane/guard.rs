@@ -139,6 +139,7 @@ mod tests {
             inbound: vec![],
             port_map: BTreeMap::new(),
             named_ports: BTreeMap::new(),
+            admin: None,
         }
     }
 

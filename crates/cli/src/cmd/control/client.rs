@@ -61,5 +61,14 @@ pub fn call(
         .unwrap_or(0);
     // The API never uses chunked encoding for these answers (full bodies).
     let value = serde_json::from_str(body.trim()).unwrap_or(Value::String(body.to_string()));
+    if status == 401 {
+        // The answer says where the token is.
+        return Err(anyhow!(
+            "{}",
+            value["error"]
+                .as_str()
+                .unwrap_or("the control plane refused the call: no valid API token")
+        ));
+    }
     Ok((status, value))
 }

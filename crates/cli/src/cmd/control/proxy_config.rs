@@ -1,6 +1,7 @@
 //! `trellis proxy-config`: the configuration the control plane last pushed to one proxy
 //! (listeners, routes, clusters, endpoints), as tables or as JSON/YAML. It shows what
 //! was sent, not what the proxy runs; `proxy-status` says whether it was applied.
+//! `secret` is the exception: the proxy's own certificates, read from it live.
 
 use std::io::Write;
 
@@ -16,6 +17,8 @@ pub enum Section {
     Routes,
     Clusters,
     Endpoints,
+    /// The workload certificate and mesh roots the proxy holds (never a key).
+    Secret,
     All,
 }
 
@@ -25,6 +28,7 @@ pub enum Section {
   trellis proxy-config clusters istio-ingressgateway   the gateway's upstreams and their policies
   trellis proxy-config endpoints reviews-v1-0 -o json
   trellis proxy-config all istio-ingressgateway -o yaml
+  trellis proxy-config secret reviews-v1-0             its certificate: SPIFFE id, serial, validity
 
 The configuration shown is the one the control plane last pushed to that proxy
 (see `trellis proxy-status` for whether it was applied).")]
@@ -40,6 +44,9 @@ pub struct ProxyConfigArgs {
 
 /// `trellis proxy-config`.
 pub fn proxy_config(args: &ProxyConfigArgs) -> i32 {
+    if args.section == Section::Secret {
+        return secret(args);
+    }
     let path = format!("/api/v1/proxies/{}/config", args.pod);
     let (status, config) = match call(&args.target, "GET", &path, None) {
         Ok(r) => r,
@@ -75,7 +82,7 @@ pub fn proxy_config(args: &ProxyConfigArgs) -> i32 {
             Section::Routes => config["routeTables"].clone(),
             Section::Clusters => config["clusters"].clone(),
             Section::Endpoints => Value::Array(endpoints()),
-            Section::All => config.clone(),
+            Section::All | Section::Secret => config.clone(),
         };
         print_data(args.output, &value);
         return 0;
@@ -275,4 +282,82 @@ fn describe_action(action: &Value) -> String {
         return format!("direct {}", d["status"]);
     }
     action.to_string()
+}
+
+/// `trellis proxy-config secret POD`: the proxy's certificates, as istioctl shows them.
+fn secret(args: &ProxyConfigArgs) -> i32 {
+    let path = format!("/api/v1/proxies/{}/secret", args.pod);
+    let (status, certs) = match call(&args.target, "GET", &path, None) {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if status != 200 {
+        let _ = writeln!(
+            anstream::stderr(),
+            "{s}error{s:#}: {}",
+            certs["error"]
+                .as_str()
+                .unwrap_or("the control plane cannot read that proxy's certificates"),
+            s = output::ERROR
+        );
+        return 1;
+    }
+    if args.output != Format::Text {
+        print_data(args.output, &certs);
+        return 0;
+    }
+    let mut out = anstream::stdout();
+    let workload = &certs["workload"];
+    if workload.is_null() {
+        let _ = writeln!(
+            out,
+            "{} has no workload certificate (no mesh identity)",
+            args.pod
+        );
+        return 0;
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let _ = writeln!(out, "IDENTITY: {}", text(&workload["identity"]));
+    let _ = writeln!(
+        out,
+        "renews in about {}s (at half its life), expires in {}s",
+        workload["renewsInSeconds"].as_u64().unwrap_or(0),
+        workload["expiresInSeconds"].as_u64().unwrap_or(0)
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<12} {:<34} {:<26} {:<26}",
+        "RESOURCE NAME", "TYPE", "SERIAL NUMBER", "NOT BEFORE", "NOT AFTER"
+    );
+    let rows = workload["chain"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                if i == 0 { "default" } else { "intermediate" },
+                "Cert Chain",
+                c,
+            )
+        })
+        .chain(
+            certs["roots"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| ("ROOTCA", "CA", c)),
+        );
+    for (name, kind, c) in rows {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<12} {:<34} {:<26} {:<26}",
+            name,
+            kind,
+            text(&c["serial"]),
+            text(&c["notBefore"]),
+            text(&c["notAfter"])
+        );
+    }
+    0
 }
