@@ -197,3 +197,136 @@ pub fn spawn_proxy(args: &[&str]) -> (Running, ProxyAddrs, mpsc::Receiver<String
         }
     }
 }
+
+/// A `trellis up` mesh for a test: its own address block, ports the OS picks, and
+/// what it printed when ready. Stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct LocalMesh {
+    pub gateway: std::net::SocketAddr,
+    /// The control plane's API (`--control-plane` of the CLI commands).
+    pub api: String,
+    pub block: AddressBlock,
+    pub lines: mpsc::Receiver<String>,
+    child: Child,
+}
+
+impl LocalMesh {
+    /// Runs `trellis up DIR EXTRA...` and waits (bounded) until the mesh is ready.
+    pub fn up(dir: &std::path::Path, extra: &[&str]) -> LocalMesh {
+        let block = address_block();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .arg("up")
+            .arg(dir)
+            .args(["--gateway-port", "0", "--control-plane-port", "0"])
+            .args(["--address-block", &block.arg()])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("trellis up");
+        let lines = output_lines_echoed(&mut child, Some("trellis up: "));
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let (mut gateway, mut api) = (None, None);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline && (gateway.is_none() || api.is_none()) {
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                if line.contains("mesh ready") {
+                    gateway = Some(address_after(&line, "ingress gateway on http://"));
+                }
+                if line.contains("control plane (pid ") {
+                    api = Some(address_after(&line, "API http://").to_string());
+                }
+                seen.push(line);
+            }
+        }
+        let mesh = LocalMesh {
+            gateway: gateway.unwrap_or_else(|| panic!("trellis up never became ready: {seen:?}")),
+            api: api.unwrap_or_else(|| panic!("no control plane address printed: {seen:?}")),
+            block,
+            lines,
+            child,
+        };
+        mesh
+    }
+
+    /// `trellis ARGS --control-plane API`.
+    pub fn trellis(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(args)
+            .args(["--control-plane", &self.api])
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("trellis")
+    }
+}
+
+impl Drop for LocalMesh {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address printed after `prefix` in `line` (up to a space or `/`).
+pub fn address_after(line: &str, prefix: &str) -> std::net::SocketAddr {
+    line.split(prefix)
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '/']).next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address after {prefix:?} in {line:?}"))
+}
+
+/// One `GET` over a fresh HTTP/1.1 connection: status and body, or why it failed.
+pub fn http_get(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| format!("read: {e}"))?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
+}
+
+/// The bundled demo's manifests (`trellis demo --print`), written to a new directory.
+pub fn demo_manifests() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["demo", "--print"])
+        .output()
+        .expect("demo --print");
+    std::fs::write(dir.path().join("app.yaml"), &out.stdout).expect("write");
+    dir
+}
