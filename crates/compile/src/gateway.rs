@@ -198,6 +198,7 @@ pub fn gateway(
         listeners,
         route_tables: tables,
         clusters: out.clusters.into_values().collect(),
+        security: model::Security::default(),
     };
     (config, out.notes)
 }

@@ -264,6 +264,7 @@ pub fn sidecar_local(
         listeners,
         route_tables,
         clusters: clusters.into_values().collect(),
+        security: model::Security::default(),
     }
 }
 

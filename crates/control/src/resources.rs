@@ -263,6 +263,7 @@ impl Assembled {
             listeners: self.listeners.values().cloned().collect(),
             route_tables,
             clusters: self.clusters.values().cloned().collect(),
+            security: Default::default(),
         })
     }
 }
@@ -306,6 +307,7 @@ mod tests {
                     .collect(),
             }],
             clusters: vec![cluster("a", 2), cluster("b", endpoints), cluster("c", 2)],
+            ..Default::default()
         }
     }
 
