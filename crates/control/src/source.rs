@@ -187,22 +187,39 @@ pub fn slim(mut r: Resource) -> Resource {
     r
 }
 
-/// Kinds that are accepted (validated, stored, analysed) but not carried out yet: the
-/// security policies arrive with the mesh's mTLS. Said aloud wherever they are loaded,
-/// so nobody believes a policy protects them when it does not.
+/// Whether proxies enforce the security policies they are sent. Trellis compiles all
+/// three kinds into each proxy's config (`trellis_compile::security`) and the proxy has
+/// the engine (`trellis_proxy::policy`), but the request path does not call it yet:
+/// **flip this to `true` when it does**, and every notice below changes with it.
+pub const fn security_enforced() -> bool {
+    false
+}
+
+/// The security kinds: validated, stored, analysed and compiled into proxy configs;
+/// enforced when [`security_enforced`] says so.
 pub const NOT_ENFORCED_KINDS: [&str; 3] = [
     "PeerAuthentication",
     "AuthorizationPolicy",
     "RequestAuthentication",
 ];
 
-/// The resources among `resources` whose kind is not enforced yet (`Kind ns/name`).
+/// The resources among `resources` whose kind is not enforced yet (`Kind ns/name`);
+/// none once [`security_enforced`].
 pub fn not_enforced(resources: &[Resource]) -> Vec<String> {
+    if security_enforced() {
+        return Vec::new();
+    }
     resources
         .iter()
         .filter(|r| NOT_ENFORCED_KINDS.contains(&r.kind.as_str()))
         .map(Resource::key)
         .collect()
+}
+
+/// The note `trellis apply` prints beside a resource of `kind`, if any.
+pub fn apply_note(kind: &str) -> Option<&'static str> {
+    (!security_enforced() && NOT_ENFORCED_KINDS.contains(&kind))
+        .then_some("accepted and compiled, not enforced yet: proxies do not evaluate it yet")
 }
 
 /// One line saying which security policies are not enforced, or `None`.
@@ -212,7 +229,7 @@ pub fn not_enforced_warning(resources: &[Resource]) -> Option<String> {
         return None;
     }
     Some(format!(
-        "{} security {} accepted but NOT enforced yet (mTLS and authorization are not built): {}",
+        "{} security {} accepted and compiled but NOT enforced yet (the proxies do not evaluate them yet): {}",
         names.len(),
         if names.len() == 1 {
             "policy is"
@@ -221,4 +238,23 @@ pub fn not_enforced_warning(resources: &[Resource]) -> Option<String> {
         },
         names.join(", ")
     ))
+}
+
+/// What to say when `resources` are loaded: that security policies are not enforced
+/// yet, and that each CUSTOM AuthorizationPolicy denies what it matches.
+pub fn security_warnings(resources: &[Resource]) -> Vec<String> {
+    let mut out: Vec<String> = not_enforced_warning(resources).into_iter().collect();
+    out.extend(resources.iter().filter_map(|r| match &r.spec {
+        trellis_api::Spec::AuthorizationPolicy(ap)
+            if ap.action == trellis_api::security::Action::Custom =>
+        {
+            Some(format!(
+                "{}: {}",
+                r.key(),
+                trellis_compile::CUSTOM_NOT_SUPPORTED
+            ))
+        }
+        _ => None,
+    }));
+    out
 }
