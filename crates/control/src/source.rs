@@ -244,17 +244,50 @@ pub fn not_enforced_warning(resources: &[Resource]) -> Option<String> {
 /// yet, and that each CUSTOM AuthorizationPolicy denies what it matches.
 pub fn security_warnings(resources: &[Resource]) -> Vec<String> {
     let mut out: Vec<String> = not_enforced_warning(resources).into_iter().collect();
-    out.extend(resources.iter().filter_map(|r| match &r.spec {
-        trellis_api::Spec::AuthorizationPolicy(ap)
-            if ap.action == trellis_api::security::Action::Custom =>
-        {
-            Some(format!(
-                "{}: {}",
-                r.key(),
-                trellis_compile::CUSTOM_NOT_SUPPORTED
-            ))
-        }
-        _ => None,
-    }));
+    out.extend(custom_warnings(resources));
     out
+}
+
+/// One line per CUSTOM AuthorizationPolicy among `resources`: it denies what it matches.
+pub fn custom_warnings(resources: &[Resource]) -> Vec<String> {
+    resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            trellis_api::Spec::AuthorizationPolicy(ap)
+                if ap.action == trellis_api::security::Action::Custom =>
+            {
+                Some(format!(
+                    "{}: {}",
+                    r.key(),
+                    trellis_compile::CUSTOM_NOT_SUPPORTED
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loading_security_policies_says_what_is_not_enforced_and_what_custom_does() {
+        let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: ext\n  namespace: shop\nspec:\n  action: CUSTOM\n  provider:\n    name: opa\n  rules:\n  - {}\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: shop\nspec:\n  mtls:\n    mode: STRICT\n";
+        let resources = trellis_api::resource::load_str("p.yaml", yaml).resources;
+        let warnings = security_warnings(&resources);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("NOT enforced yet")
+                && warnings[0].contains("AuthorizationPolicy shop/ext")
+                && warnings[0].contains("PeerAuthentication shop/default"),
+            "{warnings:?}"
+        );
+        assert_eq!(
+            warnings[1],
+            "AuthorizationPolicy shop/ext: CUSTOM: no extension provider is supported yet; matching requests are denied"
+        );
+        assert!(apply_note("PeerAuthentication").is_some_and(|n| n.contains("not enforced yet")));
+        assert_eq!(apply_note("VirtualService"), None);
+    }
 }
