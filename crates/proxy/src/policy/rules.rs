@@ -20,6 +20,10 @@ use super::matcher::{Host, Lit, Path, Set, Text, any_text, claim_matches};
 pub(super) struct Rule {
     /// The exact peer principals the rule can match (hashed), checked first.
     principals: PrincipalFilter,
+    /// A copy of one check every match needs (the first of its only `from` entry, or
+    /// else of its only `to` entry, or its first condition), kept in the rule itself:
+    /// most rules fail here, before their lists are read.
+    lead: Option<Check>,
     from: Entries,
     to: Entries,
     when: Span,
@@ -323,6 +327,7 @@ impl Rule {
     ) -> bool {
         // Identities first: they are the cheapest checks and the likeliest to fail.
         self.principals.admits(principal)
+            && self.lead.as_ref().is_none_or(|c| c.holds(a))
             && self.from.matches(checks, a)
             && self.to.matches(checks, a)
             && all(checks.get(self.when), a)
@@ -350,16 +355,27 @@ impl Draft {
         if action == AuthzAction::Allow && !all_evaluable {
             return None;
         }
-        let kept: Vec<Vec<Check>> = self
-            .from
-            .iter()
-            .map(|e| e.iter().filter(|c| evaluable(c)).cloned().collect())
-            .collect();
+        let kept = |entries: &[Vec<Check>]| -> Vec<Vec<Check>> {
+            entries
+                .iter()
+                .map(|e| e.iter().filter(|c| evaluable(c)).cloned().collect())
+                .collect()
+        };
+        let (from, to) = (kept(&self.from), kept(&self.to));
+        let when: Vec<Check> = self.when.iter().filter(|c| evaluable(c)).cloned().collect();
+        let only_first = |entries: &[Vec<Check>]| match entries {
+            [only] => only.first().cloned(),
+            _ => None,
+        };
+        let lead = only_first(&from)
+            .or_else(|| only_first(&to))
+            .or_else(|| when.first().cloned());
         Some(Rule {
-            principals: PrincipalFilter::of(&kept),
-            from: Entries::lay(&kept, |_| true, arena),
-            to: Entries::lay(&self.to, evaluable, arena),
-            when: arena.push(self.when.iter().filter(|c| evaluable(c)).cloned()),
+            principals: PrincipalFilter::of(&from),
+            lead,
+            from: Entries::lay(&from, |_| true, arena),
+            to: Entries::lay(&to, |_| true, arena),
+            when: arena.push(when.into_iter()),
         })
     }
 
