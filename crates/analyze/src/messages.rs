@@ -91,4 +91,6 @@ catalogue! {
     GATEWAY_PORT_NOT_DEFINED_ON_SERVICE = "IST0162" "GatewayPortNotDefinedOnService" Warning;
     REFERENCED_INTERNAL_GATEWAY = "IST0165" "ReferencedInternalGateway" Warning;
     INEFFECTIVE_SELECTOR = "IST0166" "IneffectiveSelector" Warning;
+    // --- Trellis's own: where Trellis behaves differently from Istio (TRL codes) ---
+    UNSUPPORTED_BY_TRELLIS = "TRL0001" "UnsupportedByTrellis" Warning;
 }

@@ -13,7 +13,7 @@ use crate::{Context, Level, MessageType};
 /// One finding of one analyzer, about one resource.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Message {
-    /// Istio's code, such as `IST0101`.
+    /// Istio's code, such as `IST0101` (or Trellis's own `TRL0001`, where Trellis differs).
     pub code: &'static str,
     /// Istio's message name, such as `ReferencedResourceNotFound`.
     #[serde(rename = "type")]

@@ -151,6 +151,7 @@ pub fn gateway(
     }
     let bind_ip = who.bind_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let (mut listeners, mut tables) = (Vec::new(), Vec::new());
+    let (security, notes) = crate::security::gateway_security(mesh, who);
     for (port, entry) in ports {
         let bind = SocketAddr::new(bind_ip, *port_map.get(&port).unwrap_or(&port));
         let table = format!("http.{port}");
@@ -198,7 +199,9 @@ pub fn gateway(
         listeners,
         route_tables: tables,
         clusters: out.clusters.into_values().collect(),
+        security,
     };
+    out.notes.extend(notes);
     (config, out.notes)
 }
 

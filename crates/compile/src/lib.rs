@@ -2,16 +2,22 @@
 //! a proxy runs (a [`trellis_model::ProxyConfig`]): pure functions, no sockets.
 //!
 //! [`Mesh`] indexes the resources once; [`sidecar`] and [`gateway`] compile the config
-//! of one proxy from it, keeping only what that proxy needs.
+//! of one proxy from it, keeping only what that proxy needs; [`security()`] selects the
+//! security policies that apply to its workload.
 
 mod cluster;
 mod gateway;
 mod mesh;
 mod route;
+mod security;
 mod sidecar;
 
 pub use gateway::gateway;
 pub use mesh::{Mesh, Service, ServicePort, Workload, fqdn};
+pub use security::{
+    CUSTOM_NOT_SUPPORTED, PolicyTarget, ROOT_NAMESPACE, gateway_security, security,
+    sidecar_security,
+};
 pub use sidecar::{
     Inbound, Outbound, ServicePortUnit, outbound_depends_on_labels, outbound_plan, outbound_unit,
     sidecar, sidecar_local, sidecar_outbound,

@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use std::sync::Arc;
+
 use trellis_api::kube::Secret;
 use trellis_api::networking::{
     DestinationRule, Gateway, Location, Protocol, Sidecar, VirtualService,
 };
+use trellis_api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use trellis_api::values::IntOrString;
 use trellis_api::{Resource, Spec};
 
@@ -88,6 +91,11 @@ pub struct Mesh {
     pub secrets: Vec<(Resource, Secret)>,
     /// The SPIFFE trust domain (MeshConfig `trustDomain`).
     pub trust_domain: String,
+    /// Security policies, in Istio's order: oldest first (creationTimestamp, name,
+    /// namespace), as its precedence rules read them.
+    pub peer_authentications: Vec<(Resource, Arc<PeerAuthentication>)>,
+    pub authorization_policies: Vec<(Resource, Arc<AuthorizationPolicy>)>,
+    pub request_authentications: Vec<(Resource, Arc<RequestAuthentication>)>,
     /// Lookups by host and label, built by [`Mesh::new`] and [`Mesh::reindex`].
     index: Index,
 }
@@ -285,9 +293,21 @@ impl Mesh {
                 Spec::Gateway(g) => mesh.gateways.push((r.clone(), (**g).clone())),
                 Spec::Sidecar(sc) => mesh.sidecars.push((r.clone(), (**sc).clone())),
                 Spec::Secret(sec) => mesh.secrets.push((r.clone(), (**sec).clone())),
+                Spec::PeerAuthentication(p) => {
+                    mesh.peer_authentications.push((r.clone(), p.clone()))
+                }
+                Spec::AuthorizationPolicy(p) => {
+                    mesh.authorization_policies.push((r.clone(), p.clone()))
+                }
+                Spec::RequestAuthentication(p) => {
+                    mesh.request_authentications.push((r.clone(), p.clone()))
+                }
                 _ => {}
             }
         }
+        crate::security::sort_by_age(&mut mesh.peer_authentications);
+        crate::security::sort_by_age(&mut mesh.authorization_policies);
+        crate::security::sort_by_age(&mut mesh.request_authentications);
         mesh.workloads.extend(extra);
         mesh.reindex();
         mesh

@@ -64,6 +64,8 @@ pub fn sidecar(
 ) -> (model::ProxyConfig, Vec<Note>) {
     let shared = sidecar_outbound(mesh, who);
     let mut config = sidecar_local(who, outbound, inbound, version);
+    let (security, mut notes) = crate::security::sidecar_security(mesh, who, inbound);
+    config.security = security;
     config.route_tables.insert(
         0,
         model::RouteTable {
@@ -78,7 +80,8 @@ pub fn sidecar(
         .map(|c| (c.name.clone(), c))
         .collect();
     config.clusters = std::mem::take(&mut clusters).into_values().collect();
-    (config, shared.notes)
+    notes.extend(shared.notes);
+    (config, notes)
 }
 
 /// The outbound part of the config of the sidecar of `who` (see [`Outbound`]).
@@ -173,7 +176,8 @@ pub fn outbound_unit(
 /// The part of a sidecar's config that is its own: the outbound listener (bound to
 /// `outbound`, using the `outbound` route table, which [`sidecar_outbound`] fills) and
 /// an inbound listener, route table and cluster per inbound port. Its route tables do
-/// not include `outbound`.
+/// not include `outbound`, and its `security` is empty ([`crate::sidecar_security`]
+/// compiles it).
 pub fn sidecar_local(
     who: &ProxyIdentity,
     outbound: SocketAddr,
@@ -266,6 +270,7 @@ pub fn sidecar_local(
         listeners,
         route_tables,
         clusters: clusters.into_values().collect(),
+        security: model::Security::default(),
     }
 }
 
@@ -316,7 +321,7 @@ fn routes_for(
 }
 
 /// The root namespace, whose namespace-wide Sidecar is the mesh-wide default.
-const ROOT_NAMESPACE: &str = "istio-system";
+use crate::security::ROOT_NAMESPACE;
 
 /// The egress hosts (`namespace/host`, namespace resolved) of the Sidecar that applies
 /// to `who`: one selecting its labels in its namespace, else its namespace's default,

@@ -192,8 +192,9 @@ impl ProxySpec {
         })
     }
 
-    /// This proxy's own resources: for a sidecar, its node, listeners and inbound
-    /// side (the outbound side is shared with its group); for a gateway, everything.
+    /// This proxy's own resources: for a sidecar, its node, listeners, inbound side
+    /// and security (the outbound side is shared with its group); for a gateway,
+    /// everything.
     pub fn own_units(&self, mesh: &Mesh) -> crate::resources::Units {
         match self.role {
             Role::Gateway => crate::resources::units_of(&self.compile(mesh)),
@@ -201,9 +202,21 @@ impl ProxySpec {
                 let mut config =
                     trellis_compile::sidecar_local(&self.identity, self.outbound, &self.inbound, 0);
                 config.node.id = self.id.clone();
+                config.security = self.security(mesh);
                 crate::resources::units_of(&config)
             }
         }
+    }
+
+    /// The security policies of this sidecar's workload: per proxy, since they depend
+    /// on its labels (selectors) and inbound ports, not only on its group.
+    pub fn security(&self, mesh: &Mesh) -> trellis_model::Security {
+        let (security, notes) =
+            trellis_compile::sidecar_security(mesh, &self.identity, &self.inbound);
+        for n in notes {
+            tracing::debug!(proxy = %self.id, resource = %n.resource, "{}", n.message);
+        }
+        security
     }
 
     /// Compiles this proxy's config from `mesh` (version 0: the caller stamps it).

@@ -1,7 +1,7 @@
 //! A proxy's configuration as named resources — the node, listeners, route tables
-//! (their virtual hosts' order), virtual hosts and clusters — each encoded once as
-//! JSON with a hash, so pushes can carry only what changed and proxies that share
-//! resources share their encodings.
+//! (their virtual hosts' order), virtual hosts, clusters and the workload's security —
+//! each encoded once as JSON with a hash, so pushes can carry only what changed and
+//! proxies that share resources share their encodings.
 //!
 //! The control plane turns configs into [`Units`] and diffs them; the proxy's side keeps
 //! an [`Assembled`] view that applies pushes and yields a whole `ProxyConfig`.
@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
-use trellis_model::{Cluster, Listener, Node, ProxyConfig, RouteTable, VirtualHost};
+use trellis_model::{Cluster, Listener, Node, ProxyConfig, RouteTable, Security, VirtualHost};
 
 use crate::proto::{self, Kind};
 
@@ -109,7 +109,20 @@ pub fn units_of(config: &ProxyConfig) -> Units {
     }
     add_tables(&mut units, &config.route_tables);
     add_clusters(&mut units, &config.clusters);
+    add_security(&mut units, &config.security);
     units
+}
+
+/// The name of the one security resource.
+pub const SECURITY: &str = "security";
+
+/// Adds the security resource, unless it is empty (an absent one means empty).
+pub fn add_security(units: &mut Units, security: &Security) {
+    if security.is_empty() {
+        units.remove(&(Kind::Security as i32, SECURITY.into()));
+    } else {
+        units.insert((Kind::Security as i32, SECURITY.into()), unit(security));
+    }
 }
 
 /// What changed from `old` to `new`: resources to send and names to drop.
@@ -168,6 +181,7 @@ pub struct Assembled {
     tables: BTreeMap<String, Vec<String>>,
     vhosts: HashMap<String, VirtualHost>,
     clusters: BTreeMap<String, Cluster>,
+    security: Security,
 }
 
 impl Assembled {
@@ -190,6 +204,7 @@ impl Assembled {
                 Ok(Kind::Cluster) => {
                     self.clusters.remove(&r.name);
                 }
+                Ok(Kind::Security) => self.security = Security::default(),
                 Ok(Kind::Node) | Err(_) => {}
             }
         }
@@ -224,6 +239,9 @@ impl Assembled {
                         r.name.clone(),
                         serde_json::from_slice(&r.json).map_err(bad)?,
                     );
+                }
+                Ok(Kind::Security) => {
+                    self.security = serde_json::from_slice(&r.json).map_err(bad)?;
                 }
                 Err(_) => {
                     return Err(AssembleError::UnknownKind {
@@ -263,6 +281,7 @@ impl Assembled {
             listeners: self.listeners.values().cloned().collect(),
             route_tables,
             clusters: self.clusters.values().cloned().collect(),
+            security: self.security.clone(),
         })
     }
 }
@@ -306,6 +325,7 @@ mod tests {
                     .collect(),
             }],
             clusters: vec![cluster("a", 2), cluster("b", endpoints), cluster("c", 2)],
+            ..Default::default()
         }
     }
 
@@ -388,5 +408,48 @@ mod tests {
         proxy.apply(&table_only).expect("apply");
         let err = proxy.config(1).expect_err("missing virtual host");
         assert!(err.to_string().contains("outbound\ta"), "{err}");
+    }
+
+    #[test]
+    fn security_travels_as_one_resource_and_its_removal_empties_it() {
+        let plain = config(10, 2);
+        let mut secured = plain.clone();
+        secured.security.mtls.mode = trellis_model::security::MtlsMode::Strict;
+        secured
+            .security
+            .authorization
+            .push(trellis_model::security::AuthzPolicy {
+                name: "shop/deny-all".into(),
+                action: trellis_model::security::AuthzAction::Allow,
+                provider: None,
+                dry_run: false,
+                rules: vec![],
+            });
+        assert!(!units_of(&plain).contains_key(&(Kind::Security as i32, SECURITY.into())));
+        let (changed, removed) = diff(Some(&units_of(&plain)), &units_of(&secured));
+        assert_eq!(
+            changed
+                .iter()
+                .map(|r| (r.kind, r.name.as_str()))
+                .collect::<Vec<_>>(),
+            [(Kind::Security as i32, SECURITY)]
+        );
+        let mut proxy = Assembled::default();
+        let push = |version, resources, removed| proto::Push {
+            version,
+            incremental: version > 1,
+            base_version: version - 1,
+            resources,
+            removed,
+            more: false,
+        };
+        proxy
+            .apply(&push(1, diff(None, &units_of(&secured)).0, removed))
+            .expect("full");
+        assert_eq!(proxy.config(1).expect("config").security, secured.security);
+        let (changed, removed) = diff(Some(&units_of(&secured)), &units_of(&plain));
+        assert_eq!(removed.len(), 1);
+        proxy.apply(&push(2, changed, removed)).expect("delta");
+        assert!(proxy.config(2).expect("config").security.is_empty());
     }
 }

@@ -199,7 +199,7 @@ pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, St
                 if let Some(file) = &options.state_file {
                     save_directory(&last_good(file), &resources);
                 }
-                if let Some(warning) = crate::source::not_enforced_warning(&resources) {
+                for warning in crate::source::security_warnings(&resources) {
                     tracing::warn!(target: crate::CONFIG_LOG, "{warning}");
                 }
                 control.set_directory(resources);

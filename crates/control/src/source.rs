@@ -201,22 +201,39 @@ pub fn slim(mut r: Resource) -> Resource {
     r
 }
 
-/// Kinds that are accepted (validated, stored, analysed) but not carried out yet: the
-/// security policies arrive with the mesh's mTLS. Said aloud wherever they are loaded,
-/// so nobody believes a policy protects them when it does not.
+/// Whether proxies enforce the security policies they are sent. Trellis compiles all
+/// three kinds into each proxy's config (`trellis_compile::security`) and the proxy has
+/// the engine (`trellis_proxy::policy`), but the request path does not call it yet:
+/// **flip this to `true` when it does**, and every notice below changes with it.
+pub const fn security_enforced() -> bool {
+    false
+}
+
+/// The security kinds: validated, stored, analysed and compiled into proxy configs;
+/// enforced when [`security_enforced`] says so.
 pub const NOT_ENFORCED_KINDS: [&str; 3] = [
     "PeerAuthentication",
     "AuthorizationPolicy",
     "RequestAuthentication",
 ];
 
-/// The resources among `resources` whose kind is not enforced yet (`Kind ns/name`).
+/// The resources among `resources` whose kind is not enforced yet (`Kind ns/name`);
+/// none once [`security_enforced`].
 pub fn not_enforced(resources: &[Resource]) -> Vec<String> {
+    if security_enforced() {
+        return Vec::new();
+    }
     resources
         .iter()
         .filter(|r| NOT_ENFORCED_KINDS.contains(&r.kind.as_str()))
         .map(Resource::key)
         .collect()
+}
+
+/// The note `trellis apply` prints beside a resource of `kind`, if any.
+pub fn apply_note(kind: &str) -> Option<&'static str> {
+    (!security_enforced() && NOT_ENFORCED_KINDS.contains(&kind))
+        .then_some("accepted and compiled, not enforced yet: proxies do not evaluate it yet")
 }
 
 /// One line saying which security policies are not enforced, or `None`.
@@ -226,7 +243,7 @@ pub fn not_enforced_warning(resources: &[Resource]) -> Option<String> {
         return None;
     }
     Some(format!(
-        "{} security {} accepted but NOT enforced yet (mTLS and authorization are not built): {}",
+        "{} security {} accepted and compiled but NOT enforced yet (the proxies do not evaluate them yet): {}",
         names.len(),
         if names.len() == 1 {
             "policy is"
@@ -235,4 +252,56 @@ pub fn not_enforced_warning(resources: &[Resource]) -> Option<String> {
         },
         names.join(", ")
     ))
+}
+
+/// What to say when `resources` are loaded: that security policies are not enforced
+/// yet, and that each CUSTOM AuthorizationPolicy denies what it matches.
+pub fn security_warnings(resources: &[Resource]) -> Vec<String> {
+    let mut out: Vec<String> = not_enforced_warning(resources).into_iter().collect();
+    out.extend(custom_warnings(resources));
+    out
+}
+
+/// One line per CUSTOM AuthorizationPolicy among `resources`: it denies what it matches.
+pub fn custom_warnings(resources: &[Resource]) -> Vec<String> {
+    resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            trellis_api::Spec::AuthorizationPolicy(ap)
+                if ap.action == trellis_api::security::Action::Custom =>
+            {
+                Some(format!(
+                    "{}: {}",
+                    r.key(),
+                    trellis_compile::CUSTOM_NOT_SUPPORTED
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loading_security_policies_says_what_is_not_enforced_and_what_custom_does() {
+        let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: ext\n  namespace: shop\nspec:\n  action: CUSTOM\n  provider:\n    name: opa\n  rules:\n  - {}\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: shop\nspec:\n  mtls:\n    mode: STRICT\n";
+        let resources = trellis_api::resource::load_str("p.yaml", yaml).resources;
+        let warnings = security_warnings(&resources);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("NOT enforced yet")
+                && warnings[0].contains("AuthorizationPolicy shop/ext")
+                && warnings[0].contains("PeerAuthentication shop/default"),
+            "{warnings:?}"
+        );
+        assert_eq!(
+            warnings[1],
+            "AuthorizationPolicy shop/ext: CUSTOM: no extension provider is supported yet; matching requests are denied"
+        );
+        assert!(apply_note("PeerAuthentication").is_some_and(|n| n.contains("not enforced yet")));
+        assert_eq!(apply_note("VirtualService"), None);
+    }
 }

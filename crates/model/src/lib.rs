@@ -3,17 +3,20 @@
 //! and the proxy.
 //!
 //! Nothing here knows Istio's YAML shapes: VirtualService and DestinationRule are
-//! already flattened into Envoy-like routes and clusters. Durations are milliseconds.
+//! already flattened into Envoy-like routes and clusters, and security policies into
+//! [`Security`] (settled scope, typed values). Durations are milliseconds.
 
 mod cluster;
 mod listener;
 mod route;
+pub mod security;
 
 use serde::{Deserialize, Serialize};
 
 pub use cluster::*;
 pub use listener::*;
 pub use route::*;
+pub use security::Security;
 
 /// Everything one proxy needs, as one immutable snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -26,6 +29,9 @@ pub struct ProxyConfig {
     pub listeners: Vec<Listener>,
     pub route_tables: Vec<RouteTable>,
     pub clusters: Vec<Cluster>,
+    /// mTLS mode, authorization policies and JWT rules for this proxy's workload.
+    #[serde(default, skip_serializing_if = "Security::is_empty")]
+    pub security: Security,
 }
 
 /// Which side of the mesh a proxy serves.
@@ -142,7 +148,7 @@ impl ProxyConfig {
                 }
             }
         }
-        Ok(())
+        self.security.check().map_err(|e| e.to_string())
     }
 }
 

@@ -21,6 +21,7 @@ mod listener;
 mod matcher;
 mod metrics;
 mod peer;
+pub mod policy;
 mod rand;
 mod snapshot;
 mod sni;

@@ -153,6 +153,7 @@ fn config() -> impl Strategy<Value = ProxyConfig> {
                     ..Default::default()
                 })
                 .collect(),
+            security: Default::default(),
         })
 }
 

@@ -8,7 +8,9 @@ use super::json::{string_map, texts};
 use super::names::ns_of;
 use super::selectors::{Labels, selector_matches, selector_text};
 use super::workloads::{INJECTION_LABEL, namespaces, pod_in_ambient, pods, workload_in_mesh};
-use crate::messages::{NO_MATCHING_WORKLOADS_FOUND, REFERENCED_RESOURCE_NOT_FOUND};
+use crate::messages::{
+    NO_MATCHING_WORKLOADS_FOUND, REFERENCED_RESOURCE_NOT_FOUND, UNSUPPORTED_BY_TRELLIS,
+};
 use crate::{Analyzer, Context, Reporter};
 
 /// AuthorizationPolicies that apply to no workload, or name namespaces that do not exist.
@@ -145,9 +147,53 @@ impl Analyzer for AuthorizationPoliciesAnalyzer {
     }
 }
 
+/// CUSTOM AuthorizationPolicies: Trellis has no extension provider to ask, so each
+/// denies what it matches (fails closed). Trellis's own check, not Istio's.
+pub struct CustomActionAnalyzer;
+
+impl Analyzer for CustomActionAnalyzer {
+    fn name(&self) -> &'static str {
+        "auth.CustomActionAnalyzer"
+    }
+
+    fn description(&self) -> &'static str {
+        "Says that CUSTOM AuthorizationPolicies deny what they match, as Trellis supports no extension provider yet"
+    }
+
+    fn analyze(&self, cx: &Context<'_>, out: &mut Reporter) {
+        for ap in cx.of("security.istio.io", "AuthorizationPolicy") {
+            if ap.raw["spec"]["action"].as_str() == Some("CUSTOM") {
+                out.report(
+                    &UNSUPPORTED_BY_TRELLIS,
+                    ap,
+                    Some("spec.action"),
+                    trellis_api::security::CUSTOM_NOT_SUPPORTED,
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::namespace_matches;
+
+    #[test]
+    fn custom_policies_are_said_to_deny() {
+        let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: ext\n  namespace: shop\nspec:\n  action: CUSTOM\n  provider:\n    name: opa\n  rules:\n  - {}\n";
+        let loaded = trellis_api::resource::load_str("ext.yaml", yaml);
+        let options = crate::Options {
+            only: vec!["auth.CustomActionAnalyzer".into()],
+            ..Default::default()
+        };
+        let messages = crate::analyze(&loaded.resources, &options).expect("analyze");
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert_eq!(messages[0].code, "TRL0001");
+        assert_eq!(
+            messages[0].message,
+            trellis_api::security::CUSTOM_NOT_SUPPORTED
+        );
+    }
 
     #[test]
     fn namespace_patterns() {

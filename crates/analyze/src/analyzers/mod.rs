@@ -54,6 +54,7 @@ pub static ALL: &[&dyn Analyzer] = &[
     &virtualservice::JwtClaimRouteAnalyzer,
     // --- h-ana-b ---
     &authz::AuthorizationPoliciesAnalyzer,
+    &authz::CustomActionAnalyzer,
     &authn::BlockedCidrsAnalyzer,
     &destinationrule::CaCertificateAnalyzer,
     &destinationrule::SubsetSelectPodAnalyzer,

@@ -20,9 +20,12 @@ use crate::meta::{ObjectMeta, PolicyTargetReference, WorkloadSelector};
 pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
 
 /// The kinds a `targetRef` may name, as `(group, kind)`; the core group is written `""`.
+/// A classic `networking.istio.io` Gateway reaches the gateway workloads it selects
+/// (as recent Istio attaches policies to it).
 pub const TARGET_REF_KINDS: &[(&str, &str)] = &[
     ("", "Service"),
     ("networking.istio.io", "ServiceEntry"),
+    ("networking.istio.io", "Gateway"),
     ("gateway.networking.k8s.io", "Gateway"),
     ("gateway.networking.k8s.io", "GatewayClass"),
 ];

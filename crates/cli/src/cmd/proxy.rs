@@ -429,7 +429,7 @@ fn compile(args: &Args, version: u64) -> Result<ProxyConfig, String> {
         .as_ref()
         .ok_or("either --standalone DIR or --config FILE is required")?;
     let resources = super::up::load_valid(std::slice::from_ref(dir))?;
-    if let Some(warning) = trellis_control::source::not_enforced_warning(&resources) {
+    for warning in trellis_control::source::security_warnings(&resources) {
         let _ = writeln!(
             anstream::stderr(),
             "{s}warning{s:#}: {warning}",

@@ -118,6 +118,9 @@ impl ControlPlane {
                 .config_errors_api
                 .fetch_add(1, Ordering::Relaxed);
         })?;
+        for warning in crate::source::custom_warnings(&resources) {
+            tracing::warn!(target: crate::CONFIG_LOG, "{warning}");
+        }
         Ok(self.apply_resources(resources))
     }
 

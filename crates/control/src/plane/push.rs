@@ -136,9 +136,23 @@ impl ControlPlane {
     /// A proxy's own resources; `None` (counted, logged, in its status) when their
     /// compile panicked.
     fn own_units(&self, target: &Target, mesh: &Mesh) -> Option<Arc<Units>> {
-        // A sidecar's own resources depend only on what it announced.
+        // A sidecar's own resources depend only on what it announced, except its
+        // security, which depends on the policies too: recompiled every time (a scan of
+        // the policies), the rest reused.
         if target.spec.role == Role::Sidecar && !target.before.own.is_empty() {
-            return Some(target.before.own.clone());
+            let compiled = catching(|| target.spec.security(mesh));
+            return match compiled {
+                Ok(security) => Some(with_security(&target.before.own, &security)),
+                Err(message) => {
+                    let error = Arc::new(CompileError::Own {
+                        proxy: target.spec.id.clone(),
+                        message,
+                    });
+                    self.compile_failed(&error);
+                    self.set_compile_error(&target.spec.id, target.connection, Some(error));
+                    None
+                }
+            };
         }
         let spec = &target.spec;
         let compiled = catching(|| {
@@ -394,4 +408,22 @@ fn split(push: proto::Push) -> Vec<proto::Push> {
         last.removed = removed;
     }
     parts
+}
+
+/// `own` with its security resource made `security`: the same `Arc` when nothing
+/// changed, so an unchanged sidecar is skipped without a diff.
+fn with_security(own: &Arc<Units>, security: &trellis_model::Security) -> Arc<Units> {
+    let key = (
+        proto::Kind::Security as i32,
+        crate::resources::SECURITY.to_string(),
+    );
+    let mut fresh = Units::new();
+    crate::resources::add_security(&mut fresh, security);
+    if own.get(&key).map(|u| u.hash) == fresh.get(&key).map(|u| u.hash) {
+        return own.clone();
+    }
+    let mut units = (**own).clone();
+    units.remove(&key);
+    units.extend(fresh);
+    Arc::new(units)
 }

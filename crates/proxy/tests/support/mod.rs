@@ -295,6 +295,7 @@ pub fn config(port: u16, routes: Vec<Route>, clusters: Vec<Cluster>) -> ProxyCon
             }],
         }],
         clusters,
+        security: Default::default(),
     }
 }
 

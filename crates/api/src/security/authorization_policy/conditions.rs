@@ -124,6 +124,13 @@ pub(super) fn check_condition(cond: &Condition, c: &mut Checker) {
             return;
         }
     };
+    if key.starts_with("experimental.envoy.filters.") {
+        c.at("key", |c| {
+            c.warn(format!(
+                "{key} is not supported by Trellis: an ALLOW rule using it never matches, a DENY, AUDIT or CUSTOM rule ignores it (so matches more)"
+            ))
+        });
+    }
     for (field, values) in [("values", &cond.values), ("notValues", &cond.not_values)] {
         c.each(field, values, |c, _, v| {
             if v.is_empty() {

@@ -11,6 +11,7 @@ mod values;
 
 pub use conditions::{ConditionKeyError, known_condition_keys};
 pub use spec::*;
+pub use validate::CUSTOM_NOT_SUPPORTED;
 pub use values::{PathTemplateError, PortTextError, ServiceAccountError, check_port_text};
 
 #[cfg(test)]

@@ -307,3 +307,35 @@ fn errors_point_at_the_field() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn custom_action_warns_that_it_denies_what_it_matches() {
+    let doc = ap("  action: CUSTOM\n  provider:\n    name: ext\n  rules:\n  - {}\n");
+    assert_clean(&doc);
+    assert_eq!(
+        warnings(&doc),
+        [format!("spec: {}", super::CUSTOM_NOT_SUPPORTED)]
+    );
+}
+
+#[test]
+fn experimental_envoy_filter_keys_are_accepted_with_a_warning() {
+    let doc = rule_when(
+        "key: experimental.envoy.filters.network.mysql_proxy[db.table]\n      values: [\"[update]\"]",
+    );
+    assert_clean(&doc);
+    let w = warnings(&doc);
+    assert!(
+        w.len() == 1
+            && w[0].contains("not supported by Trellis")
+            && w[0].starts_with("spec.rules[0].when[0].key"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn target_ref_may_name_a_classic_gateway() {
+    assert_clean(&ap(
+        "  targetRef:\n    group: networking.istio.io\n    kind: Gateway\n    name: public\n  rules:\n  - {}\n",
+    ));
+}

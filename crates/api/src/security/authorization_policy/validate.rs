@@ -8,6 +8,11 @@ use super::values::{check_path_template, check_port_text, check_service_account,
 use crate::check::{Checker, Validate, rules};
 use crate::meta::ObjectMeta;
 
+/// What Trellis says of every CUSTOM policy: the external authorizer cannot be asked,
+/// so the proxy fails closed.
+pub const CUSTOM_NOT_SUPPORTED: &str =
+    "CUSTOM: no extension provider is supported yet; matching requests are denied";
+
 impl AuthorizationPolicy {
     fn check_dry_run(&self, meta: &ObjectMeta, c: &mut Checker) {
         let Some(value) = meta.annotations.get(crate::security::DRY_RUN_ANNOTATION) else {
@@ -201,6 +206,7 @@ impl Validate for AuthorizationPolicy {
         let never = "is meaningless as it will never be triggered; add an empty rule `{}` to match every request";
         match self.action {
             Action::Custom => {
+                c.warn(CUSTOM_NOT_SUPPORTED);
                 if !has_rules {
                     c.error(format!("CUSTOM action without `rules` {never}"));
                 }

@@ -120,14 +120,9 @@ pub fn apply(args: &ApplyArgs, delete: bool) -> i32 {
                     output::OK
                 };
                 let kind = item["kind"].as_str().unwrap_or_default();
-                let note = if !delete && trellis_control::source::NOT_ENFORCED_KINDS.contains(&kind)
-                {
-                    format!(
-                        " {w}(accepted, not enforced yet: mTLS and authorization are not built){w:#}",
-                        w = output::WARNING
-                    )
-                } else {
-                    String::new()
+                let note = match trellis_control::source::apply_note(kind) {
+                    Some(note) if !delete => format!(" {w}({note}){w:#}", w = output::WARNING),
+                    _ => String::new(),
                 };
                 let _ = writeln!(out, "{name} ({ns}) {style}{what}{style:#}{note}");
             }
