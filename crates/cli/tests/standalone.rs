@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 mod common;
-use common::{spawn, spawn_echo, spawn_proxy, wait_for_line};
+use common::{spawn_echo, spawn_proxy, wait_for_line};
 
 /// The Gateway's server port; `--port-map 8080=0` lets the OS choose where it listens.
 const GATEWAY_PORT: u16 = 8080;
@@ -158,41 +158,43 @@ async fn standalone_gateway_routes_reloads_and_refuses_bad_edits() {
     assert!(Path::new(&file).exists());
 }
 
-#[test]
-fn security_policies_are_said_to_be_not_enforced() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_policy_on_the_gateway_is_enforced() {
+    let (_echo, echo_addr) = spawn_echo();
     let dir = tempfile::tempdir().expect("tempdir");
-    let policy = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-frontend, namespace: shop}\nspec:\n  selector: {matchLabels: {app: backend}}\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [\"cluster.local/ns/shop/sa/frontend\"]}}]\n";
+    // The standalone gateway runs as namespace default with istio=ingressgateway.
+    let policy = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin, namespace: default}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  action: DENY\n  rules:\n  - to: [{operation: {paths: [\"/admin*\"]}}]\n";
     std::fs::write(
         dir.path().join("mesh.yaml"),
-        format!(
-            "{}{policy}",
-            mesh_yaml("127.0.0.1:9".parse().expect("addr"), FORWARD)
-        ),
+        format!("{}{policy}", mesh_yaml(echo_addr, FORWARD)),
     )
     .expect("write");
     let port_map = format!("{GATEWAY_PORT}=0");
-    let (_proxy, line, _) = spawn(
-        &[
-            "proxy",
-            "--standalone",
-            dir.path().to_str().expect("path"),
-            "--role",
-            "gateway",
-            "--bind",
-            "127.0.0.1",
-            "--port-map",
-            &port_map,
-            "--admin",
-            "127.0.0.1:0",
-            "--stats",
-            "127.0.0.1:0",
-        ],
-        "NOT enforced",
+    let (_proxy, addrs, _) = spawn_proxy(&[
+        "proxy",
+        "--standalone",
+        dir.path().to_str().expect("path"),
+        "--role",
+        "gateway",
+        "--bind",
+        "127.0.0.1",
+        "--port-map",
+        &port_map,
+        "--admin",
+        "127.0.0.1:0",
+        "--stats",
+        "127.0.0.1:0",
+    ]);
+    let gateway = addrs.listener();
+    let (status, headers, body) = get(gateway, "/admin/users").await;
+    assert_eq!((status, body.trim()), (403, "RBAC: access denied"));
+    assert_eq!(
+        headers
+            .get("x-response-flags")
+            .and_then(|v| v.to_str().ok()),
+        Some("RBAC")
     );
-    assert!(
-        line.contains("AuthorizationPolicy shop/only-frontend"),
-        "{line}"
-    );
+    assert_eq!(get(gateway, "/public").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

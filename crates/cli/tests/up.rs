@@ -657,7 +657,7 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
         "{text}"
     );
 
-    // A security policy is accepted, and said not to be enforced yet.
+    // A security policy is accepted (and enforced: no "not enforced" note).
     let pa = elsewhere.path().join("pa.yaml");
     std::fs::write(
         &pa,
@@ -674,7 +674,7 @@ async fn killing_the_control_plane_fails_no_request_and_proxies_resync() {
     assert_eq!(applied.status.code(), Some(0));
     let text = String::from_utf8_lossy(&applied.stdout);
     assert!(
-        text.contains("peerauthentication/default (default)") && text.contains("not enforced yet"),
+        text.contains("peerauthentication/default (default)") && !text.contains("not enforced"),
         "{text}"
     );
 

@@ -163,6 +163,7 @@ pub fn gateway(
             route_table: None,
             tcp_routes: vec![],
             tls: entry.tls,
+            port: Some(port),
         };
         if matches!(entry.kind, Kind::Http | Kind::Https) {
             let mut vhosts: Vec<model::VirtualHost> = Vec::new();

@@ -194,6 +194,7 @@ pub fn sidecar_local(
         route_table: Some("outbound".into()),
         tcp_routes: vec![],
         tls: None,
+        port: None,
     }];
     let mut route_tables = Vec::new();
     let workload = who.workload();
@@ -223,6 +224,7 @@ pub fn sidecar_local(
                 }],
             }],
             tls: None,
+            port: Some(inb.port),
         });
         route_tables.push(model::RouteTable {
             name: table,

@@ -143,7 +143,15 @@ async fn answer(
     let method = req.method().clone();
     let response = match (&method, path.as_str()) {
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(control.metrics().render())));
+            let mut text = control.metrics().render();
+            text.push_str(&format!(
+                "# TYPE trellis_control_jwks_fetch_failures_total counter\ntrellis_control_jwks_fetch_failures_total {}\n",
+                control
+                    .jwks()
+                    .failures
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            ));
+            let mut r = Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4"),

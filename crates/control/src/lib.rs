@@ -8,6 +8,7 @@
 pub mod api;
 pub mod client;
 mod dirty;
+pub mod jwks;
 pub mod metrics;
 pub mod node;
 pub mod plane;

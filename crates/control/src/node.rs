@@ -195,14 +195,18 @@ impl ProxySpec {
     /// This proxy's own resources: for a sidecar, its node, listeners, inbound side
     /// and security (the outbound side is shared with its group); for a gateway,
     /// everything.
-    pub fn own_units(&self, mesh: &Mesh) -> crate::resources::Units {
+    pub fn own_units(&self, mesh: &Mesh, jwks: &crate::jwks::Cache) -> crate::resources::Units {
         match self.role {
-            Role::Gateway => crate::resources::units_of(&self.compile(mesh)),
+            Role::Gateway => {
+                let mut config = self.compile(mesh);
+                jwks.fill(&mut config.security);
+                crate::resources::units_of(&config)
+            }
             Role::Sidecar => {
                 let mut config =
                     trellis_compile::sidecar_local(&self.identity, self.outbound, &self.inbound, 0);
                 config.node.id = self.id.clone();
-                config.security = self.security(mesh);
+                config.security = self.security(mesh, jwks);
                 crate::resources::units_of(&config)
             }
         }
@@ -210,12 +214,13 @@ impl ProxySpec {
 
     /// The security policies of this sidecar's workload: per proxy, since they depend
     /// on its labels (selectors) and inbound ports, not only on its group.
-    pub fn security(&self, mesh: &Mesh) -> trellis_model::Security {
-        let (security, notes) =
+    pub fn security(&self, mesh: &Mesh, jwks: &crate::jwks::Cache) -> trellis_model::Security {
+        let (mut security, notes) =
             trellis_compile::sidecar_security(mesh, &self.identity, &self.inbound);
         for n in notes {
             tracing::debug!(proxy = %self.id, resource = %n.resource, "{}", n.message);
         }
+        jwks.fill(&mut security);
         security
     }
 

@@ -201,12 +201,11 @@ pub fn slim(mut r: Resource) -> Resource {
     r
 }
 
-/// Whether proxies enforce the security policies they are sent. Trellis compiles all
-/// three kinds into each proxy's config (`trellis_compile::security`) and the proxy has
-/// the engine (`trellis_proxy::policy`), but the request path does not call it yet:
-/// **flip this to `true` when it does**, and every notice below changes with it.
+/// Whether proxies enforce the security policies they are sent: they do (mTLS modes
+/// on inbound listeners, JWT and authorization in the request and TCP paths); the
+/// notices below are kept for a kind that might be compiled before it is enforced.
 pub const fn security_enforced() -> bool {
-    false
+    true
 }
 
 /// The security kinds: validated, stored, analysed and compiled into proxy configs;
@@ -286,22 +285,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loading_security_policies_says_what_is_not_enforced_and_what_custom_does() {
+    fn loading_security_policies_warns_only_about_what_custom_does() {
         let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: ext\n  namespace: shop\nspec:\n  action: CUSTOM\n  provider:\n    name: opa\n  rules:\n  - {}\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: shop\nspec:\n  mtls:\n    mode: STRICT\n";
         let resources = trellis_api::resource::load_str("p.yaml", yaml).resources;
         let warnings = security_warnings(&resources);
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(
-            warnings[0].contains("NOT enforced yet")
-                && warnings[0].contains("AuthorizationPolicy shop/ext")
-                && warnings[0].contains("PeerAuthentication shop/default"),
-            "{warnings:?}"
-        );
+        // Every kind is enforced: the only warning is CUSTOM's.
         assert_eq!(
-            warnings[1],
-            "AuthorizationPolicy shop/ext: CUSTOM: no extension provider is supported yet; matching requests are denied"
+            warnings,
+            [
+                "AuthorizationPolicy shop/ext: CUSTOM: no extension provider is supported yet; matching requests are denied"
+            ]
         );
-        assert!(apply_note("PeerAuthentication").is_some_and(|n| n.contains("not enforced yet")));
+        assert_eq!(apply_note("PeerAuthentication"), None);
         assert_eq!(apply_note("VirtualService"), None);
     }
 }

@@ -49,6 +49,10 @@ pub struct Listener {
     /// TLS terminated here (HTTPS gateway servers); plain when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsServer>,
+    /// The port as the mesh names it (a Gateway server's port, an inbound listener's
+    /// workload port), which policies match on; the bound port may differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// How a listener terminates TLS.

@@ -33,6 +33,7 @@ flags! {
     UPSTREAM_RESET = 9, "UR", "The upstream reset the connection or stream.";
     UPSTREAM_CONNECTION_TERMINATION = 10, "UC", "The upstream closed the connection mid-response.";
     DOWNSTREAM_PROTOCOL_ERROR = 11, "DPE", "The request broke HTTP's rules, e.g. framed its body two ways (400).";
+    RBAC_DENIED = 12, "RBAC", "An AuthorizationPolicy denied the request (403) or the TCP connection (closed).";
 }
 
 impl Flags {

@@ -10,20 +10,10 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use trellis_identity::SpiffeId;
+use trellis_model::security::MtlsMode;
 
 use crate::downstream::Connection;
 use crate::tls::HANDSHAKE_TIMEOUT;
-
-/// How an inbound port treats plaintext and mutual TLS (PeerAuthentication's modes,
-/// UNSET already resolved).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum MtlsMode {
-    Strict,
-    /// Istio's default when no PeerAuthentication applies.
-    #[default]
-    Permissive,
-    Disable,
-}
 
 /// The verified peer of a mutual-TLS connection.
 #[derive(Debug, Clone)]
@@ -31,8 +21,6 @@ pub struct PeerIdentity {
     pub id: SpiffeId,
     /// `spiffe://TD/ns/NS/sa/SA`, as metrics write it.
     pub uri: String,
-    /// `TD/ns/NS/sa/SA`, as AuthorizationPolicy `principals` write it.
-    pub principal: String,
 }
 
 /// How long a PERMISSIVE port waits for a client's first byte before taking the
@@ -105,7 +93,6 @@ pub async fn accept(conn: &Arc<Connection>, stream: TcpStream, mode: MtlsMode) -
     };
     let _ = conn.peer_identity.set(PeerIdentity {
         uri: id.to_string(),
-        principal: id.principal(),
         id,
     });
     Accepted::Mesh(Box::new(tls), h2)

@@ -125,10 +125,13 @@ async fn serve(conn: Arc<Connection>, stream: TcpStream) {
         match crate::inbound::accept(&conn, stream, mode).await {
             crate::inbound::Accepted::Plain(stream) => stream,
             crate::inbound::Accepted::Mesh(tls, h2) => {
-                if conn.listener.model.protocol == ListenerProtocol::Tcp {
-                    crate::tcp::proxy(conn, *tls, None).await;
-                } else {
-                    serve_http(conn, tls, h2).await;
+                // What the client offered in ALPN says what the bytes carry: HTTP, or
+                // (none) opaque TCP.
+                match h2 {
+                    Some(h2) if conn.listener.model.protocol != ListenerProtocol::Tcp => {
+                        serve_http(conn, tls, Some(h2)).await
+                    }
+                    _ => crate::tcp::proxy(conn, *tls, None).await,
                 }
                 return;
             }

@@ -34,7 +34,11 @@ pub struct ListenerRt {
     /// TLS terminated on this listener.
     pub tls: Option<Arc<crate::tls::TlsRt>>,
     /// The mesh's mutual TLS on an inbound listener (PeerAuthentication).
-    pub mtls: crate::inbound::MtlsMode,
+    pub mtls: trellis_model::security::MtlsMode,
+    /// The policies enforced here (inbound and gateway listeners), when any apply.
+    pub security: Option<Arc<crate::policy::CompiledSecurity>>,
+    /// The port policies see (the workload's or the Gateway server's).
+    pub port: u16,
 }
 
 /// A TCP route with resolved clusters.
@@ -284,6 +288,11 @@ impl Snapshot {
                 }),
             );
         }
+        let security = Arc::new(
+            crate::policy::CompiledSecurity::compile(&config.security)
+                .map_err(|e| format!("security: {e}"))?,
+        );
+        let enforces = !security.authz.is_empty() || !security.jwt.is_empty();
         let mut tables = HashMap::new();
         for t in &config.route_tables {
             tables.insert(t.name.clone(), Arc::new(compile_table(t, &clusters)?));
@@ -320,9 +329,13 @@ impl Snapshot {
                     .map(|t| crate::tls::TlsRt::compile(t).map(Arc::new))
                     .transpose()
                     .map_err(|e| format!("listener {}: {e}", l.name))?;
+                let port = l.port.or(l.bind.map(|b| b.port())).unwrap_or(0);
+                let policed = matches!(l.direction, Direction::Inbound | Direction::Gateway);
                 Ok(Arc::new(ListenerRt {
                     slot,
-                    mtls: crate::inbound::MtlsMode::default(),
+                    mtls: security.mtls.mode_for(port),
+                    security: (policed && enforces).then(|| security.clone()),
+                    port,
                     tls,
                     model: l.clone(),
                     table: l.route_table.as_ref().and_then(|n| tables.get(n).cloned()),

@@ -56,6 +56,25 @@ where
                 .as_deref()
                 .is_some_and(|name| r.sni.iter().any(|p| crate::sni::name_matches(p, name)))
     });
+    if let Some(security) = listener.security.as_ref().filter(|s| !s.authz.is_empty()) {
+        let attributes = crate::policy::RequestAttributes {
+            source_ip: Some(conn.peer.ip()),
+            remote_ip: Some(conn.peer.ip()),
+            destination_ip: Some(conn.local.ip()),
+            destination_port: listener.port,
+            sni: sni.as_deref(),
+            http: None,
+            ..crate::policy::RequestAttributes::default()
+        }
+        .with_peer(conn.peer_identity.get().map(|p| p.uri.as_str()));
+        let decision = crate::policy::authorize(&security.authz, &attributes);
+        if let crate::policy::Verdict::Deny { policy } = decision.verdict {
+            tracing::debug!(peer = %conn.peer, principal = ?attributes.source_principal, policy = ?policy, "TCP connection denied by AuthorizationPolicy");
+            record.flags = crate::flags::Flags::RBAC_DENIED;
+            write(&conn, &record);
+            return;
+        }
+    }
     match route.and_then(|r| r.pick.pick()) {
         None => {
             tracing::debug!(listener = %listener.model.name, sni = ?sni, "no TCP route: closing (NR)");

@@ -240,14 +240,13 @@ impl LocalMesh {
                 seen.push(line);
             }
         }
-        let mesh = LocalMesh {
+        LocalMesh {
             gateway: gateway.unwrap_or_else(|| panic!("trellis up never became ready: {seen:?}")),
             api: api.unwrap_or_else(|| panic!("no control plane address printed: {seen:?}")),
             block,
             lines,
             child,
-        };
-        mesh
+        }
     }
 
     /// `trellis ARGS --control-plane API`.

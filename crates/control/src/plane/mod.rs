@@ -50,6 +50,8 @@ struct Inner {
     last_mesh: Mutex<Option<push::LastMesh>>,
     /// Workloads no proxy announces (local pods without a sidecar).
     listed: Mutex<Arc<Vec<trellis_compile::Workload>>>,
+    /// RequestAuthentication key sets fetched from `jwksUri`.
+    pub(crate) jwks: crate::jwks::Cache,
     /// Called before each compile step, so a test can make one fail.
     #[cfg(any(test, feature = "testing"))]
     compile_hook: Option<CompileHook>,
@@ -78,6 +80,11 @@ impl ControlPlane {
     pub fn set_listed_workloads(&self, workloads: Vec<trellis_compile::Workload>) {
         *self.inner.listed.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(workloads);
         self.config_changed();
+    }
+
+    /// The `jwksUri` key sets and their fetch failures.
+    pub fn jwks(&self) -> &crate::jwks::Cache {
+        &self.inner.jwks
     }
 
     fn listed_workloads(&self) -> Arc<Vec<trellis_compile::Workload>> {
@@ -157,7 +164,7 @@ impl ControlPlane {
     }
 
     /// Resources changed: the next recompute rebuilds the mesh.
-    fn config_changed(&self) {
+    pub(crate) fn config_changed(&self) {
         self.inner.config_generation.fetch_add(1, Ordering::AcqRel);
         self.inner.changed.notify_one();
     }

@@ -63,6 +63,18 @@ impl ControlPlane {
                 me.inner.changed.notify_one();
             });
         }
+        // Key sets whose refresh time came are fetched at the next recompute.
+        {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    if me.inner.jwks.refresh_due() {
+                        me.config_changed();
+                    }
+                }
+            });
+        }
         loop {
             self.inner.changed.notified().await;
             // Coalesce a burst of changes (a file saved in pieces, proxies connecting).
@@ -70,6 +82,16 @@ impl ControlPlane {
             let me = self.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || me.recompute()).await {
                 tracing::error!(error = %e, "recompute failed");
+            }
+            // The jwksUri key sets the compile found missing or stale: fetched off the
+            // loop; a landed one that changes what proxies get causes a recompute.
+            for uri in self.inner.jwks.take_due() {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if me.inner.jwks.fetch(&uri).await {
+                        me.config_changed();
+                    }
+                });
             }
         }
     }
@@ -140,7 +162,7 @@ impl ControlPlane {
         // security, which depends on the policies too: recompiled every time (a scan of
         // the policies), the rest reused.
         if target.spec.role == Role::Sidecar && !target.before.own.is_empty() {
-            let compiled = catching(|| target.spec.security(mesh));
+            let compiled = catching(|| target.spec.security(mesh, &self.inner.jwks));
             return match compiled {
                 Ok(security) => Some(with_security(&target.before.own, &security)),
                 Err(message) => {
@@ -158,7 +180,7 @@ impl ControlPlane {
         let compiled = catching(|| {
             #[cfg(any(test, feature = "testing"))]
             self.before_compile(super::Compiling::Own(spec));
-            spec.own_units(mesh)
+            spec.own_units(mesh, &self.inner.jwks)
         });
         match compiled {
             Ok(units) => Some(Arc::new(units)),

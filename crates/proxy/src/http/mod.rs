@@ -63,7 +63,7 @@ async fn pipeline(ctx: &mut RequestContext, mut req: Request<Incoming>) -> Respo
     let Some(route) = route::select(ctx, &listener, &req) else {
         return ctx.fail(ProxyError::new(ErrorKind::NoRoute));
     };
-    if let Decision::Reply(reply) = authz::check(ctx, route, &req) {
+    if let Decision::Reply(reply) = authz::check(ctx, route, &mut req) {
         return reply;
     }
     let cors_origin = match cors::stage(ctx, route, &req) {

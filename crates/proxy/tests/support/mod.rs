@@ -285,6 +285,7 @@ pub fn config(port: u16, routes: Vec<Route>, clusters: Vec<Cluster>) -> ProxyCon
             route_table: Some("routes".into()),
             tcp_routes: vec![],
             tls: None,
+            port: None,
         }],
         route_tables: vec![RouteTable {
             name: "routes".into(),
