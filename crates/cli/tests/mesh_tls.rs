@@ -78,3 +78,101 @@ fn certificates_rotate_under_traffic_and_no_request_fails() {
         "{inbound:?}"
     );
 }
+
+/// The demo's manifests with productpage left out of injection, as the seed's
+/// troubleshooting entry has it ("some pods don't have sidecars").
+fn without_productpage_sidecar() -> tempfile::TempDir {
+    let dir = demo_manifests();
+    let file = dir.path().join("app.yaml");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let at = text
+        .find("name: productpage-v1")
+        .expect("productpage's Deployment");
+    let template = at + text[at..].find("template:").expect("its template");
+    let metadata = template + text[template..].find("metadata:").expect("its metadata");
+    let mut edited = text.clone();
+    edited.insert_str(
+        metadata + "metadata:".len(),
+        "\n      annotations: {sidecar.istio.io/inject: \"false\"}",
+    );
+    std::fs::write(&file, edited).expect("write");
+    dir
+}
+
+fn apply(mesh: &LocalMesh, dir: &std::path::Path, name: &str, yaml: &str) {
+    let file = dir.join(name);
+    std::fs::write(&file, yaml).expect("write");
+    let out = mesh.trellis(&["apply", "-f", file.to_str().expect("path")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What the product page says about reviews within `limit` (polled, bounded): the
+/// reviews version, or the error text.
+fn reviews_seen(
+    mesh: &LocalMesh,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+    limit: Duration,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        if let Ok((200, body)) = http_get(mesh.gateway, "app.example.com", "/api/v1/products/0") {
+            last = serde_json::from_str(&body).unwrap_or_default();
+            if wanted(&last) {
+                return last;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the product page never showed what was expected: {last}");
+}
+
+#[test]
+fn strict_mtls_refuses_a_workload_without_a_sidecar_and_permissive_lets_it_in() {
+    let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = without_productpage_sidecar();
+    let mesh = LocalMesh::up(dir.path(), &[]);
+    let applied = tempfile::tempdir().expect("tempdir");
+    let reviews_ok = |v: &serde_json::Value| v["versions"]["reviews"].is_string();
+    let reviews_refused = |v: &serde_json::Value| {
+        v["reviews"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("reviews unavailable"))
+    };
+    // Istio's default (no PeerAuthentication) is PERMISSIVE: the page has its reviews,
+    // fetched in plaintext by a productpage that has no sidecar.
+    reviews_seen(&mesh, reviews_ok, Duration::from_secs(10));
+
+    // The seed's PeerAuthentication, for the namespace the demo runs in: STRICT. The
+    // sidecar-less productpage's plaintext calls are refused: the seed's "503 errors
+    // after enabling mTLS".
+    let strict = "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: default\nspec:\n  mtls:\n    mode: STRICT\n";
+    apply(&mesh, applied.path(), "strict.yaml", strict);
+    reviews_seen(&mesh, reviews_refused, Duration::from_secs(10));
+    let metrics = http_get(
+        std::net::SocketAddr::new(
+            format!("127.{}.1.3", mesh.block.block).parse().expect("ip"),
+            15020,
+        ),
+        "stats",
+        "/stats/prometheus",
+    )
+    .expect("reviews-v1's metrics")
+    .1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("trellis_mtls_plaintext_refused_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // The seed's advice: PERMISSIVE first, STRICT once every pod has a sidecar.
+    let permissive = strict.replace("STRICT", "PERMISSIVE");
+    apply(&mesh, applied.path(), "permissive.yaml", &permissive);
+    reviews_seen(&mesh, reviews_ok, Duration::from_secs(10));
+}
