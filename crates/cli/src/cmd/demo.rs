@@ -21,6 +21,7 @@ use crate::output;
 
 const BOOKINFO: &str = include_str!("../../../../demo/bookinfo.yaml");
 const TRAFFIC: &str = include_str!("../../../../demo/traffic.yaml");
+const SECURITY: &str = include_str!("../../../../demo/security.yaml");
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -60,13 +61,14 @@ struct Tally {
 pub fn run(args: &Args) -> i32 {
     let mut out = anstream::stdout();
     if args.print {
-        let _ = write!(out, "{BOOKINFO}---\n{TRAFFIC}");
+        let _ = write!(out, "{BOOKINFO}---\n{TRAFFIC}---\n{SECURITY}");
         return 0;
     }
     let stop = crate::signals::stop_flag();
     let mut loaded = Loaded::default();
     loaded.extend(load_str("demo/bookinfo.yaml", BOOKINFO));
     loaded.extend(load_str("demo/traffic.yaml", TRAFFIC));
+    loaded.extend(load_str("demo/security.yaml", SECURITY));
     let mut problems = loaded.diagnostics.clone();
     for r in &loaded.resources {
         problems.extend(r.validate());
@@ -105,7 +107,8 @@ pub fn run(args: &Args) -> i32 {
     let config_dir = log_dir.join("manifests");
     let written = std::fs::create_dir_all(&config_dir)
         .and_then(|()| std::fs::write(config_dir.join("bookinfo.yaml"), BOOKINFO))
-        .and_then(|()| std::fs::write(config_dir.join("traffic.yaml"), TRAFFIC));
+        .and_then(|()| std::fs::write(config_dir.join("traffic.yaml"), TRAFFIC))
+        .and_then(|()| std::fs::write(config_dir.join("security.yaml"), SECURITY));
     if let Err(e) = written {
         let _ = writeln!(
             anstream::stderr(),
@@ -135,7 +138,7 @@ pub fn run(args: &Args) -> i32 {
     super::up::print_summary(&mesh, started.elapsed());
     let _ = writeln!(
         out,
-        "\n  routing: reviews → 90% v1, 10% v2; requests with `x-user-type: beta` → v2\n  try: curl -H 'host: app.example.com' http://{}/productpage\n",
+        "\n  routing: reviews → 90% v1, 10% v2; requests with `x-user-type: beta` → v2\n  security: mutual TLS between every sidecar (STRICT); only productpage may read reviews, only reviews ratings\n  try: curl -H 'host: app.example.com' http://{}/productpage\n",
         mesh.gateway
     );
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -153,12 +156,18 @@ pub fn run(args: &Args) -> i32 {
         .duration
         .map(|s| Instant::now() + Duration::from_secs(s));
     let live = std::io::stdout().is_terminal();
+    let mut mtls = MtlsTally::default();
     let mut printed_lines = 0;
     let mut last_print = Instant::now();
     while !stop.load(Ordering::Acquire) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(200));
         if live {
-            let text = summary(&tally.lock().unwrap_or_else(|e| e.into_inner()), &mesh);
+            mtls.refresh(&mesh);
+            let text = summary(
+                &tally.lock().unwrap_or_else(|e| e.into_inner()),
+                &mesh,
+                &mtls,
+            );
             if printed_lines > 0 {
                 let _ = write!(out, "\x1b[{printed_lines}A\x1b[J");
             }
@@ -166,20 +175,30 @@ pub fn run(args: &Args) -> i32 {
             let _ = write!(out, "{text}");
         } else if last_print.elapsed() >= Duration::from_secs(5) {
             last_print = Instant::now();
+            mtls.refresh(&mesh);
             let _ = write!(
                 out,
                 "{}",
-                summary(&tally.lock().unwrap_or_else(|e| e.into_inner()), &mesh)
+                summary(
+                    &tally.lock().unwrap_or_else(|e| e.into_inner()),
+                    &mesh,
+                    &mtls
+                )
             );
         }
     }
     traffic_stop.store(true, Ordering::Release);
     let _ = traffic.join();
     if !live {
+        mtls.refresh(&mesh);
         let _ = write!(
             out,
             "{}",
-            summary(&tally.lock().unwrap_or_else(|e| e.into_inner()), &mesh)
+            summary(
+                &tally.lock().unwrap_or_else(|e| e.into_inner()),
+                &mesh,
+                &mtls
+            )
         );
     }
     let _ = writeln!(out, "stopping {} pods…", mesh.plan.pods.len());
@@ -187,7 +206,72 @@ pub fn run(args: &Args) -> i32 {
     0
 }
 
-fn summary(t: &Tally, mesh: &LocalMesh) -> String {
+/// How many requests the sidecars received over mutual TLS, read from their metrics
+/// (`istio_requests_total` as destination, by `connection_security_policy`) every
+/// couple of seconds.
+#[derive(Default)]
+struct MtlsTally {
+    mutual_tls: u64,
+    plaintext: u64,
+    denied: u64,
+    read_at: Option<Instant>,
+}
+
+impl MtlsTally {
+    fn refresh(&mut self, mesh: &LocalMesh) {
+        if self
+            .read_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.read_at = Some(Instant::now());
+        let (mut mutual, mut plain, mut denied) = (0, 0, 0);
+        for pod in mesh.plan.pods.iter().filter(|p| p.injection.sidecar) {
+            let Some(text) = scrape(SocketAddr::new(pod.pod_ip, 15020)) else {
+                continue;
+            };
+            for line in text.lines() {
+                let Some(rest) = line.strip_prefix("istio_requests_total{reporter=\"destination\"")
+                else {
+                    continue;
+                };
+                let count: u64 = rest
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                if rest.contains("connection_security_policy=\"mutual_tls\"") {
+                    mutual += count;
+                } else {
+                    plain += count;
+                }
+                if rest.contains("response_flags=\"RBAC\"") {
+                    denied += count;
+                }
+            }
+        }
+        (self.mutual_tls, self.plaintext, self.denied) = (mutual, plain, denied);
+    }
+}
+
+/// A proxy's Prometheus text, or `None` (bounded waits).
+fn scrape(addr: SocketAddr) -> Option<String> {
+    use std::io::Read;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    stream
+        .write_all(b"GET /stats/prometheus HTTP/1.1\r\nhost: stats\r\nconnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn summary(t: &Tally, mesh: &LocalMesh, mtls: &MtlsTally) -> String {
     let mut s = String::new();
     for user in ["everyone", "beta"] {
         let total: u64 =
@@ -210,6 +294,14 @@ fn summary(t: &Tally, mesh: &LocalMesh) -> String {
             }
         ));
     }
+    let received = mtls.mutual_tls + mtls.plaintext;
+    s.push_str(&format!(
+        "  into the sidecars {received:>6} requests: mutual TLS {} ({:.1}%), plaintext {}; denied by policy {}\n",
+        mtls.mutual_tls,
+        100.0 * mtls.mutual_tls as f64 / received.max(1) as f64,
+        mtls.plaintext,
+        mtls.denied
+    ));
     let restarts: u32 = mesh.restarts().iter().sum();
     s.push_str(&format!(
         "  failed requests: {}   app restarts: {restarts}   metrics: http://{}:15020/stats/prometheus\n",
