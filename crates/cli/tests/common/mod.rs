@@ -321,11 +321,21 @@ pub fn http_get(
 
 /// The bundled demo's manifests (`trellis demo --print`), written to a new directory.
 pub fn demo_manifests() -> tempfile::TempDir {
+    demo_manifests_without(&[])
+}
+
+/// The bundled demo's manifests without the documents of `kinds`.
+pub fn demo_manifests_without(kinds: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["demo", "--print"])
         .output()
         .expect("demo --print");
-    std::fs::write(dir.path().join("app.yaml"), &out.stdout).expect("write");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kept: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|doc| !kinds.iter().any(|k| doc.contains(&format!("kind: {k}\n"))))
+        .collect();
+    std::fs::write(dir.path().join("app.yaml"), kept.join("\n---\n")).expect("write");
     dir
 }
