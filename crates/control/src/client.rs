@@ -109,6 +109,9 @@ async fn session(
     }
     let channel = crate::security::tls::connect(uri, identity.stream_config()?).await?;
     let mut client = MeshConfigClient::new(channel).max_decoding_message_size(256 << 20);
+    // Keys this session was given, by reference (see `crate::keys`).
+    let mut keys: std::collections::HashMap<String, String> = Default::default();
+    let mut key_client = client.clone();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let hello = proto::ProxyMessage {
         message: Some(Message::Hello(spec.to_hello(*version))),
@@ -156,9 +159,17 @@ async fn session(
             } else {
                 crate::resources::Assembled::default()
             };
-            next.apply(&push)
+            let config = next
+                .apply(&push)
                 .and_then(|()| next.config(push.version))
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+            let config = match config {
+                Ok(mut config) => unseal(&mut key_client, &mut keys, &mut config)
+                    .await
+                    .map(|()| config),
+                Err(e) => Err(e),
+            };
+            config
                 .and_then(|config: ProxyConfig| handler.apply(config))
                 .map(|()| *assembled = next)
                 .map_err(|e| (proto::NackReason::Invalid, e))
@@ -186,4 +197,33 @@ async fn session(
         .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Puts the private keys `config` refers to back in, fetching those not known yet
+/// over the authenticated `Secrets` call.
+async fn unseal(
+    client: &mut MeshConfigClient<tonic::transport::Channel>,
+    known: &mut std::collections::HashMap<String, String>,
+    config: &mut ProxyConfig,
+) -> Result<(), String> {
+    let wanted = crate::keys::references(config);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|n| !known.contains_key(*n))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        let answer = client
+            .secrets(proto::SecretsRequest { names: missing })
+            .await
+            .map_err(|e| format!("cannot get the config's keys: {}", e.message()))?
+            .into_inner();
+        known.extend(answer.secrets);
+    }
+    // Only what this config names is kept.
+    known.retain(|n, _| wanted.contains(n));
+    crate::keys::unseal(config, known)
 }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod client;
 mod dirty;
 pub mod jwks;
+pub mod keys;
 pub mod metrics;
 pub mod node;
 pub mod plane;

@@ -96,7 +96,16 @@ pub fn add_tables(units: &mut Units, tables: &[RouteTable]) {
 /// Adds clusters.
 pub fn add_clusters(units: &mut Units, clusters: &[Cluster]) {
     for c in clusters {
-        units.insert((Kind::Cluster as i32, c.name.clone()), unit(c));
+        units.insert((Kind::Cluster as i32, c.name.clone()), cluster_unit(c));
+    }
+}
+
+/// Encodes a cluster, its client key (if any) kept out (see [`crate::keys`]).
+pub fn cluster_unit(c: &Cluster) -> Unit {
+    if crate::keys::has_key(c) {
+        unit(&crate::keys::seal_cluster(c))
+    } else {
+        unit(c)
     }
 }
 
@@ -105,7 +114,11 @@ pub fn units_of(config: &ProxyConfig) -> Units {
     let mut units = Units::new();
     units.insert((Kind::Node as i32, "node".into()), unit(&config.node));
     for l in &config.listeners {
-        units.insert((Kind::Listener as i32, l.name.clone()), unit(l));
+        // Certificate keys are kept out of the push (see `crate::keys`).
+        units.insert(
+            (Kind::Listener as i32, l.name.clone()),
+            unit(&crate::keys::seal_listener(l)),
+        );
     }
     add_tables(&mut units, &config.route_tables);
     add_clusters(&mut units, &config.clusters);

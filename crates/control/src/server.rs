@@ -41,6 +41,42 @@ impl MeshConfig for Service {
         crate::security::sign(&self.security, request).await
     }
 
+    async fn secrets(
+        &self,
+        request: Request<proto::SecretsRequest>,
+    ) -> Result<Response<proto::SecretsResponse>, Status> {
+        let who = match crate::security::signing_credential(&request) {
+            Some(credential @ Credential::VerifiedPeer(_)) => self
+                .security
+                .authenticate(&credential)
+                .await
+                .map_err(|e| Status::unauthenticated(e.to_string()))?,
+            _ => {
+                return Err(Status::unauthenticated(
+                    "keys are only for a workload certificate",
+                ));
+            }
+        };
+        let mut secrets = std::collections::HashMap::new();
+        for name in request.into_inner().names {
+            let allowed = self
+                .control
+                .sent_reference(&who.namespace, &who.service_account, &name);
+            match crate::keys::get(&name).filter(|_| allowed) {
+                Some(pem) => {
+                    secrets.insert(name, pem);
+                }
+                None => {
+                    return Err(Status::permission_denied(format!(
+                        "no config sent to ns/{}/sa/{} names {name}",
+                        who.namespace, who.service_account
+                    )));
+                }
+            }
+        }
+        Ok(Response::new(proto::SecretsResponse { secrets }))
+    }
+
     async fn stream(
         &self,
         request: Request<Streaming<proto::ProxyMessage>>,

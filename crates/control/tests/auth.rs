@@ -288,3 +288,169 @@ async fn the_http_api_needs_its_token_and_says_where_it_is() {
     let (status, _) = api(running.http, "/metrics", None).await;
     assert_eq!(status, 200);
 }
+
+/// A gateway whose HTTPS server takes its certificate from a Secret.
+const HTTPS_GATEWAY: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: app-gateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: app-tls}
+    hosts: [app.example.com]
+";
+
+fn gateway_spec() -> ProxySpec {
+    ProxySpec {
+        id: "istio-ingressgateway".into(),
+        role: Role::Gateway,
+        identity: ProxyIdentity {
+            name: "istio-ingressgateway".into(),
+            namespace: "istio-system".into(),
+            labels: BTreeMap::from([("istio".into(), "ingressgateway".into())]),
+            service_account: "istio-ingressgateway-service-account".into(),
+            bind_ip: Some("127.0.0.1".parse().expect("ip")),
+        },
+        pod_ip: None,
+        outbound: "127.0.0.1:15001".parse().expect("addr"),
+        inbound: Vec::new(),
+        port_map: BTreeMap::from([(443, 0)]),
+        named_ports: BTreeMap::new(),
+        admin: None,
+    }
+}
+
+/// A stream as `identity` for `spec`: every push message received within `limit`.
+async fn pushes(
+    address: &str,
+    identity: &trellis_control::security::client::ClientIdentity,
+    spec: &ProxySpec,
+) -> (
+    MeshConfigClient<tonic::transport::Channel>,
+    Vec<trellis_control::proto::Push>,
+    // The open stream (and its sender): the proxy stays connected while held.
+    (
+        tonic::Streaming<trellis_control::proto::Push>,
+        tokio::sync::mpsc::UnboundedSender<ProxyMessage>,
+    ),
+) {
+    tokio::time::timeout(Duration::from_secs(5), identity.manager.ready())
+        .await
+        .expect("a certificate");
+    let channel = tls::connect(address, identity.stream_config().expect("config"))
+        .await
+        .expect("connect");
+    let mut client = MeshConfigClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(ProxyMessage {
+        message: Some(Message::Hello(spec.to_hello(0))),
+    })
+    .expect("send");
+    let mut stream = client
+        .stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Ok(Ok(Some(push))) =
+        tokio::time::timeout(Duration::from_millis(500), stream.message()).await
+    {
+        let more = push.more;
+        got.push(push);
+        if !more {
+            break;
+        }
+    }
+    (client, got, (stream, tx))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_key_never_travels_in_a_push_and_only_that_gateway_may_fetch_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["app.example.com".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: app-tls, namespace: istio-system}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: {}\n  tls.key: {}\n",
+        serde_json::to_string(&cert.pem()).expect("json"),
+        serde_json::to_string(&key.serialize_pem()).expect("json"),
+    );
+    let mesh = dir.path().join("mesh");
+    std::fs::create_dir(&mesh).expect("mkdir");
+    std::fs::write(
+        mesh.join("gateway.yaml"),
+        format!("{HTTPS_GATEWAY}---\n{secret}"),
+    )
+    .expect("write");
+    let running = trellis_control::spawn(Options {
+        config_dir: Some(mesh),
+        grpc: "127.0.0.1:0".parse().expect("addr"),
+        http: "127.0.0.1:0".parse().expect("addr"),
+        state_file: None,
+        security: SecurityOptions::new(dir.path().join("security")),
+    })
+    .expect("control plane");
+    let address = running.grpc.to_string();
+    let spec = gateway_spec();
+    let identity = running
+        .security
+        .client_identity(
+            &address,
+            "istio-system",
+            "istio-ingressgateway-service-account",
+        )
+        .expect("identity");
+    let (mut client, got, _connected) = pushes(&address, &identity, &spec).await;
+    assert!(!got.is_empty(), "the gateway got its config");
+    let pem_body: String = key
+        .serialize_pem()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let mut reference = None;
+    for push in &got {
+        for r in &push.resources {
+            let text = String::from_utf8_lossy(&r.json);
+            assert!(!text.contains("PRIVATE KEY"), "a key in a push: {text}");
+            assert!(!text.contains(&pem_body[..40]), "a key's body in a push");
+            if let Some(at) = text.find(trellis_control::keys::PREFIX) {
+                let rest = &text[at..];
+                reference = rest.split('"').next().map(str::to_string);
+            }
+        }
+    }
+    let reference = reference.expect("the listener names its key by reference");
+    // The gateway itself gets the key over its authenticated connection.
+    let answer = client
+        .secrets(trellis_control::proto::SecretsRequest {
+            names: vec![reference.clone()],
+        })
+        .await
+        .expect("the gateway's own key")
+        .into_inner();
+    assert_eq!(answer.secrets.get(&reference), Some(&key.serialize_pem()));
+
+    // Another workload's certificate may not fetch it.
+    let other = running
+        .security
+        .client_identity(&address, "shop", "bookinfo")
+        .expect("identity");
+    tokio::time::timeout(Duration::from_secs(5), other.manager.ready())
+        .await
+        .expect("a certificate");
+    let channel = tls::connect(&address, other.stream_config().expect("config"))
+        .await
+        .expect("connect");
+    let refused = MeshConfigClient::new(channel)
+        .secrets(trellis_control::proto::SecretsRequest {
+            names: vec![reference],
+        })
+        .await;
+    assert_eq!(
+        refused.expect_err("refused").code(),
+        tonic::Code::PermissionDenied
+    );
+}

@@ -295,6 +295,22 @@ impl ControlPlane {
             .collect()
     }
 
+    /// True when a connected proxy of workload `namespace`/`service_account` was sent
+    /// a config naming `reference` (a kept key): only such a proxy may fetch it.
+    pub fn sent_reference(&self, namespace: &str, service_account: &str, reference: &str) -> bool {
+        let needle = reference.as_bytes();
+        let holds = |units: &crate::resources::Units| {
+            units
+                .values()
+                .any(|u| u.json.windows(needle.len()).any(|w| w == needle))
+        };
+        self.proxies().values().any(|p| {
+            p.spec.identity.namespace == namespace
+                && p.spec.identity.service_account == service_account
+                && (holds(&p.state.own) || p.state.group.as_deref().is_some_and(holds))
+        })
+    }
+
     /// Where connected proxy `id` serves its admin endpoint, if it said.
     pub fn proxy_admin(&self, id: &str) -> Option<std::net::SocketAddr> {
         self.proxies().get(id)?.spec.admin

@@ -201,7 +201,7 @@ fn outbound_units(
             clusters: u
                 .clusters
                 .iter()
-                .map(|c| (c.name.clone(), unit(c)))
+                .map(|c| (c.name.clone(), crate::resources::cluster_unit(c)))
                 .collect(),
             name: u.vhost.name,
             domains: u.vhost.domains,
