@@ -52,6 +52,15 @@ pub struct Args {
     /// a control plane run by this user, ~/.trellis/control-plane/ca/ca-cert.pem).
     #[arg(long, value_name = "FILE")]
     pub ca_root: Option<PathBuf>,
+    /// Standalone: a mesh identity from files (as certificates mounted from elsewhere):
+    /// the workload certificate chain (PEM, a SPIFFE URI SAN), its key, and the mesh
+    /// roots. Read once at start; with it the proxy speaks and checks the mesh's mTLS.
+    #[arg(long, value_name = "FILE", requires_all = ["identity_key", "identity_roots"], conflicts_with = "control_plane")]
+    pub identity_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "identity_cert")]
+    pub identity_key: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "identity_cert")]
+    pub identity_roots: Option<PathBuf>,
     /// With --control-plane: a file holding the one-time bootstrap token that proves
     /// this proxy's namespace and service account for its first certificate (also
     /// from TRELLIS_BOOTSTRAP_TOKEN). Keep it mode 0600; it works once.
@@ -136,12 +145,20 @@ pub fn run(args: &Args) -> i32 {
         first.route_tables.len(),
         first.clusters.len()
     );
+    let mesh_identity = match identity_from_files(args) {
+        Ok(identity) => identity,
+        Err(e) => {
+            let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
+            return 2;
+        }
+    };
     let options = Options {
         workers: args.workers,
         admin: Some(args.admin),
         stats: Some(args.stats),
         access_log: args.access_log().0,
         access_log_json: args.access_log().1,
+        mesh_identity,
         ..Options::default()
     };
     let proxy = match Proxy::start(first, options) {
@@ -335,6 +352,38 @@ fn follow(args: &Args, address: &str) -> i32 {
         &mut follower,
     ));
     0
+}
+
+/// The mesh identity `--identity-cert/-key/-roots` give, checked (the key matches
+/// the certificate, which names one SPIFFE id and chains to the roots).
+fn identity_from_files(
+    args: &Args,
+) -> Result<Option<trellis_identity::CurrentCredentials>, String> {
+    let (Some(cert), Some(key), Some(roots)) = (
+        &args.identity_cert,
+        &args.identity_key,
+        &args.identity_roots,
+    ) else {
+        return Ok(None);
+    };
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let (chain, key_pem, roots) = (read(cert)?, read(key)?, read(roots)?);
+    let key = rcgen::KeyPair::from_pem(&key_pem)
+        .map_err(|e| format!("{}: not a private key: {e}", key.display()))?;
+    let leaf = trellis_identity::cert::certs_from_pem(&chain)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let id = leaf
+        .first()
+        .ok_or_else(|| format!("{}: no certificate", cert.display()))
+        .and_then(|c| {
+            trellis_identity::cert::spiffe_id_of(c).map_err(|e| format!("{}: {e}", cert.display()))
+        })?;
+    let credentials = trellis_identity::Credentials::new(&key, &chain, &roots, &id, None)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    Ok(Some(trellis_identity::CurrentCredentials::with(
+        credentials,
+    )))
 }
 
 /// Who this proxy is, from its flags (a gateway's labels default to
