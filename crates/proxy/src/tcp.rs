@@ -71,6 +71,13 @@ where
         if let crate::policy::Verdict::Deny { policy } = decision.verdict {
             tracing::debug!(peer = %conn.peer, principal = ?attributes.source_principal, policy = ?policy, "TCP connection denied by AuthorizationPolicy");
             record.flags = crate::flags::Flags::RBAC_DENIED;
+            // Reported against the workload the connection was for, from its peer (as
+            // HTTP denials are), not with the unrouted labels.
+            if let Some((cluster, _)) = route.and_then(|r| r.pick.choices.first())
+                && !cluster.labels.is_empty()
+            {
+                record.labels = conn.labels_for(cluster, 0);
+            }
             write(&conn, &record);
             return;
         }
