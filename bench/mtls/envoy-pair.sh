@@ -1,25 +1,15 @@
 #!/usr/bin/env bash
-# The Envoy side of the mTLS hop, standing in for the harness's Envoy binary
-# (ENVOY_BIN): `--version` goes to the real Envoy; otherwise it reads the listener,
-# admin and upstream ports from the config the harness rendered and runs two Envoys
-# configured as the Trellis pair is: a client side (plaintext in, mutual TLS out with
+# The Envoy side of the mTLS hop, for the harness's extra target (as the Trellis pair
+# is in another run): two Envoys configured as the Trellis pair is: a client side (plaintext in, mutual TLS out with
 # the client certificate, the server checked against the mesh root and its SPIFFE URI)
 # and a server side (mutual TLS in, client certificate required and checked, plaintext
 # to the upstream). Both in this process's session, so the harness counts both.
+# Usage: envoy-pair.sh LISTEN_PORT UPSTREAM_PORT [WORKERS]; REAL_ENVOY_BIN, BENCH_MTLS_DIR.
 set -euo pipefail
 real=${REAL_ENVOY_BIN:?the real envoy binary}
-if [ "${1:-}" = "--version" ]; then exec "$real" --version; fi
-cfg= concurrency=1
-while [ $# -gt 0 ]; do
-  case $1 in
-    -c) cfg=$2; shift 2 ;;
-    --concurrency) concurrency=$2; shift 2 ;;
-    *) shift ;;
-  esac
-done
+listen=$1 upstream=$2 concurrency=${3:-1}
+admin=${ENVOY_ADMIN_PORT:-18291}
 pki=${BENCH_MTLS_DIR:?the PKI directory (bench/mtls/pki.sh)}
-ports=$(grep -o 'port_value: [0-9]*' "$cfg" | awk '{print $2}')
-admin=$(echo "$ports" | sed -n 1p) listen=$(echo "$ports" | sed -n 2p) upstream=$(echo "$ports" | tail -1)
 server_port=${ENVOY_SERVER_PORT:-18201}
 dir=$(mktemp -d)
 limits='circuit_breakers: {thresholds: [{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}]}'

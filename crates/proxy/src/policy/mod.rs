@@ -1,8 +1,7 @@
 //! The policy engine: a config's [`Security`] compiled once into a request-time form
 //! ([`CompiledSecurity`]: authorization tiers, JWT keys, the mTLS modes) and evaluated
-//! per request or connection. Not wired into the request path here: `http/authz.rs`
-//! and `tcp.rs` call [`authorize`], and the HTTP path calls
-//! [`CompiledJwt::authenticate`] first, when they are.
+//! per request or connection: `http/authz.rs` calls [`CompiledJwt::authenticate`] then
+//! [`authorize`], and `tcp.rs` calls [`authorize`]; this module does no I/O.
 //!
 //! Order on a request, as Istio's filter chain runs it: JWT (401 on an invalid token,
 //! header edits on a valid one) → [`authorize`] with the verified identity (403
