@@ -62,7 +62,7 @@ for phase, f, name in keys:
 print(f"\n(medians over rounds of the medians over repetitions; added = pair − direct in the same run; raw runs in {out})")
 PY
 for d in "$out"/*; do
-  echo; echo "### $(basename "$d") memory"; sed -n '/Memory/,/^$/p' "$d/stdout.md" | grep -E "mtls|process"
+  echo; echo "### $(basename "$d") memory (MiB: idle, peak, end; both proxies)"; grep -A6 "^#### Memory" "$d/stdout.md" | grep -E "mtls"
 done
 
 echo
