@@ -52,6 +52,25 @@ fn certificates_rotate_under_traffic_and_no_request_fails() {
     );
     let later = serial(&mesh, "reviews-v1-0");
     assert_ne!(first, later, "the certificate was renewed");
+    // No private key in anything shown: the mesh's output, its logs (the CA's own key
+    // file in state/ aside), what proxy-config and proxy-status print.
+    let printed: Vec<String> = mesh.lines.try_iter().collect();
+    let logs = mesh.log_dir.clone().expect("the log directory is printed");
+    let mut shown = printed.join("\n");
+    for entry in std::fs::read_dir(&logs).expect("log directory").flatten() {
+        if entry.path().is_file() {
+            shown.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    for args in [
+        &["proxy-config", "all", "istio-ingressgateway", "-o", "json"][..],
+        &["proxy-config", "all", "productpage-v1-0", "-o", "json"],
+        &["proxy-status", "-o", "json"],
+    ] {
+        shown.push_str(&String::from_utf8_lossy(&mesh.trellis(args).stdout));
+    }
+    assert!(shown.len() > 1000, "something was read");
+    assert!(!shown.contains("PRIVATE KEY"), "a private key was shown");
     // Every hop into reviews was mutual TLS, from productpage's identity.
     let stats = http_get(
         std::net::SocketAddr::new(

@@ -229,6 +229,7 @@ pub fn spawn(options: Options) -> Result<Running, StartError> {
 
 /// [`spawn`] for a control plane the caller has already filled (the local runner).
 pub fn spawn_with(control: ControlPlane, options: Options) -> Result<Running, StartError> {
+    control.set_trust_domain(&options.security.trust_domain);
     if let Some(dir) = &options.config_dir {
         match crate::source::load_validated(dir) {
             Ok(resources) => {

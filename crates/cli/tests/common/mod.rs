@@ -206,6 +206,8 @@ pub struct LocalMesh {
     pub api: String,
     pub block: AddressBlock,
     pub lines: mpsc::Receiver<String>,
+    /// Where the apps' output and the mesh's state are (`app logs:` in the summary).
+    pub log_dir: Option<std::path::PathBuf>,
     child: Child,
 }
 
@@ -227,12 +229,15 @@ impl LocalMesh {
             .expect("trellis up");
         let lines = output_lines_echoed(&mut child, Some("trellis up: "));
         let deadline = Instant::now() + Duration::from_secs(40);
-        let (mut gateway, mut api) = (None, None);
+        let (mut gateway, mut api, mut log_dir) = (None, None, None);
         let mut seen = Vec::new();
         while Instant::now() < deadline && (gateway.is_none() || api.is_none()) {
             if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
                 if line.contains("mesh ready") {
                     gateway = Some(address_after(&line, "ingress gateway on http://"));
+                }
+                if let Some(rest) = line.split("app logs: ").nth(1) {
+                    log_dir = rest.split_whitespace().next().map(std::path::PathBuf::from);
                 }
                 if line.contains("control plane (pid ") {
                     api = Some(address_after(&line, "API http://").to_string());
@@ -245,6 +250,7 @@ impl LocalMesh {
             api: api.unwrap_or_else(|| panic!("no control plane address printed: {seen:?}")),
             block,
             lines,
+            log_dir,
             child,
         }
     }

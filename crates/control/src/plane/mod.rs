@@ -52,6 +52,8 @@ struct Inner {
     listed: Mutex<Arc<Vec<trellis_compile::Workload>>>,
     /// RequestAuthentication key sets fetched from `jwksUri`.
     pub(crate) jwks: crate::jwks::Cache,
+    /// The mesh's SPIFFE trust domain (the CA's), for the identities compiled in.
+    trust_domain: Mutex<Option<String>>,
     /// Called before each compile step, so a test can make one fail.
     #[cfg(any(test, feature = "testing"))]
     compile_hook: Option<CompileHook>,
@@ -80,6 +82,24 @@ impl ControlPlane {
     pub fn set_listed_workloads(&self, workloads: Vec<trellis_compile::Workload>) {
         *self.inner.listed.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(workloads);
         self.config_changed();
+    }
+
+    /// Sets the trust domain workload identities are compiled with (the CA's).
+    pub fn set_trust_domain(&self, trust_domain: &str) {
+        *self
+            .inner
+            .trust_domain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(trust_domain.to_string());
+        self.config_changed();
+    }
+
+    fn trust_domain(&self) -> Option<String> {
+        self.inner
+            .trust_domain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The `jwksUri` key sets and their fetch failures.

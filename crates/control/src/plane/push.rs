@@ -129,6 +129,9 @@ impl ControlPlane {
             };
         }
         let mut mesh = Mesh::new(&resources, (*self.listed_workloads()).clone());
+        if let Some(td) = self.trust_domain() {
+            mesh.trust_domain = td;
+        }
         // Proxies that announced a pod IP nobody else knows are workloads too.
         let mut known: HashSet<IpAddr> = mesh.workloads.iter().filter_map(|w| w.address).collect();
         for (_, w) in announced {

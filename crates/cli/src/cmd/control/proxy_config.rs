@@ -117,6 +117,19 @@ pub fn proxy_config(args: &ProxyConfigArgs) -> i32 {
                         }
                     )
                 }
+                // An inbound listener: the mesh's mTLS mode PeerAuthentication gives it.
+                _ if l["direction"] == "inbound" => {
+                    let mtls = &config["security"]["mtls"];
+                    let port = l["port"]
+                        .as_u64()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default();
+                    let mode = mtls["ports"][port.as_str()]
+                        .as_str()
+                        .or_else(|| mtls["mode"].as_str())
+                        .unwrap_or("PERMISSIVE");
+                    format!("mTLS {}", mode.to_ascii_uppercase())
+                }
                 _ => "-".into(),
             };
             let _ = writeln!(
@@ -191,6 +204,20 @@ pub fn proxy_config(args: &ProxyConfigArgs) -> i32 {
                         .map(|p| format!(" (unusable: {p})"))
                         .unwrap_or_default()
                 ),
+                // The mesh's mTLS: forced, or automatic to the endpoints with a sidecar.
+                _ if c["meshTls"].is_object() => {
+                    let endpoints = c["endpoints"].as_array().map_or(0, Vec::len);
+                    let with = c["endpoints"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|e| e["mtls"] == true)
+                        .count();
+                    match c["meshTls"]["mode"].as_str() {
+                        Some("istio") => "ISTIO_MUTUAL".to_string(),
+                        _ => format!("auto mTLS ({with} of {endpoints} endpoints)"),
+                    }
+                }
                 _ => "-".into(),
             };
             let _ = writeln!(
