@@ -16,6 +16,25 @@ for component in rustfmt clippy; do
 done
 cargo --version
 
+step "test fixtures"
+# Cluster-mode tests run against a real kube-apiserver, controller-manager and etcd,
+# built from their Go modules (about 7 minutes the first time, cached by version in
+# ~/.cache/trellis-fixtures), in network namespaces of their own (unshare, ip).
+for tool in unshare ip openssl; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "installing what provides $tool"
+    apt-get install -y -q iproute2 util-linux openssl >/dev/null
+    break
+  fi
+done
+if command -v go >/dev/null 2>&1; then
+  TRELLIS_KUBE_FIXTURES=$(bash fixtures/kube/build.sh)
+  export TRELLIS_KUBE_FIXTURES
+  echo "kube fixtures: $TRELLIS_KUBE_FIXTURES"
+else
+  echo "go not found: the cluster-mode tests will skip, saying so"
+fi
+
 step "format"
 cargo fmt --all -- --check
 

@@ -1,0 +1,4 @@
+//! Cluster mode: the control plane fed by a Kubernetes API server.
+
+#[cfg(feature = "testing")]
+pub mod testing;

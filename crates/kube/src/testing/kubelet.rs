@@ -1,0 +1,355 @@
+//! The kubelet's part, played by the test: a Node object, every unscheduled Pod bound
+//! to it, each given a pod IP in 10.244.0.0/16 (inside the test's network namespace,
+//! see `netns.rs`), its processes started by the
+//! test's [`PodRunner`], and its status reported Running and Ready, so Deployments
+//! become available and EndpointSlices list the address. A Pod being deleted has its
+//! processes stopped and is removed, as a kubelet confirms a deletion.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+
+use super::Cluster;
+
+/// The node every test pod runs on.
+pub const NODE: &str = "trellis-test-node";
+
+/// What a runner is told about the Pod it starts.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    pub pod: Pod,
+    pub name: String,
+    pub namespace: String,
+    pub ip: Ipv4Addr,
+    pub service_account: String,
+    /// The Pod's service-account token for audience `istio-ca`, bound to the Pod, in
+    /// a file (as the kubelet projects it to `/var/run/secrets/tokens/istio-token`).
+    pub istio_token: PathBuf,
+    /// A directory of the Pod's own.
+    pub dir: PathBuf,
+}
+
+/// Starts a Pod's processes; the Pod is reported Ready when the future ends.
+pub type PodRunner = Arc<dyn Fn(PodInfo) -> BoxFuture<'static, Vec<Child>> + Send + Sync>;
+
+/// Each kubelet in this process hands out addresses from one counter.
+static NEXT_IP: AtomicU32 = AtomicU32::new(1);
+
+fn next_ip() -> Ipv4Addr {
+    let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
+    Ipv4Addr::new(10, 244, (n / 250) as u8, (n % 250 + 1) as u8)
+}
+
+/// Runs until dropped, stopping every process it started.
+pub struct Kubelet {
+    task: tokio::task::JoinHandle<()>,
+    running: Arc<Mutex<HashMap<String, RunningPod>>>,
+}
+
+struct RunningPod {
+    children: Vec<Child>,
+    ip: Ipv4Addr,
+}
+
+impl Kubelet {
+    /// Registers the node and starts playing its kubelet.
+    pub async fn start(cluster: &Cluster, runner: PodRunner) -> Kubelet {
+        let client = cluster.client().await;
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
+        }))
+        .expect("a Node");
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("creating the test node: {e}"),
+        }
+        let status = serde_json::json!({"status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "the test plays the kubelet",
+                "lastHeartbeatTime": now(), "lastTransitionTime": now()}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        }});
+        nodes
+            .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("the test node's status");
+        let running: Arc<Mutex<HashMap<String, RunningPod>>> = Arc::default();
+        let dir = cluster.dir().join("pods");
+        let task = tokio::spawn(run(client, runner, running.clone(), dir));
+        Kubelet { task, running }
+    }
+
+    /// The pod IP the kubelet gave `namespace/name`, once it has.
+    pub fn ip_of(&self, namespace: &str, name: &str) -> Option<Ipv4Addr> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.get(&format!("{namespace}/{name}")).map(|p| p.ip)
+    }
+
+    /// Kills a Pod's processes at once (as a crash would), leaving the Pod object.
+    pub fn kill(&self, namespace: &str, name: &str) -> bool {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        match running.get_mut(&format!("{namespace}/{name}")) {
+            Some(pod) => {
+                for child in &mut pod.children {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, mut pod) in running.drain() {
+            for child in &mut pod.children {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+async fn run(
+    client: kube::Client,
+    runner: PodRunner,
+    running: Arc<Mutex<HashMap<String, RunningPod>>>,
+    dir: PathBuf,
+) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut events = std::pin::pin!(watcher(pods, watcher::Config::default()));
+    while let Some(event) = events.next().await {
+        let pod = match event {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
+            Ok(watcher::Event::Delete(pod)) => {
+                stop(&running, &pod);
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "test kubelet watch");
+                continue;
+            }
+        };
+        let (Some(name), Some(namespace)) =
+            (pod.metadata.name.clone(), pod.metadata.namespace.clone())
+        else {
+            continue;
+        };
+        let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        if pod.metadata.deletion_timestamp.is_some() {
+            stop(&running, &pod);
+            let _ = api
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await;
+            continue;
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        if spec.node_name.is_none() {
+            let binding = Binding {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    ..Default::default()
+                },
+                target: ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Node".into()),
+                    name: Some(NODE.into()),
+                    ..Default::default()
+                },
+            };
+            let body = serde_json::to_vec(&binding).expect("a Binding encodes");
+            let request = http::Request::post(format!(
+                "/api/v1/namespaces/{namespace}/pods/{name}/binding"
+            ))
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("a binding request");
+            if let Err(e) = client.request::<serde_json::Value>(request).await {
+                tracing::debug!(error = %e, pod = %name, "test kubelet bind");
+            }
+            continue;
+        }
+        if spec.node_name.as_deref() != Some(NODE) {
+            continue;
+        }
+        let key = format!("{namespace}/{name}");
+        if running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key)
+        {
+            continue;
+        }
+        let ip = next_ip();
+        running.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            key.clone(),
+            RunningPod {
+                children: Vec::new(),
+                ip,
+            },
+        );
+        let service_account = spec
+            .service_account_name
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let pod_dir = dir.join(&namespace).join(&name);
+        let _ = std::fs::create_dir_all(&pod_dir);
+        let istio_token = pod_dir.join("istio-token");
+        if let Some(token) = pod_token(&client, &pod, &service_account, "istio-ca").await {
+            let _ = std::fs::write(&istio_token, token);
+        }
+        let info = PodInfo {
+            pod: pod.clone(),
+            name: name.clone(),
+            namespace: namespace.clone(),
+            ip,
+            service_account,
+            istio_token,
+            dir: pod_dir,
+        };
+        let runner = runner.clone();
+        let running = running.clone();
+        tokio::spawn(async move {
+            let children = runner(info).await;
+            if let Some(p) = running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&key)
+            {
+                p.children = children;
+            }
+            let containers: Vec<serde_json::Value> = spec
+                .containers
+                .iter()
+                .map(|c| {
+                    serde_json::json!({"name": c.name, "image": c.image, "imageID": "",
+                        "ready": true, "started": true, "restartCount": 0,
+                        "state": {"running": {"startedAt": now()}}})
+                })
+                .collect();
+            let conditions: Vec<serde_json::Value> = [
+                "PodScheduled",
+                "Initialized",
+                "ContainersReady",
+                "Ready",
+            ]
+            .iter()
+            .map(|t| serde_json::json!({"type": t, "status": "True", "lastTransitionTime": now()}))
+            .collect();
+            let status = serde_json::json!({"status": {
+                "phase": "Running",
+                "hostIP": "127.0.0.1",
+                "podIP": ip.to_string(),
+                "podIPs": [{"ip": ip.to_string()}],
+                "startTime": now(),
+                "conditions": conditions,
+                "containerStatuses": containers,
+            }});
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                tracing::debug!(error = %e, pod = %name, "test kubelet status");
+            }
+        });
+    }
+}
+
+fn stop(running: &Mutex<HashMap<String, RunningPod>>, pod: &Pod) {
+    let key = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    );
+    if let Some(mut p) = running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key)
+    {
+        for child in &mut p.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A token for the Pod's service account with `audience`, bound to the Pod (the
+/// TokenRequest API, as the kubelet asks for projected tokens).
+pub async fn pod_token(
+    client: &kube::Client,
+    pod: &Pod,
+    service_account: &str,
+    audience: &str,
+) -> Option<String> {
+    let namespace = pod.metadata.namespace.as_deref()?;
+    let request = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": [audience],
+            "expirationSeconds": 3600,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+                "name": pod.metadata.name, "uid": pod.metadata.uid},
+        },
+    });
+    service_account_token(client, namespace, service_account, request).await
+}
+
+/// A token for `namespace/service_account` with `audience`, bound to nothing.
+pub async fn token(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+    audience: &str,
+) -> Option<String> {
+    let request = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"audiences": [audience], "expirationSeconds": 3600},
+    });
+    service_account_token(client, namespace, service_account, request).await
+}
+
+async fn service_account_token(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+    body: serde_json::Value,
+) -> Option<String> {
+    // The service account may not exist yet (the controller-manager makes `default`).
+    for _ in 0..50 {
+        let request = http::Request::post(format!(
+            "/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token"
+        ))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).ok()?)
+        .ok()?;
+        match client.request::<serde_json::Value>(request).await {
+            Ok(v) => return v["status"]["token"].as_str().map(str::to_string),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+    None
+}
