@@ -81,6 +81,11 @@ impl MeshConfig for Service {
         &self,
         request: Request<Streaming<proto::ProxyMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        if let Some(reason) = self.control.held() {
+            return Err(Status::unavailable(format!(
+                "not serving proxies yet: {reason}"
+            )));
+        }
         // Only a workload certificate opens the config stream; a bootstrap token
         // is for the first CSR alone.
         let who = match crate::security::signing_credential(&request) {

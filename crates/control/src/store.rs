@@ -1,9 +1,12 @@
-//! The config store: every resource the mesh is configured with, in two layers — the
-//! watched directory (replaced whole on every valid edit) and the API (`trellis apply`
-//! and `delete`), which wins when both name the same resource.
+//! The config store: every resource the mesh is configured with, in layers that each
+//! come from one source — the watched directory (replaced whole on every valid edit),
+//! a Kubernetes cluster (replaced whole after each batch of watch events), and the API
+//! (`trellis apply` and `delete`), which wins when several name the same resource.
 //!
 //! The store holds only validated resources: an invalid edit or apply is refused whole
-//! and changes nothing. Readers get an immutable `Arc` snapshot.
+//! and changes nothing. A layer replaced by equal content is no change, so a source
+//! that relists (a restarted watch) causes no push. Readers get an immutable `Arc`
+//! snapshot.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,10 +37,19 @@ pub enum Change {
     Unchanged,
 }
 
-/// Both layers and the merged view.
+/// A source of resources, replaced whole by its owner. Later layers win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Layer {
+    /// The watched directory (`trellis control-plane --config-dir`).
+    Directory,
+    /// A Kubernetes API server's objects (cluster mode).
+    Cluster,
+}
+
+/// The layers, the API's resources and the merged view.
 #[derive(Debug, Default)]
 pub struct Store {
-    directory: BTreeMap<Key, Resource>,
+    layers: BTreeMap<Layer, BTreeMap<Key, Resource>>,
     api: BTreeMap<Key, Resource>,
     merged: Arc<Vec<Resource>>,
 }
@@ -50,18 +62,30 @@ impl Store {
 
     /// Replaces the directory layer. Returns whether anything changed.
     pub fn set_directory(&mut self, resources: Vec<Resource>) -> bool {
-        let next: BTreeMap<Key, Resource> =
-            resources.into_iter().map(|r| (key(&r), slim(r))).collect();
-        let same = next.len() == self.directory.len()
-            && next
-                .iter()
-                .zip(&self.directory)
-                .all(|((k1, a), (k2, b))| k1 == k2 && a.raw == b.raw);
-        self.directory = next;
+        self.set_layer(
+            Layer::Directory,
+            resources.into_iter().map(|r| (key(&r), slim(r))).collect(),
+        )
+    }
+
+    /// Replaces `layer` whole. Returns whether anything changed (equal content, as a
+    /// relisted watch gives, is no change).
+    pub fn set_layer(&mut self, layer: Layer, next: BTreeMap<Key, Resource>) -> bool {
+        let current = self.layers.entry(layer).or_default();
+        let same = next.len() == current.len()
+            && next.iter().zip(current.iter()).all(|((k1, a), (k2, b))| {
+                k1 == k2 && (Arc::ptr_eq(&a.raw, &b.raw) || a.raw == b.raw)
+            });
+        *current = next;
         if !same {
             self.rebuild();
         }
         !same
+    }
+
+    /// The layer's resources, in force or not.
+    fn in_layers(&self, k: &Key) -> Option<&Resource> {
+        self.layers.values().rev().find_map(|l| l.get(k))
     }
 
     /// Adds or replaces resources in the API layer.
@@ -69,7 +93,7 @@ impl Store {
         let mut changes = Vec::new();
         for r in resources.into_iter().map(slim) {
             let k = key(&r);
-            let before = self.api.get(&k).or_else(|| self.directory.get(&k));
+            let before = self.api.get(&k).or_else(|| self.in_layers(&k));
             let change = match before {
                 None => Change::Created,
                 Some(b) if b.raw == r.raw => Change::Unchanged,
@@ -84,14 +108,18 @@ impl Store {
         changes
     }
 
-    /// Removes resources from both layers (a directory resource comes back when its
-    /// file next changes). Returns, for each, whether it existed.
+    /// Removes resources from the API and the directory (a directory resource comes
+    /// back when its file next changes; a cluster's is deleted there, not here).
+    /// Returns, for each, whether it existed.
     pub fn delete(&mut self, keys: &[Key]) -> Vec<(Key, bool)> {
         let out: Vec<(Key, bool)> = keys
             .iter()
             .map(|k| {
                 let a = self.api.remove(k).is_some();
-                let d = self.directory.remove(k).is_some();
+                let d = self
+                    .layers
+                    .get_mut(&Layer::Directory)
+                    .is_some_and(|l| l.remove(k).is_some());
                 (k.clone(), a || d)
             })
             .collect();
@@ -107,14 +135,13 @@ impl Store {
     }
 
     fn rebuild(&mut self) {
-        let mut merged: Vec<Resource> = self
-            .directory
-            .iter()
-            .filter(|(k, _)| !self.api.contains_key(*k))
-            .map(|(_, r)| r.clone())
-            .collect();
-        merged.extend(self.api.values().cloned());
-        self.merged = Arc::new(merged);
+        // Each key once, from the last layer that has it (the API last of all).
+        let mut merged: BTreeMap<&Key, &Resource> = BTreeMap::new();
+        for layer in self.layers.values() {
+            merged.extend(layer.iter());
+        }
+        merged.extend(self.api.iter());
+        self.merged = Arc::new(merged.into_values().cloned().collect());
     }
 }
 

@@ -1,4 +1,6 @@
 //! Cluster mode: the control plane fed by a Kubernetes API server.
 
+pub mod source;
+
 #[cfg(feature = "testing")]
 pub mod testing;

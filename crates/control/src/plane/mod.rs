@@ -10,6 +10,7 @@ mod persist;
 mod push;
 mod units;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -24,7 +25,7 @@ pub use persist::{REMEMBER_FOR, StateFileError};
 pub use push::PART_BYTES;
 
 use crate::metrics::Metrics;
-use crate::store::{Change, Key, Store};
+use crate::store::{Change, Key, Layer, Store};
 
 /// The shared control-plane state; cheap to clone.
 #[derive(Clone, Default)]
@@ -54,6 +55,8 @@ struct Inner {
     pub(crate) jwks: crate::jwks::Cache,
     /// The mesh's SPIFFE trust domain (the CA's), for the identities compiled in.
     trust_domain: Mutex<Option<String>>,
+    /// Why proxies are refused for now (a source still reading its first state).
+    held: Mutex<Option<String>>,
     /// Called before each compile step, so a test can make one fail.
     #[cfg(any(test, feature = "testing"))]
     compile_hook: Option<CompileHook>,
@@ -120,6 +123,36 @@ impl ControlPlane {
         if self.store().set_directory(resources) {
             self.config_changed();
         }
+    }
+
+    /// Refuses proxies' config streams (they retry) until [`ControlPlane::synced`]:
+    /// a source that has not read everything yet would hand them a partial mesh.
+    pub fn hold_until_synced(&self, reason: &str) {
+        *self.inner.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+    }
+
+    /// The source has read everything: proxies are served.
+    pub fn synced(&self) {
+        *self.inner.held.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Why proxies are refused for now, if they are.
+    pub fn held(&self) -> Option<String> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the cluster's resources (already validated, keyed by [`crate::store::key`]);
+    /// equal content (a relisted watch) changes nothing and pushes nothing.
+    pub fn set_cluster(&self, resources: BTreeMap<Key, Resource>) -> bool {
+        let changed = self.store().set_layer(Layer::Cluster, resources);
+        if changed {
+            self.config_changed();
+        }
+        changed
     }
 
     /// Counts and reports a refused directory edit.

@@ -132,11 +132,23 @@ impl ControlPlane {
         if let Some(td) = self.trust_domain() {
             mesh.trust_domain = td;
         }
-        // Proxies that announced a pod IP nobody else knows are workloads too.
-        let mut known: HashSet<IpAddr> = mesh.workloads.iter().filter_map(|w| w.address).collect();
+        // Proxies that announced a pod IP nobody else knows are workloads too; one
+        // that announced a known Pod's IP is that Pod's sidecar (cluster mode: the
+        // Pod then takes the mesh's mutual TLS).
+        let mut known: HashMap<IpAddr, usize> = mesh
+            .workloads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| Some((w.address?, i)))
+            .collect();
         for (_, w) in announced {
-            if w.address.is_some_and(|a| known.insert(a)) {
-                mesh.workloads.push(w.clone());
+            let Some(address) = w.address else { continue };
+            match known.get(&address) {
+                Some(&i) => mesh.workloads[i].sidecar |= w.sidecar,
+                None => {
+                    known.insert(address, mesh.workloads.len());
+                    mesh.workloads.push(w.clone());
+                }
             }
         }
         mesh.reindex();

@@ -1,0 +1,336 @@
+//! What the cluster source watches, and how one API object becomes a store
+//! [`Resource`]: the fields the API server keeps for itself (managedFields,
+//! resourceVersion, the last-applied annotation, an Istio resource's status) are
+//! dropped, so an object that changed only there is the same resource and pushes
+//! nothing; a Pod keeps its address only while it is Running, Ready and not going away.
+
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::{Map, Value};
+use trellis_api::Resource;
+
+/// One watched kind.
+#[derive(Debug, Clone)]
+pub struct WatchedKind {
+    pub resource: ApiResource,
+    /// Istio's kinds live in CRDs, which a cluster may not have (yet).
+    pub custom: bool,
+}
+
+fn kind(group: &str, version: &str, kind: &str, plural: &str, custom: bool) -> WatchedKind {
+    WatchedKind {
+        resource: ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, kind),
+            plural,
+        ),
+        custom,
+    }
+}
+
+/// Every kind the control plane reads from a cluster (Secrets are watched one by
+/// one, only those gateways name: see `secrets.rs`).
+pub fn watched() -> Vec<WatchedKind> {
+    let net = "networking.istio.io";
+    let sec = "security.istio.io";
+    vec![
+        kind("", "v1", "Namespace", "namespaces", false),
+        kind("", "v1", "Service", "services", false),
+        kind("", "v1", "Pod", "pods", false),
+        kind("", "v1", "ServiceAccount", "serviceaccounts", false),
+        kind(net, "v1", "Gateway", "gateways", true),
+        kind(net, "v1", "VirtualService", "virtualservices", true),
+        kind(net, "v1", "DestinationRule", "destinationrules", true),
+        kind(net, "v1", "ServiceEntry", "serviceentries", true),
+        kind(net, "v1", "WorkloadEntry", "workloadentries", true),
+        kind(net, "v1", "Sidecar", "sidecars", true),
+        kind(sec, "v1", "PeerAuthentication", "peerauthentications", true),
+        kind(
+            sec,
+            "v1",
+            "AuthorizationPolicy",
+            "authorizationpolicies",
+            true,
+        ),
+        kind(
+            sec,
+            "v1",
+            "RequestAuthentication",
+            "requestauthentications",
+            true,
+        ),
+        kind("telemetry.istio.io", "v1", "Telemetry", "telemetries", true),
+    ]
+}
+
+/// Why an object was left out of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Skipped {
+    /// It does not pass validation (the webhook refuses such objects; one can still
+    /// be there from before the webhook, or from a time it was down).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The object as the store keeps it, or why it is left out.
+pub fn to_resource(kind: &WatchedKind, object: DynamicObject) -> Result<Resource, Skipped> {
+    let mut value = serde_json::to_value(&object).map_err(|e| Skipped::Invalid(e.to_string()))?;
+    let Some(map) = value.as_object_mut() else {
+        return Err(Skipped::Invalid("not an object".into()));
+    };
+    map.insert(
+        "apiVersion".into(),
+        Value::String(kind.resource.api_version.clone()),
+    );
+    map.insert("kind".into(), Value::String(kind.resource.kind.clone()));
+    if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+        slim_metadata(meta);
+    }
+    if kind.custom {
+        // Written by the control plane itself (analysis messages): not config.
+        map.remove("status");
+    }
+    match kind.resource.kind.as_str() {
+        "Pod" => slim_pod(map),
+        "Namespace" => {
+            map.remove("spec");
+            map.remove("status");
+        }
+        "Service" => {
+            map.remove("status");
+        }
+        _ => {}
+    }
+    let name = source_name(kind, map);
+    let text = value.to_string();
+    let loaded = trellis_api::load_str(&name, &text);
+    let errors: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == trellis_api::Severity::Error)
+        .map(ToString::to_string)
+        .collect();
+    if !errors.is_empty() {
+        return Err(Skipped::Invalid(errors.join("; ")));
+    }
+    let resources = trellis_control::source::validated(loaded).map_err(|problems| {
+        Skipped::Invalid(
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    resources
+        .into_iter()
+        .next()
+        .map(trellis_control::source::slim)
+        .ok_or_else(|| Skipped::Invalid("no resource in the object".into()))
+}
+
+/// How diagnostics name an object from the cluster (in place of a file).
+fn source_name(kind: &WatchedKind, map: &Map<String, Value>) -> String {
+    let meta = map.get("metadata");
+    let field = |k: &str| {
+        meta.and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (namespace, name) = (field("namespace"), field("name"));
+    if namespace.is_empty() {
+        format!("cluster:{}/{name}", kind.resource.plural)
+    } else {
+        format!("cluster:{}/{namespace}/{name}", kind.resource.plural)
+    }
+}
+
+fn slim_metadata(meta: &mut Map<String, Value>) {
+    for key in [
+        "managedFields",
+        "resourceVersion",
+        "selfLink",
+        "generation",
+        "uid",
+        "generateName",
+    ] {
+        meta.remove(key);
+    }
+    if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        if annotations.is_empty() {
+            meta.remove("annotations");
+        }
+    }
+}
+
+/// A Pod as the mesh reads it: labels, containers' names, images and ports, its
+/// service account; its IP only while it can take traffic (as an EndpointSlice
+/// lists it ready).
+fn slim_pod(map: &mut Map<String, Value>) {
+    let ready = pod_ready(map);
+    if let Some(Value::Object(spec)) = map.get_mut("spec") {
+        spec.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "containers"
+                    | "initContainers"
+                    | "serviceAccountName"
+                    | "serviceAccount"
+                    | "hostNetwork"
+                    | "securityContext"
+            )
+        });
+        for list in ["containers", "initContainers"] {
+            if let Some(Value::Array(containers)) = spec.get_mut(list) {
+                for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+                    c.retain(|k, _| {
+                        matches!(
+                            k.as_str(),
+                            "name" | "image" | "ports" | "args" | "securityContext"
+                        )
+                    });
+                }
+            }
+        }
+    }
+    let status = map.get("status").and_then(Value::as_object).map(|s| {
+        let mut kept = Map::new();
+        if ready {
+            for key in ["podIP", "podIPs"] {
+                if let Some(v) = s.get(key) {
+                    kept.insert(key.into(), v.clone());
+                }
+            }
+        }
+        if let Some(phase) = s.get("phase") {
+            kept.insert("phase".into(), phase.clone());
+        }
+        Value::Object(kept)
+    });
+    match status {
+        Some(status) => {
+            map.insert("status".into(), status);
+        }
+        None => {
+            map.remove("status");
+        }
+    }
+}
+
+/// Running, Ready, and not being deleted.
+fn pod_ready(map: &Map<String, Value>) -> bool {
+    let deleting = map
+        .get("metadata")
+        .and_then(|m| m.get("deletionTimestamp"))
+        .is_some_and(|v| !v.is_null());
+    let status = map.get("status");
+    let running = status.and_then(|s| s.get("phase")).and_then(Value::as_str) == Some("Running");
+    let ready = status
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Ready")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        });
+    !deleting && running && ready
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(v: Value) -> DynamicObject {
+        serde_json::from_value(v).expect("a DynamicObject")
+    }
+
+    fn pod(phase: &str, ready: &str) -> DynamicObject {
+        object(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "reviews-v1-abc", "namespace": "default",
+                "resourceVersion": "12", "uid": "u1", "labels": {"app": "reviews"},
+                "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"containers": [{"name": "app", "image": "reviews:v1",
+                "ports": [{"containerPort": 9080, "name": "http"}],
+                "resources": {"limits": {"cpu": "1"}}}],
+                "serviceAccountName": "bookinfo-reviews", "nodeName": "n1"},
+            "status": {"phase": phase, "podIP": "10.244.0.7", "podIPs": [{"ip": "10.244.0.7"}],
+                "conditions": [{"type": "Ready", "status": ready,
+                    "lastTransitionTime": "2026-12-04T10:00:00Z"}]},
+        }))
+    }
+
+    fn pod_kind() -> WatchedKind {
+        watched()
+            .into_iter()
+            .find(|k| k.resource.kind == "Pod")
+            .expect("pods are watched")
+    }
+
+    #[test]
+    fn a_ready_pod_keeps_its_address_and_loses_what_the_api_server_keeps() {
+        let r = to_resource(&pod_kind(), pod("Running", "True")).expect("valid");
+        assert_eq!(r.raw["status"]["podIP"], "10.244.0.7");
+        assert!(r.raw["metadata"].get("managedFields").is_none());
+        assert!(r.raw["metadata"].get("resourceVersion").is_none());
+        assert!(r.raw["spec"].get("nodeName").is_none());
+        assert!(r.raw["spec"]["containers"][0].get("resources").is_none());
+        assert_eq!(r.raw["spec"]["serviceAccountName"], "bookinfo-reviews");
+    }
+
+    #[test]
+    fn a_pod_that_is_not_ready_has_no_address() {
+        let r = to_resource(&pod_kind(), pod("Running", "False")).expect("valid");
+        assert!(r.raw["status"].get("podIP").is_none());
+        let r = to_resource(&pod_kind(), pod("Pending", "True")).expect("valid");
+        assert!(r.raw["status"].get("podIP").is_none());
+    }
+
+    #[test]
+    fn status_and_version_changes_are_no_change() {
+        let vs_kind = watched()
+            .into_iter()
+            .find(|k| k.resource.kind == "VirtualService")
+            .expect("watched");
+        let vs = |rv: &str, status: Value| {
+            object(serde_json::json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": "reviews", "namespace": "default", "resourceVersion": rv},
+                "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]},
+                "status": status,
+            }))
+        };
+        let a = to_resource(&vs_kind, vs("1", serde_json::json!({}))).expect("valid");
+        let b = to_resource(
+            &vs_kind,
+            vs(
+                "2",
+                serde_json::json!({"validationMessages": [{"type": {"code": "IST0101"}}]}),
+            ),
+        )
+        .expect("valid");
+        assert_eq!(a.raw, b.raw);
+    }
+
+    #[test]
+    fn an_invalid_object_is_skipped_with_its_problem() {
+        let vs_kind = watched()
+            .into_iter()
+            .find(|k| k.resource.kind == "VirtualService")
+            .expect("watched");
+        let bad = object(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}, "wieght": 10}]}]},
+        }));
+        let Err(Skipped::Invalid(message)) = to_resource(&vs_kind, bad) else {
+            panic!("a misspelt field is refused");
+        };
+        assert!(message.contains("wieght"), "{message}");
+        assert!(
+            message.contains("cluster:virtualservices/default/reviews"),
+            "{message}"
+        );
+    }
+}
