@@ -89,7 +89,7 @@ enum WatchId {
 }
 
 enum Message {
-    Event(WatchId, watcher::Event<DynamicObject>),
+    Event(WatchId, Box<watcher::Event<DynamicObject>>),
     Failed(WatchId, watcher::Error),
 }
 
@@ -152,7 +152,7 @@ fn spawn_watch(
         let mut events = std::pin::pin!(watcher(api, config).default_backoff());
         while let Some(event) = events.next().await {
             let message = match event {
-                Ok(e) => Message::Event(id.clone(), e),
+                Ok(e) => Message::Event(id.clone(), Box::new(e)),
                 Err(e) => Message::Failed(id.clone(), e),
             };
             if tx.send(message).is_err() {
@@ -266,7 +266,7 @@ impl Fold {
                 tracing::warn!(watch = ?self.describe(&id), error = %error, "watch failed; retrying with backoff");
                 false
             }
-            Message::Event(id, event) => self.event(id, event),
+            Message::Event(id, event) => self.event(id, *event),
         }
     }
 
