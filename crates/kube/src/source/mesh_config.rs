@@ -98,7 +98,8 @@ mod tests {
 
     #[test]
     fn a_wrong_type_names_the_field() {
-        let e = MeshConfig::parse("istio-system", "discoverySelectors: yes\n").unwrap_err();
+        let e = MeshConfig::parse("istio-system", "discoverySelectors: yes\n")
+            .expect_err("a bool is no list of selectors");
         assert!(e.to_string().contains("discoverySelectors"), "{e}");
         assert!(e.to_string().contains("istio-system/istio"), "{e}");
     }
