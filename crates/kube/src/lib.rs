@@ -1,6 +1,10 @@
-//! Cluster mode: the control plane fed by a Kubernetes API server.
+//! Cluster mode: the control plane fed by a Kubernetes API server — watches feeding
+//! the store (`source`), TokenReview as the proof of a pod's identity
+//! (`token_review`), and reaching the API server as kubectl does (`connect`).
 
+pub mod connect;
 pub mod source;
+pub mod token_review;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -64,8 +64,13 @@ pub struct Args {
     /// With --control-plane: a file holding the one-time bootstrap token that proves
     /// this proxy's namespace and service account for its first certificate (also
     /// from TRELLIS_BOOTSTRAP_TOKEN). Keep it mode 0600; it works once.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "token_file")]
     pub bootstrap_token_file: Option<PathBuf>,
+    /// With --control-plane in cluster mode: the pod's service-account token for
+    /// audience `istio-ca` (re-read for each first certificate; default
+    /// /var/run/secrets/tokens/istio-token when it exists, where Istio mounts it).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// A compiled ProxyConfig (JSON or YAML), instead of --standalone.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -258,6 +263,9 @@ fn spec(args: &Args) -> Result<trellis_control::ProxySpec, String> {
     })
 }
 
+/// Where Istio's injector mounts the pod's token for audience `istio-ca`.
+const ISTIO_TOKEN: &str = "/var/run/secrets/tokens/istio-token";
+
 /// `trellis proxy --control-plane`: runs until killed, reconnecting as needed.
 fn follow(args: &Args, address: &str) -> i32 {
     let spec = match spec(args) {
@@ -284,18 +292,24 @@ fn follow(args: &Args, address: &str) -> i32 {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    let token = match (
+    let mounted = std::path::Path::new(ISTIO_TOKEN);
+    let token_file = args.token_file.clone().or_else(|| {
+        (args.bootstrap_token_file.is_none() && mounted.exists()).then(|| mounted.to_path_buf())
+    });
+    let first = match (
+        token_file,
         &args.bootstrap_token_file,
         std::env::var("TRELLIS_BOOTSTRAP_TOKEN"),
     ) {
-        (Some(file), _) => match std::fs::read_to_string(file) {
-            Ok(t) => t.trim().to_string(),
+        (Some(file), _, _) => Err(file),
+        (None, Some(file), _) => match std::fs::read_to_string(file) {
+            Ok(t) => Ok(t.trim().to_string()),
             Err(e) => return fail(format!("{}: {e}", file.display())),
         },
-        (None, Ok(t)) if !t.is_empty() => t,
+        (None, None, Ok(t)) if !t.is_empty() => Ok(t),
         _ => {
             return fail(
-                "a proxy needs a bootstrap token for its first certificate: --bootstrap-token-file or TRELLIS_BOOTSTRAP_TOKEN".into(),
+                "a proxy needs a credential for its first certificate: --bootstrap-token-file or TRELLIS_BOOTSTRAP_TOKEN (local mode), --token-file (cluster mode)".into(),
             );
         }
     };
@@ -315,13 +329,13 @@ fn follow(args: &Args, address: &str) -> i32 {
         Err(e) => return fail(e.to_string()),
     };
     let identity = runtime.block_on(async {
-        trellis_control::security::client::ClientIdentity::bootstrap(
-            address,
-            trust,
-            id,
-            token,
-            trellis_identity::RenewalPolicy::default(),
-        )
+        use trellis_control::security::client::ClientIdentity;
+        let policy = trellis_identity::RenewalPolicy::default();
+        // Ok: a bootstrap token; Err: a service-account token's file.
+        match first {
+            Ok(token) => ClientIdentity::bootstrap(address, trust, id, token, policy),
+            Err(file) => ClientIdentity::with_token_file(address, trust, id, file, policy),
+        }
     });
     let mut follower = Follower {
         name: spec.id.clone(),

@@ -1,6 +1,7 @@
 //! The proxy's side of mesh identity: a [`Signer`] that asks the control plane's CA
-//! over gRPC (the first time with the one-time bootstrap token and no client
-//! certificate, afterwards with the current workload certificate), and the TLS
+//! over gRPC (the first time with the one-time bootstrap token, or in cluster mode
+//! the pod's service-account token, and no client certificate; afterwards with the
+//! current workload certificate), and the TLS
 //! config the config stream dials with (the mesh root and the control plane's SPIFFE
 //! id pinned, the workload certificate presented).
 
@@ -11,7 +12,7 @@ use trellis_identity::{
     SpiffeId, Trust,
 };
 
-use super::signing::BOOTSTRAP_SCHEME;
+use super::signing::{BEARER_SCHEME, BOOTSTRAP_SCHEME};
 use crate::proto::SignRequest;
 use crate::proto::mesh_config_client::MeshConfigClient;
 
@@ -45,6 +46,41 @@ impl ClientIdentity {
         bootstrap_token: String,
         policy: RenewalPolicy,
     ) -> ClientIdentity {
+        ClientIdentity::start(
+            address,
+            trust,
+            identity,
+            FirstCredential::Bootstrap(bootstrap_token),
+            policy,
+        )
+    }
+
+    /// As [`ClientIdentity::bootstrap`], proving the workload with the Kubernetes
+    /// service-account token in `token_file` (read afresh for each first
+    /// certificate: the kubelet rotates projected tokens).
+    pub fn with_token_file(
+        address: &str,
+        trust: Arc<Trust>,
+        identity: SpiffeId,
+        token_file: std::path::PathBuf,
+        policy: RenewalPolicy,
+    ) -> ClientIdentity {
+        ClientIdentity::start(
+            address,
+            trust,
+            identity,
+            FirstCredential::TokenFile(token_file),
+            policy,
+        )
+    }
+
+    fn start(
+        address: &str,
+        trust: Arc<Trust>,
+        identity: SpiffeId,
+        first: FirstCredential,
+        policy: RenewalPolicy,
+    ) -> ClientIdentity {
         let control_plane = SpiffeId::with_trust_domain(
             trust.trust_domain(),
             "istio-system",
@@ -55,7 +91,7 @@ impl ClientIdentity {
             address: address.to_string(),
             trust: trust.clone(),
             control_plane: control_plane.clone(),
-            token: Mutex::new(Some(bootstrap_token)),
+            token: Mutex::new(Some(first)),
             current: Mutex::new(None),
         };
         let signer = Arc::new(signer);
@@ -88,13 +124,44 @@ impl Signer for SharedSigner {
     }
 }
 
+/// What proves the workload before it has a certificate.
+enum FirstCredential {
+    /// Local mode: a one-time token from the runner (spent once used).
+    Bootstrap(String),
+    /// Cluster mode: the pod's projected service-account token, re-read each time.
+    TokenFile(std::path::PathBuf),
+}
+
+impl FirstCredential {
+    /// The `authorization` metadata value.
+    fn header(&self) -> Result<String, SignError> {
+        match self {
+            FirstCredential::Bootstrap(token) => Ok(format!("{BOOTSTRAP_SCHEME}{token}")),
+            FirstCredential::TokenFile(file) => {
+                let token = std::fs::read_to_string(file).map_err(|e| {
+                    SignError::Unavailable(format!(
+                        "the service-account token {}: {e}",
+                        file.display()
+                    ))
+                })?;
+                Ok(format!("{BEARER_SCHEME}{}", token.trim()))
+            }
+        }
+    }
+
+    /// Whether it works only once.
+    fn one_time(&self) -> bool {
+        matches!(self, FirstCredential::Bootstrap(_))
+    }
+}
+
 /// Signs over gRPC: bootstrap token first, the current certificate afterwards.
 struct GrpcSigner {
     address: String,
     trust: Arc<Trust>,
     control_plane: SpiffeId,
-    /// Used once, for the first certificate.
-    token: Mutex<Option<String>>,
+    /// For the first certificate (a bootstrap token is used once).
+    token: Mutex<Option<FirstCredential>>,
     /// The manager's credentials, once it exists.
     current: Mutex<Option<CurrentCredentials>>,
 }
@@ -107,7 +174,13 @@ impl GrpcSigner {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .filter(|c| c.load().is_some());
-        let token = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let token = {
+            let first = self.token.lock().unwrap_or_else(|e| e.into_inner());
+            match first.as_ref() {
+                Some(f) => Some((f.header()?, f.one_time())),
+                None => None,
+            }
+        };
         let allowed = std::slice::from_ref(&self.control_plane);
         let (config, token) = match (&current, token) {
             (Some(current), _) => (
@@ -129,10 +202,10 @@ impl GrpcSigner {
             .await
             .map_err(SignError::Unavailable)?;
         let mut request = tonic::Request::new(SignRequest { csr_pem });
-        if let Some(token) = &token {
-            let value = format!("{BOOTSTRAP_SCHEME}{token}")
+        if let Some((header, _)) = &token {
+            let value = header
                 .parse()
-                .map_err(|_| SignError::Refused("the bootstrap token is not ASCII".into()))?;
+                .map_err(|_| SignError::Refused("the token is not ASCII".into()))?;
             request.metadata_mut().insert("authorization", value);
         }
         let response = MeshConfigClient::new(channel)
@@ -145,7 +218,7 @@ impl GrpcSigner {
                 _ => SignError::Refused(status.message().to_string()),
             })?
             .into_inner();
-        if token.is_some() {
+        if token.is_some_and(|(_, one_time)| one_time) {
             // Spent: a bootstrap token works once.
             *self.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }

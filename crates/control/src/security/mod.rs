@@ -18,13 +18,13 @@ use trellis_identity::{
     CurrentCredentials, RenewalPolicy, SpiffeId, WorkloadIdentity,
 };
 
-pub use signing::{BOOTSTRAP_SCHEME, credential_of as signing_credential, sign};
+pub use signing::{BEARER_SCHEME, BOOTSTRAP_SCHEME, credential_of as signing_credential, sign};
 
 /// How long the control plane's own serving certificate lives (renewed at half).
 const SERVING_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Where the control plane keeps what makes it the mesh's authority.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SecurityOptions {
     /// `ca/` (the root it makes), `tokens/` (bootstrap token hashes) and
     /// `api-token` live here; created 0700.
@@ -36,6 +36,21 @@ pub struct SecurityOptions {
     pub trust_domain: String,
     /// Lifetime of the workload certificates it signs (24 h by default).
     pub workload_lifetime: Duration,
+    /// Further ways to prove an identity, asked after the built-in ones (cluster
+    /// mode's TokenReview of a pod's service-account token).
+    pub authenticators: Vec<Arc<dyn Authenticator>>,
+}
+
+impl std::fmt::Debug for SecurityOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityOptions")
+            .field("state_dir", &self.state_dir)
+            .field("plugged_ca", &self.plugged_ca)
+            .field("trust_domain", &self.trust_domain)
+            .field("workload_lifetime", &self.workload_lifetime)
+            .field("authenticators", &self.authenticators.len())
+            .finish()
+    }
 }
 
 impl SecurityOptions {
@@ -45,6 +60,7 @@ impl SecurityOptions {
             plugged_ca: None,
             trust_domain: trellis_identity::DEFAULT_TRUST_DOMAIN.into(),
             workload_lifetime: trellis_identity::DEFAULT_LIFETIME,
+            authenticators: Vec::new(),
         }
     }
 }
@@ -105,11 +121,14 @@ impl Security {
         if let Err(e) = tokens.prune() {
             tracing::warn!(error = %e, "cannot prune expired bootstrap tokens");
         }
-        let authenticators = Authenticators::new()
+        let mut authenticators = Authenticators::new()
             .with(Arc::new(trellis_identity::PeerCertificates::new(
                 ca.trust_domain(),
             )))
             .with(Arc::new(TokenAuthenticator(tokens.clone())));
+        for extra in &options.authenticators {
+            authenticators = authenticators.with(extra.clone());
+        }
         let mut names = vec!["localhost".to_string(), tls::SERVER_NAME.to_string()];
         names.push("istiod".into());
         let signer = CaSigner::new(ca.clone(), names, ips, SERVING_LIFETIME);

@@ -107,6 +107,12 @@ pub enum AuthError {
     Certificate(#[from] CertError),
     #[error("the token store: {0}")]
     Store(#[from] TokenStoreError),
+    /// The service-account token was not accepted (says why, never the token).
+    #[error("the service-account token: {0}")]
+    TokenRejected(String),
+    /// The authority that judges the credential could not be asked (retry later).
+    #[error("cannot check the credential now: {0}")]
+    Unavailable(String),
 }
 
 /// The future an authenticator returns (boxed so `dyn Authenticator` works).

@@ -15,6 +15,10 @@ use crate::output;
   trellis control-plane --config ./mesh --state /var/lib/trellis/applied.yaml
   trellis proxy --control-plane 127.0.0.1:15012 --role gateway --port-map 80=8080
 
+  # cluster mode: read Istio resources, Services and Pods from Kubernetes
+  trellis control-plane --kubernetes                     kubeconfig as kubectl finds it, or in-cluster
+  trellis control-plane --kubeconfig ~/.kube/config --context prod --grpc 0.0.0.0:15012
+
 The HTTP API (apply, delete, get, proxy-status, proxy-config) and Prometheus metrics
 (/metrics: pushes, push latency, connected proxies, config errors) share --http.
 Port 0 in --grpc or --http lets the OS pick a free port; the ready line says which.
@@ -33,6 +37,21 @@ pub struct ControlPlaneArgs {
     /// File where resources added with `trellis apply` are kept across restarts.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// Read the mesh's resources (Istio's kinds, Namespaces, Services, Pods, the
+    /// `istio` mesh ConfigMap) from Kubernetes: the kubeconfig kubectl would use
+    /// ($KUBECONFIG, ~/.kube/config), or the pod's service account when in a cluster.
+    /// Proxies then prove their identity with their pod's service-account token.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// With cluster mode: this kubeconfig file (implies --kubernetes).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With cluster mode: this kubeconfig context (implies --kubernetes).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// With cluster mode: the control plane's namespace, where the mesh ConfigMap is.
+    #[arg(long, default_value = "istio-system", value_name = "NS")]
+    pub namespace: String,
     /// Stop when the process that started this one exits (how `trellis up` runs it).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
@@ -76,6 +95,51 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
     // them on its terminal).
     crate::cmd::proxy::init_logging_or(&format!("warn,{}=info", trellis_control::CONFIG_LOG));
     let stop = crate::signals::stop_flag();
+    let cluster = args.kubernetes || args.kubeconfig.is_some() || args.context.is_some();
+    let control = trellis_control::ControlPlane::new();
+    // Cluster mode's watches and TokenReviews run on a runtime of their own.
+    let mut kube_runtime = None;
+    let mut authenticators: Vec<std::sync::Arc<dyn trellis_identity::Authenticator>> = Vec::new();
+    let mut source = None;
+    if cluster {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("trellis-kube")
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
+                return 1;
+            }
+        };
+        let client = runtime.block_on(trellis_kube::connect::client(
+            args.kubeconfig.as_deref(),
+            args.context.as_deref(),
+        ));
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
+                return 1;
+            }
+        };
+        authenticators.push(std::sync::Arc::new(
+            trellis_kube::token_review::TokenReviewer::new(client.clone()),
+        ));
+        let options = trellis_kube::source::SourceOptions {
+            namespace: args.namespace.clone(),
+            ..Default::default()
+        };
+        let _guard = runtime.enter();
+        source = Some(trellis_kube::source::start(
+            client,
+            control.clone(),
+            options,
+        ));
+        kube_runtime = Some(runtime);
+    }
     let options = trellis_control::Options {
         config_dir: args.config.clone(),
         grpc: args.grpc,
@@ -89,9 +153,9 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
             plugged_ca: args.cacerts.clone(),
             trust_domain: args.trust_domain.clone(),
             workload_lifetime: args.cert_lifetime,
+            authenticators,
         },
     };
-    let control = trellis_control::ControlPlane::new();
     if let Some(file) = &args.workloads {
         match trellis_control::workloads::read(file) {
             Ok(listed) => control.set_listed_workloads(listed),
@@ -119,6 +183,16 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
         );
         return 1;
     }
+    if cluster {
+        // Say ready once the cluster's objects are read (proxies wait for it too).
+        let started = std::time::Instant::now();
+        while running.control.held().is_some() && !stop.load(std::sync::atomic::Ordering::Acquire) {
+            if started.elapsed() > Duration::from_secs(35) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     // The CLI finds the API's token through a pointer named by the API's address.
     let pointer = crate::home::write_credential_pointer(
         &running.http.to_string(),
@@ -134,7 +208,12 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
     }
     let _ = writeln!(
         anstream::stdout(),
-        "{s}trellis control-plane{s:#} ready: {} resources; proxies connect to {} (TLS, mesh CA {}), API and metrics on http://{}/ (API token in {})",
+        "{s}trellis control-plane{s:#} ready{}: {} resources; proxies connect to {} (TLS, mesh CA {}), API and metrics on http://{}/ (API token in {})",
+        if cluster {
+            " (cluster mode, reading the Kubernetes API server)"
+        } else {
+            ""
+        },
         running.control.resources().len(),
         running.grpc,
         running.security.ca.trust_domain(),
@@ -153,6 +232,8 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
         let _ = std::fs::remove_file(pointer);
     }
     drop(running);
+    drop(source);
+    drop(kube_runtime);
     0
 }
 
