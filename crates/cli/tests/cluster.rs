@@ -1,0 +1,624 @@
+//! Cluster mode end to end, against a real kube-apiserver, controller-manager and
+//! etcd: a `trellis control-plane --kubeconfig` reads the mesh from the API server;
+//! bookinfo-like Deployments become pods that the test's kubelet runs (the app and a
+//! `trellis proxy` sidecar proving its identity with the pod's projected `istio-ca`
+//! token); the seed's YAML applied with kubectl routes traffic through the ingress
+//! gateway — the 90/10 canary, then the 95/5 step and header routing, each in force
+//! within a second with no failed request — over mutual TLS between the sidecars with
+//! the SPIFFE ids TokenReview gave.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use trellis_kube::testing::{Cluster, Kubelet, PodInfo, PodRunner, isolate};
+
+const SEED: &str = "../../../shared/seed/examples";
+
+/// The workloads, as a user writes them (images are what the test's kubelet runs
+/// through `command`).
+const BOOKINFO: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: istio-system}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: istio-ingressgateway-service-account, namespace: istio-system}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  template:
+    metadata: {labels: {istio: ingressgateway, app: istio-ingressgateway}}
+    spec:
+      serviceAccountName: istio-ingressgateway-service-account
+      containers: [{name: istio-proxy, image: trellis, args: [proxy, --role, gateway]}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: default, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: bookinfo-productpage}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: bookinfo-details}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: bookinfo-reviews}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage, labels: {app: productpage}}
+spec:
+  selector: {app: productpage}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: details, labels: {app: details}}
+spec:
+  selector: {app: details}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, labels: {app: reviews}}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: productpage-v1}
+spec:
+  selector: {matchLabels: {app: productpage, version: v1}}
+  template:
+    metadata: {labels: {app: productpage, version: v1}}
+    spec:
+      serviceAccountName: bookinfo-productpage
+      containers:
+      - {name: productpage, image: trellis, command: [trellis, bookinfo, productpage], ports: [{containerPort: 9080}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: details-v1}
+spec:
+  selector: {matchLabels: {app: details, version: v1}}
+  template:
+    metadata: {labels: {app: details, version: v1}}
+    spec:
+      serviceAccountName: bookinfo-details
+      containers:
+      - {name: details, image: trellis, command: [trellis, bookinfo, details], ports: [{containerPort: 9080}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1}
+spec:
+  selector: {matchLabels: {app: reviews, version: v1}}
+  template:
+    metadata: {labels: {app: reviews, version: v1}}
+    spec:
+      serviceAccountName: bookinfo-reviews
+      containers:
+      - {name: reviews, image: trellis, command: [trellis, bookinfo, reviews], ports: [{containerPort: 9080}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v2}
+spec:
+  selector: {matchLabels: {app: reviews, version: v2}}
+  template:
+    metadata: {labels: {app: reviews, version: v2}}
+    spec:
+      serviceAccountName: bookinfo-reviews
+      containers:
+      - {name: reviews, image: trellis, command: [trellis, bookinfo, reviews], ports: [{containerPort: 9080}]}
+";
+
+/// The seed's gateway example has no route of its own: this sends its host to
+/// productpage, as bookinfo's sample does.
+const PRODUCTPAGE_ROUTE: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage}
+spec:
+  hosts: [app.example.com]
+  gateways: [app-gateway]
+  http:
+  - route:
+    - destination: {host: productpage, port: {number: 9080}}
+";
+
+/// The seed's canary step 2 (95/5), written for reviews.
+const REVIEWS_95_5: &str = "apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 95
+    - destination: {host: reviews, subset: v2}
+      weight: 5
+";
+
+const STRICT: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec:
+  mtls: {mode: STRICT}
+";
+
+#[test]
+fn the_seeds_canary_runs_in_a_cluster_over_mutual_tls() {
+    if !isolate("the_seeds_canary_runs_in_a_cluster_over_mutual_tls") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(scenario());
+}
+
+fn seed(file: &str) -> Option<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SEED).join(file);
+    std::fs::read_to_string(path).ok()
+}
+
+fn trellis() -> &'static str {
+    env!("CARGO_BIN_EXE_trellis")
+}
+
+/// Installs the Istio CRDs the way a user's `trellis manifest generate | kubectl
+/// apply` does.
+fn install_crds(cluster: &Cluster) {
+    // TEMPORARY until `trellis manifest generate` lands.
+    let text =
+        std::fs::read_to_string("/work/shared/corpus/istio/crds/crd-all.gen.yaml").expect("crds");
+    let (ok, _, err) = cluster.kubectl_run(&["apply", "-f", "-"], Some(&text));
+    assert!(ok, "kubectl apply of the CRDs: {err}");
+    let (ok, _, err) = cluster.kubectl_run(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd",
+            "--all",
+        ],
+        None,
+    );
+    assert!(ok, "CRDs established: {err}");
+}
+
+fn apply(cluster: &Cluster, yaml: &str) {
+    let (ok, out, err) = cluster.kubectl_run(&["apply", "-f", "-"], Some(yaml));
+    assert!(ok, "kubectl apply: {err}\n{out}");
+}
+
+/// Where the app of a pod listens: a loopback address of its own (the pod IP is the
+/// sidecar's, as in local mode: there is no capture here).
+fn app_ip(pod: Ipv4Addr) -> Ipv4Addr {
+    let [_, _, c, d] = pod.octets();
+    Ipv4Addr::new(127, 244, c, d)
+}
+
+fn log(dir: &Path, name: &str) -> (Stdio, Stdio) {
+    let file = std::fs::File::create(dir.join(format!("{name}.log"))).expect("a log file");
+    let err = file.try_clone().expect("a log file");
+    (file.into(), err.into())
+}
+
+/// What the test's kubelet starts for a pod: the gateway proxy, or the app from its
+/// container's command and its sidecar.
+fn runner(grpc: SocketAddr, root: PathBuf) -> PodRunner {
+    Arc::new(move |info: PodInfo| {
+        let root = root.clone();
+        Box::pin(async move {
+            let spec = info.pod.spec.clone().unwrap_or_default();
+            let labels = info.pod.metadata.labels.clone().unwrap_or_default();
+            let label_arg = labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let id = format!("{}.{}", info.name, info.namespace);
+            let ip = info.ip.to_string();
+            let common = [
+                "proxy".to_string(),
+                "--control-plane".into(),
+                grpc.to_string(),
+                "--id".into(),
+                id,
+                "--namespace".into(),
+                info.namespace.clone(),
+                "--service-account".into(),
+                info.service_account.clone(),
+                "--labels".into(),
+                label_arg,
+                "--pod-ip".into(),
+                ip.clone(),
+                "--ca-root".into(),
+                root.display().to_string(),
+                "--token-file".into(),
+                info.istio_token.display().to_string(),
+                "--admin".into(),
+                format!("{ip}:15000"),
+                "--stats".into(),
+                format!("{ip}:15020"),
+            ];
+            let mut children: Vec<Child> = Vec::new();
+            let gateway = labels.get("istio").map(String::as_str) == Some("ingressgateway");
+            let (out, err) = log(&info.dir, "proxy");
+            let mut proxy = Command::new(trellis());
+            proxy.args(&common).stdout(out).stderr(err);
+            if gateway {
+                proxy.args(["--role", "gateway", "--name", "istio-ingressgateway"]);
+            } else {
+                let app = app_ip(info.ip);
+                let container = &spec.containers[0];
+                let command = container.command.clone().unwrap_or_default();
+                let (out, err) = log(&info.dir, "app");
+                let child = Command::new(trellis())
+                    .args(&command[1..])
+                    .env("LISTEN", format!("{app}:9080"))
+                    .env("HTTP_PROXY", format!("http://{ip}:15001"))
+                    .env(
+                        "SERVICE_VERSION",
+                        labels.get("version").map_or("v1", String::as_str),
+                    )
+                    .env("POD_NAME", &info.name)
+                    .stdout(out)
+                    .stderr(err)
+                    .spawn()
+                    .expect("the app starts");
+                children.push(child);
+                proxy.args([
+                    "--role",
+                    "sidecar",
+                    "--name",
+                    labels.get("app").map_or(info.name.as_str(), String::as_str),
+                    "--listen",
+                    &format!("{ip}:15001"),
+                    "--inbound",
+                    &format!("{ip}:9080={app}:9080"),
+                ]);
+            }
+            children.push(proxy.spawn().expect("the proxy starts"));
+            // Ready when the proxy has its config (as a readiness probe on 15021 would).
+            let admin: SocketAddr = format!("{ip}:15000").parse().expect("an address");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if tokio::task::spawn_blocking(move || common::http_get(admin, "admin", "/ready"))
+                    .await
+                    .is_ok_and(|r| r.is_ok_and(|(status, _)| status == 200))
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            children
+        })
+    })
+}
+
+/// `GET /api/v1/products/0` through the gateway: which reviews version answered, or
+/// why the request failed.
+fn product(gateway: SocketAddr, headers: &[(&str, &str)]) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&gateway, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        stream,
+        "GET /api/v1/products/0 HTTP/1.1\r\nhost: app.example.com\r\n{extra}connection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| format!("read: {e}"))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "{}: {body}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("not JSON ({e}): {body}"))?;
+    json["versions"]["reviews"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("reviews unavailable: {}", json["reviews"]))
+}
+
+/// Counts reviews versions over `n` requests (failures are an error).
+fn sample(gateway: SocketAddr, n: usize, headers: &[(&str, &str)]) -> (usize, usize) {
+    let (mut v1, mut v2) = (0, 0);
+    for i in 0..n {
+        match product(gateway, headers).as_deref() {
+            Ok("v1") => v1 += 1,
+            Ok("v2") => v2 += 1,
+            other => panic!("request {i} of {n}: {other:?}"),
+        }
+    }
+    (v1, v2)
+}
+
+/// Polls until `check` holds, returning how long that took after `since`.
+fn until(since: Instant, limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    loop {
+        if check() {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Requests through the gateway in the background (bounded in count and time),
+/// counting failures and saying why.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(gateway: SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !stop.load(Ordering::Acquire)
+                    && sent.load(Ordering::Relaxed) < 20_000
+                    && started.elapsed() < Duration::from_secs(120)
+                {
+                    if let Err(e) = product(gateway, &[]) {
+                        failures.lock().expect("lock").push(e);
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Load {
+            stop,
+            sent,
+            failures,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let failures = self.failures.lock().expect("lock").clone();
+        (self.sent.load(Ordering::Relaxed), failures)
+    }
+}
+
+async fn scenario() {
+    let name = "the_seeds_canary_runs_in_a_cluster_over_mutual_tls";
+    let (Some(gateway_yaml), Some(canary), Some(header), Some(rule)) = (
+        seed("01-gateway.yaml"),
+        seed("02-virtualservice-canary.yaml"),
+        seed("03-virtualservice-header.yaml"),
+        seed("05-destinationrule.yaml"),
+    ) else {
+        eprintln!("skipped {name}: the seed's examples are not beside the checkout ({SEED})");
+        return;
+    };
+    let Some(cluster) = Cluster::start(name).await else {
+        return;
+    };
+    install_crds(&cluster);
+    apply(
+        &cluster,
+        BOOKINFO
+            .split("---\napiVersion: apps/v1")
+            .next()
+            .unwrap_or_default(),
+    );
+
+    // The control plane, reading the cluster.
+    let state = cluster.dir().join("control-plane");
+    let addresses = cluster.dir().join("control-plane.addresses");
+    let (control, _ready, control_log) = common::spawn(
+        &[
+            "control-plane",
+            "--kubeconfig",
+            &cluster.kubeconfig.display().to_string(),
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--state-dir",
+            &state.display().to_string(),
+            "--addresses-file",
+            &addresses.display().to_string(),
+        ],
+        "ready",
+    );
+    let text = std::fs::read_to_string(&addresses).expect("the control plane's addresses");
+    let grpc: SocketAddr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("grpc "))
+        .and_then(|a| a.parse().ok())
+        .expect("a gRPC address");
+    let kubelet = Kubelet::start(&cluster, runner(grpc, state.join("ca/ca-cert.pem"))).await;
+
+    // The user's YAML, applied as written.
+    apply(&cluster, BOOKINFO);
+    apply(&cluster, &gateway_yaml);
+    apply(&cluster, PRODUCTPAGE_ROUTE);
+    apply(&cluster, &rule);
+    apply(&cluster, &canary);
+    let (ok, _, err) = cluster.kubectl_run(
+        &[
+            "wait",
+            "--for=condition=Available",
+            "--timeout=90s",
+            "deployment",
+            "--all",
+            "-A",
+        ],
+        None,
+    );
+    assert!(ok, "deployments available: {err}");
+    let client = cluster.client().await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(client);
+    let list = pods
+        .list(&kube::api::ListParams::default().labels("istio=ingressgateway"))
+        .await
+        .expect("pods");
+    let gateway_pod = list.items.first().expect("the gateway's pod");
+    let gateway_ip: Ipv4Addr = kubelet
+        .ip_of(
+            "istio-system",
+            gateway_pod.metadata.name.as_deref().unwrap_or_default(),
+        )
+        .expect("the gateway's IP");
+    let gateway = SocketAddr::from((gateway_ip, 80));
+
+    tokio::task::spawn_blocking(move || {
+        // The first answer through the whole path.
+        until(Instant::now(), Duration::from_secs(60), "bookinfo through the gateway", || {
+            product(gateway, &[]).is_ok()
+        });
+
+        // 90/10: 400 requests, v2's share within four binomial deviations of 10 %
+        // (36 ± 4·6 of 400).
+        let (v1, v2) = sample(gateway, 400, &[]);
+        println!("90/10 canary: v1 {v1}, v2 {v2} of 400");
+        assert!((16..=64).contains(&v2), "v2 got {v2} of 400 under 90/10");
+        assert!(v1 > 300, "v1 got {v1} of 400 under 90/10");
+
+        // The 95/5 step and header routing, applied with kubectl under traffic.
+        let load = Load::start(gateway);
+        std::thread::sleep(Duration::from_millis(500));
+        apply_blocking(&cluster, REVIEWS_95_5);
+        let (v1, v2) = sample(gateway, 400, &[]);
+        println!("95/5 step: v1 {v1}, v2 {v2} of 400");
+        assert!(v2 <= 40, "v2 got {v2} of 400 under 95/5");
+        // In force at productpage's sidecar (its config dump has the new match)
+        // within a second of kubectl returning; then seen by requests.
+        let productpage = kubelet_ips(&kubelet_pods(&cluster, "app=productpage"), &kubelet)[0];
+        let dump = SocketAddr::from((productpage, 15000));
+        let applied = Instant::now();
+        apply_blocking(&cluster, &header);
+        let took = until(applied, Duration::from_secs(5), "header routing at productpage's sidecar", || {
+            common::http_get(dump, "admin", "/config_dump").is_ok_and(|(_, body)| body.contains("x-user-type"))
+        });
+        println!("header routing in force at the sidecar {took:?} after kubectl apply returned");
+        assert!(took < Duration::from_secs(1), "header routing took {took:?}");
+        until(applied, Duration::from_secs(5), "beta users on v2", || {
+            product(gateway, &[("x-user-type", "beta")]).as_deref() == Ok("v2")
+        });
+        let (v1, v2) = sample(gateway, 50, &[("x-user-type", "beta")]);
+        assert_eq!((v1, v2), (0, 50), "beta users all on v2");
+        let (v1, v2) = sample(gateway, 50, &[]);
+        assert_eq!((v1, v2), (50, 0), "everyone else on v1");
+
+        // STRICT mutual TLS in the namespace: still served (every hop is mTLS).
+        apply_blocking(&cluster, STRICT);
+        std::thread::sleep(Duration::from_secs(1));
+        let (sent, failures) = load.finish();
+        println!("background load: {sent} requests, {} failed", failures.len());
+        assert!(sent > 50, "the load ran ({sent} requests)");
+        assert!(failures.is_empty(), "failed requests: {failures:?}");
+
+        // Every hop into reviews was mutual TLS from productpage's identity, which
+        // came from its pod's token through TokenReview.
+        let reviews_pod = kubelet_ips(&kubelet_pods(&cluster, "app=reviews"), &kubelet);
+        for ip in reviews_pod {
+            let stats = common::http_get(SocketAddr::from((ip, 15020)), "stats", "/stats/prometheus")
+                .expect("the sidecar's metrics")
+                .1;
+            let inbound: Vec<&str> = stats
+                .lines()
+                .filter(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"destination\""))
+                .collect();
+            assert!(!inbound.is_empty(), "reviews at {ip} served requests:\n{stats}");
+            for line in inbound {
+                assert!(line.contains("connection_security_policy=\"mutual_tls\""), "{line}");
+                assert!(
+                    line.contains("source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\""),
+                    "{line}"
+                );
+            }
+            let certs = common::http_get(SocketAddr::from((ip, 15000)), "admin", "/certs")
+                .expect("the sidecar's certificate")
+                .1;
+            assert!(
+                certs.contains("spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
+                "{certs}"
+            );
+        }
+        drop(control);
+        // Shown when the test fails.
+        for line in control_log.try_iter() {
+            println!("control-plane: {line}");
+        }
+    })
+    .await
+    .expect("the scenario");
+}
+
+fn apply_blocking(cluster: &Cluster, yaml: &str) {
+    apply(cluster, yaml);
+}
+
+/// Names of the pods with `selector`, from kubectl.
+fn kubelet_pods(cluster: &Cluster, selector: &str) -> Vec<(String, String)> {
+    let (ok, out, err) = cluster.kubectl_run(
+        &[
+            "get",
+            "pods",
+            "-A",
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(ns, n)| (ns.to_string(), n.to_string()))
+        .collect()
+}
+
+fn kubelet_ips(pods: &[(String, String)], kubelet: &Kubelet) -> Vec<Ipv4Addr> {
+    pods.iter()
+        .filter_map(|(ns, n)| kubelet.ip_of(ns, n))
+        .collect()
+}
