@@ -59,7 +59,7 @@ impl StatusOptions {
 /// What the writer has done, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct StatusStats {
-    /// Analysis passes.
+    /// Analysis passes finished (their writes done).
     pub passes: AtomicU64,
     /// Status patches sent.
     pub patches: AtomicU64,
@@ -140,6 +140,7 @@ async fn run(
         first = false;
         let snapshot = snapshots.borrow_and_update().clone();
         let failed = pass(&mut cluster, snapshot, &options, &stats).await;
+        stats.passes.fetch_add(1, Ordering::Relaxed);
         retry = failed.then(|| {
             let next = retry.map_or(options.retry, |r| r.saturating_mul(2));
             next.min(Duration::from_secs(60))
@@ -183,7 +184,6 @@ async fn pass(
     options: &StatusOptions,
     stats: &StatusStats,
 ) -> bool {
-    stats.passes.fetch_add(1, Ordering::Relaxed);
     let listed = cluster.list_written().await;
     let analysis = options.analysis.clone();
     let kinds = cluster.istio_kinds();
