@@ -228,3 +228,32 @@ async fn pass(
         .retain(|object, known| wanted.contains_key(object) || !known.messages.is_empty());
     failed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn polling_sends_a_snapshot_only_when_the_arc_changes() {
+        let current = Arc::new(std::sync::Mutex::new(Arc::new(Vec::new())));
+        let source = current.clone();
+        let mut snapshots = poll_snapshots(Duration::from_millis(5), move || {
+            source.lock().expect("not poisoned").clone()
+        });
+        let quiet = tokio::time::timeout(Duration::from_millis(50), snapshots.changed()).await;
+        assert!(quiet.is_err(), "the same Arc is no new snapshot");
+        let next = Arc::new(
+            trellis_api::load_str(
+                "x.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+            )
+            .resources,
+        );
+        *current.lock().expect("not poisoned") = next.clone();
+        tokio::time::timeout(Duration::from_secs(5), snapshots.changed())
+            .await
+            .expect("a new snapshot is sent")
+            .expect("the poller runs");
+        assert!(Arc::ptr_eq(&snapshots.borrow_and_update(), &next));
+    }
+}

@@ -1,7 +1,8 @@
 //! One admission decision: an `AdmissionReview` (v1) in, its answer out. The object is
 //! judged exactly as `trellis validate` judges a file (the loader, then each
-//! resource's rules), and a refusal reads like validate's output with the resource
-//! in place of FILE:LINE. Pure: no I/O, so every case is a unit test.
+//! resource's rules: the errors are those `trellis_control::source::validated`
+//! refuses a file for, the warnings are passed on), and a refusal reads like
+//! validate's output with the resource in place of FILE:LINE. Pure: no I/O.
 
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
