@@ -1,10 +1,14 @@
 //! Cluster mode: the control plane fed by a Kubernetes API server — watches feeding
 //! the store (`source`), TokenReview as the proof of a pod's identity
-//! (`token_review`), and reaching the API server as kubectl does (`connect`).
+//! (`token_review`), the validating admission webhook (`webhook`), analysis written
+//! back as Istio resources' status (`status`), and reaching the API server as kubectl
+//! does (`connect`).
 
 pub mod connect;
 pub mod source;
+pub mod status;
 pub mod token_review;
+pub mod webhook;
 
 #[cfg(feature = "testing")]
 pub mod testing;

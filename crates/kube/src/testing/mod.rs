@@ -1,11 +1,14 @@
 //! Test support (feature `testing`): a real etcd, kube-apiserver and
-//! controller-manager on loopback ([`Cluster`]), and the kubelet's part played by
-//! the test ([`Kubelet`]). Never part of what users run.
+//! controller-manager on loopback ([`Cluster`]), the kubelet's part played by the
+//! test ([`Kubelet`]), and Istio's CRDs from the corpus ([`install_istio_crds`]).
+//! Never part of what users run.
 
 mod cluster;
+mod crds;
 mod kubelet;
 mod netns;
 
 pub use cluster::{ADMIN_TOKEN, Cluster, ClusterOptions, Fixtures, base64, fixtures_or_skip};
+pub use crds::{install_istio_crds, istio_crds_file};
 pub use kubelet::{Kubelet, NODE, PodInfo, PodRunner, pod_token, token};
 pub use netns::{POD_CIDR, isolate};
