@@ -44,7 +44,7 @@ enum Command {
     /// Run the data plane (sidecar or gateway) from a directory of YAML, a control plane or a compiled config.
     Proxy(Box<cmd::proxy::Args>),
     /// Run the control plane: watch manifests, compile per-proxy config, push it over gRPC.
-    ControlPlane(cmd::control::ControlPlaneArgs),
+    ControlPlane(Box<cmd::control::ControlPlaneArgs>),
     /// Add or change resources in the running mesh (refused whole if any is invalid).
     Apply(cmd::control::ApplyArgs),
     /// Remove resources from the running mesh.

@@ -464,6 +464,8 @@ async fn scenario() {
             &state.display().to_string(),
             "--addresses-file",
             &addresses.display().to_string(),
+            "--webhook",
+            "127.0.0.1:0",
         ],
         "ready",
     );

@@ -14,7 +14,7 @@ pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// Creates `dir` (and its parents) with mode 0700 where it does not exist yet.
 /// An existing directory keeps its mode: it is the operator's.
-pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -26,7 +26,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
 
 /// Writes `contents` to `path` with mode 0600: a temporary file beside it, synced,
 /// then renamed over `path` (atomic on one filesystem).
-pub(crate) fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

@@ -8,7 +8,7 @@ pub mod auth;
 pub mod ca;
 pub mod cert;
 pub mod credentials;
-mod files;
+pub mod files;
 pub mod manager;
 mod random;
 pub mod spiffe;

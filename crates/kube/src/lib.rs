@@ -4,7 +4,10 @@
 //! back as Istio resources' status (`status`), and reaching the API server as kubectl
 //! does (`connect`).
 
+pub mod ca_secret;
 pub mod connect;
+pub mod leader;
+pub mod mode;
 pub mod source;
 pub mod status;
 pub mod token_review;

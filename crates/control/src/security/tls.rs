@@ -120,6 +120,32 @@ pub async fn connect(
     address: &str,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<tonic::transport::Channel, String> {
+    // Several replicas (`a:15012,b:15012`): each connection starts at the next one,
+    // so proxies spread across them, and a dead one is passed over.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let targets: Vec<&str> = address
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if targets.len() <= 1 {
+        return connect_one(address, config).await;
+    }
+    let start = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for i in 0..targets.len() {
+        match connect_one(targets[(start + i) % targets.len()], config.clone()).await {
+            Ok(channel) => return Ok(channel),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+async fn connect_one(
+    address: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<tonic::transport::Channel, String> {
     let target = address
         .trim_start_matches("https://")
         .trim_start_matches("http://")

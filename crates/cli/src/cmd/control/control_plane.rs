@@ -37,21 +37,8 @@ pub struct ControlPlaneArgs {
     /// File where resources added with `trellis apply` are kept across restarts.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
-    /// Read the mesh's resources (Istio's kinds, Namespaces, Services, Pods, the
-    /// `istio` mesh ConfigMap) from Kubernetes: the kubeconfig kubectl would use
-    /// ($KUBECONFIG, ~/.kube/config), or the pod's service account when in a cluster.
-    /// Proxies then prove their identity with their pod's service-account token.
-    #[arg(long)]
-    pub kubernetes: bool,
-    /// With cluster mode: this kubeconfig file (implies --kubernetes).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// With cluster mode: this kubeconfig context (implies --kubernetes).
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
-    /// With cluster mode: the control plane's namespace, where the mesh ConfigMap is.
-    #[arg(long, default_value = "istio-system", value_name = "NS")]
-    pub namespace: String,
+    #[command(flatten)]
+    pub cluster: super::cluster::ClusterArgs,
     /// Stop when the process that started this one exits (how `trellis up` runs it).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
@@ -80,7 +67,7 @@ pub struct ControlPlaneArgs {
 }
 
 /// `24h`, `30m`, `10s` (Go's duration syntax, as Istio's flags take it).
-fn parse_lifetime(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_lifetime(text: &str) -> Result<Duration, String> {
     let d = trellis_api::values::Duration::parse(text).map_err(|e| e.to_string())?;
     let d = d.get();
     if d < Duration::from_secs(2) {
@@ -95,65 +82,42 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
     // them on its terminal).
     crate::cmd::proxy::init_logging_or(&format!("warn,{}=info", trellis_control::CONFIG_LOG));
     let stop = crate::signals::stop_flag();
-    let cluster = args.kubernetes || args.kubeconfig.is_some() || args.context.is_some();
+    let cluster = args.cluster.enabled();
     let control = trellis_control::ControlPlane::new();
-    // Cluster mode's watches and TokenReviews run on a runtime of their own.
-    let mut kube_runtime = None;
-    let mut authenticators: Vec<std::sync::Arc<dyn trellis_identity::Authenticator>> = Vec::new();
-    let mut source = None;
-    if cluster {
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("trellis-kube")
-            .enable_all()
-            .build()
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
-                return 1;
-            }
-        };
-        let client = runtime.block_on(trellis_kube::connect::client(
-            args.kubeconfig.as_deref(),
-            args.context.as_deref(),
-        ));
-        let client = match client {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
-                return 1;
-            }
-        };
-        authenticators.push(std::sync::Arc::new(
-            trellis_kube::token_review::TokenReviewer::new(client.clone()),
-        ));
-        let options = trellis_kube::source::SourceOptions {
-            namespace: args.namespace.clone(),
-            ..Default::default()
-        };
-        let _guard = runtime.enter();
-        source = Some(trellis_kube::source::start(
-            client,
-            control.clone(),
-            options,
-        ));
-        kube_runtime = Some(runtime);
-    }
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| crate::home::trellis_home().join("control-plane"));
+    let fail = |e: &dyn std::fmt::Display| {
+        let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
+        1
+    };
+    // Cluster mode: the shared CA's files, TokenReview, the watches.
+    let pending = if cluster {
+        match super::cluster::prepare(&args.cluster, &control, &state_dir, &args.trust_domain) {
+            Ok(p) => Some(p),
+            Err(e) => return fail(&e),
+        }
+    } else {
+        None
+    };
     let options = trellis_control::Options {
         config_dir: args.config.clone(),
         grpc: args.grpc,
         http: args.http,
         state_file: args.state.clone(),
         security: trellis_control::security::SecurityOptions {
-            state_dir: args
-                .state_dir
+            state_dir,
+            plugged_ca: args
+                .cacerts
                 .clone()
-                .unwrap_or_else(|| crate::home::trellis_home().join("control-plane")),
-            plugged_ca: args.cacerts.clone(),
+                .or_else(|| pending.as_ref().and_then(|p| p.plugged_ca.clone())),
             trust_domain: args.trust_domain.clone(),
             workload_lifetime: args.cert_lifetime,
-            authenticators,
+            authenticators: pending
+                .as_ref()
+                .map(|p| vec![p.authenticator.clone()])
+                .unwrap_or_default(),
         },
     };
     if let Some(file) = &args.workloads {
@@ -183,6 +147,11 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
         );
         return 1;
     }
+    let active = match pending.map(|p| p.serve(&running)) {
+        Some(Ok(active)) => Some(active),
+        Some(Err(e)) => return fail(&e),
+        None => None,
+    };
     if cluster {
         // Say ready once the cluster's objects are read (proxies wait for it too).
         let started = std::time::Instant::now();
@@ -209,10 +178,13 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
     let _ = writeln!(
         anstream::stdout(),
         "{s}trellis control-plane{s:#} ready{}: {} resources; proxies connect to {} (TLS, mesh CA {}), API and metrics on http://{}/ (API token in {})",
-        if cluster {
-            " (cluster mode, reading the Kubernetes API server)"
-        } else {
-            ""
+        match active
+            .as_ref()
+            .and_then(super::cluster::Active::webhook_address)
+        {
+            Some(webhook) =>
+                format!(" (cluster mode; validation webhook on https://{webhook}/validate)"),
+            None => String::new(),
         },
         running.control.resources().len(),
         running.grpc,
@@ -231,9 +203,8 @@ pub fn control_plane(args: &ControlPlaneArgs) -> i32 {
     if let Ok(pointer) = pointer {
         let _ = std::fs::remove_file(pointer);
     }
+    drop(active);
     drop(running);
-    drop(source);
-    drop(kube_runtime);
     0
 }
 

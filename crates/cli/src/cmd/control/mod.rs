@@ -6,6 +6,7 @@
 
 mod apply;
 mod client;
+mod cluster;
 mod control_plane;
 mod get;
 mod proxy_config;

@@ -1,0 +1,171 @@
+//! One mesh CA for every replica: its root lives in a Secret of the control plane's
+//! namespace, as Istio keeps it. A plugged-in `cacerts` Secret (Istio's layout) wins;
+//! else `istio-ca-secret` holds the self-signed root, made by whichever replica starts
+//! first — creating a Secret is atomic, so two replicas starting together agree on the
+//! one that was created, never on two roots. The files are written 0600 into the
+//! replica's state directory, where the CA loads them as in local mode.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use trellis_identity::ca::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
+
+/// Istio's Secret for a plugged-in CA.
+pub const PLUGGED_SECRET: &str = "cacerts";
+/// Istio's Secret for the self-signed root.
+pub const SELF_SIGNED_SECRET: &str = "istio-ca-secret";
+
+/// Where the CA's files were written, and of which kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaFiles {
+    /// Istio's plugged-in layout: load with `--cacerts DIR`.
+    Plugged(PathBuf),
+    /// A self-signed root in `STATE_DIR/ca`: loaded as the control plane's own.
+    SelfSigned,
+}
+
+/// Why the CA could not be shared.
+#[derive(Debug, thiserror::Error)]
+pub enum CaSecretError {
+    #[error("Secret {namespace}/{name}: {message}")]
+    Api {
+        namespace: String,
+        name: String,
+        message: String,
+    },
+    #[error("Secret {namespace}/{name} has no {key}")]
+    Missing {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("{}: {source}", .file.display())]
+    File {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a new root: {0}")]
+    Create(String),
+}
+
+/// Reads (or makes and stores) the mesh CA for this replica, writing its files under
+/// `state_dir`.
+pub async fn sync(
+    client: &kube::Client,
+    namespace: &str,
+    state_dir: &Path,
+    trust_domain: &str,
+) -> Result<CaFiles, CaSecretError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let api_error = |name: &str, e: kube::Error| CaSecretError::Api {
+        namespace: namespace.into(),
+        name: name.into(),
+        message: e.to_string(),
+    };
+    if let Some(plugged) = api
+        .get_opt(PLUGGED_SECRET)
+        .await
+        .map_err(|e| api_error(PLUGGED_SECRET, e))?
+    {
+        let dir = state_dir.join("cacerts");
+        let data = plugged.data.unwrap_or_default();
+        write_files(
+            &dir,
+            namespace,
+            PLUGGED_SECRET,
+            &data,
+            &[CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN],
+        )?;
+        return Ok(CaFiles::Plugged(dir));
+    }
+    let dir = state_dir.join("ca");
+    for _ in 0..3 {
+        if let Some(existing) = api
+            .get_opt(SELF_SIGNED_SECRET)
+            .await
+            .map_err(|e| api_error(SELF_SIGNED_SECRET, e))?
+        {
+            let data = existing.data.unwrap_or_default();
+            write_files(
+                &dir,
+                namespace,
+                SELF_SIGNED_SECRET,
+                &data,
+                &[CA_CERT, CA_KEY],
+            )?;
+            return Ok(CaFiles::SelfSigned);
+        }
+        // None yet: make a root in a scratch directory and try to be the one stored.
+        let scratch = tempfile::Builder::new()
+            .prefix("ca-new")
+            .tempdir_in(state_dir)
+            .map_err(|source| CaSecretError::File {
+                file: state_dir.to_path_buf(),
+                source,
+            })?;
+        trellis_identity::Ca::load_or_create(&scratch.path().join("ca"), trust_domain)
+            .map_err(|e| CaSecretError::Create(e.to_string()))?;
+        let mut data = BTreeMap::new();
+        for key in [CA_CERT, CA_KEY] {
+            let file = scratch.path().join("ca").join(key);
+            let bytes =
+                std::fs::read(&file).map_err(|source| CaSecretError::File { file, source })?;
+            data.insert(key.to_string(), ByteString(bytes));
+        }
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(SELF_SIGNED_SECRET.into()),
+                namespace: Some(namespace.into()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "trellis".to_string(),
+                )])),
+                ..Default::default()
+            },
+            type_: Some("istio.io/ca-root".into()),
+            data: Some(data),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => {
+                tracing::info!(
+                    namespace,
+                    "stored the new mesh root in Secret {SELF_SIGNED_SECRET}"
+                );
+            }
+            // Another replica stored one first: read that one next time round.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(api_error(SELF_SIGNED_SECRET, e)),
+        }
+    }
+    Err(CaSecretError::Create(
+        "the Secret was neither readable nor creatable".into(),
+    ))
+}
+
+fn write_files(
+    dir: &Path,
+    namespace: &str,
+    name: &str,
+    data: &BTreeMap<String, ByteString>,
+    keys: &[&str],
+) -> Result<(), CaSecretError> {
+    trellis_identity::files::create_private_dir(dir).map_err(|source| CaSecretError::File {
+        file: dir.to_path_buf(),
+        source,
+    })?;
+    for key in keys {
+        let bytes = data.get(*key).ok_or_else(|| CaSecretError::Missing {
+            namespace: namespace.into(),
+            name: name.into(),
+            key: (*key).into(),
+        })?;
+        let file = dir.join(key);
+        trellis_identity::files::write_private(&file, &bytes.0)
+            .map_err(|source| CaSecretError::File { file, source })?;
+    }
+    Ok(())
+}
