@@ -5,7 +5,10 @@
 //! token); the seed's YAML applied with kubectl routes traffic through the ingress
 //! gateway — the 90/10 canary, then the 95/5 step and header routing, each in force
 //! within a second with no failed request — over mutual TLS between the sidecars with
-//! the SPIFFE ids TokenReview gave.
+//! the SPIFFE ids TokenReview gave. Two control-plane replicas share one CA through its
+//! Secret; killing the one holding the Lease under traffic fails no request, the other
+//! takes the Lease, every proxy reconnects to it, and kubectl changes (through its
+//! webhook) still reach them.
 
 mod common;
 
@@ -225,9 +228,9 @@ fn log(dir: &Path, name: &str) -> (Stdio, Stdio) {
 
 /// What the test's kubelet starts for a pod: the gateway proxy, or the app from its
 /// container's command and its sidecar.
-fn runner(grpc: SocketAddr, root: PathBuf) -> PodRunner {
+fn runner(grpc: String, root: PathBuf) -> PodRunner {
     Arc::new(move |info: PodInfo| {
-        let root = root.clone();
+        let (root, grpc) = (root.clone(), grpc.clone());
         Box::pin(async move {
             let spec = info.pod.spec.clone().unwrap_or_default();
             let labels = info.pod.metadata.labels.clone().unwrap_or_default();
@@ -241,7 +244,7 @@ fn runner(grpc: SocketAddr, root: PathBuf) -> PodRunner {
             let common = [
                 "proxy".to_string(),
                 "--control-plane".into(),
-                grpc.to_string(),
+                grpc,
                 "--id".into(),
                 id,
                 "--namespace".into(),
@@ -448,34 +451,18 @@ async fn scenario() {
             .unwrap_or_default(),
     );
 
-    // The control plane, reading the cluster.
-    let state = cluster.dir().join("control-plane");
-    let addresses = cluster.dir().join("control-plane.addresses");
-    let (control, _ready, control_log) = common::spawn(
-        &[
-            "control-plane",
-            "--kubeconfig",
-            &cluster.kubeconfig.display().to_string(),
-            "--grpc",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--state-dir",
-            &state.display().to_string(),
-            "--addresses-file",
-            &addresses.display().to_string(),
-            "--webhook",
-            "127.0.0.1:0",
-        ],
-        "ready",
+    // Two control-plane replicas reading the cluster; the second shares the first's
+    // CA through its Secret. Proxies know both.
+    let a = Replica::start(&cluster, "cp-a");
+    let b = Replica::start(&cluster, "cp-b");
+    let addresses = format!("{},{}", a.grpc, b.grpc);
+    let root = cluster.dir().join("cp-a/ca/ca-cert.pem");
+    assert_eq!(
+        std::fs::read(&root).expect("a's root"),
+        std::fs::read(cluster.dir().join("cp-b/ca/ca-cert.pem")).expect("b's root"),
+        "both replicas sign with one root"
     );
-    let text = std::fs::read_to_string(&addresses).expect("the control plane's addresses");
-    let grpc: SocketAddr = text
-        .lines()
-        .find_map(|l| l.strip_prefix("grpc "))
-        .and_then(|a| a.parse().ok())
-        .expect("a gRPC address");
-    let kubelet = Kubelet::start(&cluster, runner(grpc, state.join("ca/ca-cert.pem"))).await;
+    let kubelet = Kubelet::start(&cluster, runner(addresses, root)).await;
 
     // The user's YAML, applied as written.
     apply(&cluster, BOOKINFO);
@@ -552,6 +539,32 @@ async fn scenario() {
         // STRICT mutual TLS in the namespace: still served (every hop is mTLS).
         apply_blocking(&cluster, STRICT);
         std::thread::sleep(Duration::from_secs(1));
+
+        // Kill the leading replica under traffic: the other takes the Lease, the
+        // proxies that followed the dead one reconnect to it, and a change applied
+        // with kubectl afterwards (through the new leader's webhook) reaches them.
+        let leader = lease_holder(&cluster);
+        let (mut dead, survivor) = match leader.as_str() {
+            "cp-a" => (a, b),
+            "cp-b" => (b, a),
+            other => panic!("the Lease is held by {other:?}"),
+        };
+        let killed = Instant::now();
+        dead.stop();
+        let took = until(killed, Duration::from_secs(30), "the Lease taken over", || {
+            lease_holder(&cluster) == survivor.name
+        });
+        println!("{} took the Lease {took:?} after {} was killed", survivor.name, dead.name);
+        until(killed, Duration::from_secs(30), "every proxy on the survivor", || {
+            survivor.connected() == 5
+        });
+        let applied = Instant::now();
+        apply_blocking(&cluster, &canary);
+        until(applied, Duration::from_secs(5), "the canary back at productpage's sidecar", || {
+            common::http_get(dump, "admin", "/config_dump")
+                .is_ok_and(|(_, body)| !body.contains("x-user-type"))
+        });
+        std::thread::sleep(Duration::from_millis(500));
         let (sent, failures) = load.finish();
         println!("background load: {sent} requests, {} failed", failures.len());
         assert!(sent > 50, "the load ran ({sent} requests)");
@@ -584,14 +597,99 @@ async fn scenario() {
                 "{certs}"
             );
         }
-        drop(control);
         // Shown when the test fails.
-        for line in control_log.try_iter() {
-            println!("control-plane: {line}");
+        for replica in [&dead, &survivor] {
+            for line in replica.log.try_iter() {
+                println!("{}: {line}", replica.name);
+            }
         }
     })
     .await
     .expect("the scenario");
+}
+
+/// One control-plane replica, run as a process against the cluster.
+struct Replica {
+    name: &'static str,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    process: Option<common::Running>,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Replica {
+    fn start(cluster: &Cluster, name: &'static str) -> Replica {
+        let state = cluster.dir().join(name);
+        let addresses = cluster.dir().join(format!("{name}.addresses"));
+        let (process, _ready, log) = common::spawn(
+            &[
+                "control-plane",
+                "--kubeconfig",
+                &cluster.kubeconfig.display().to_string(),
+                "--grpc",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--state-dir",
+                &state.display().to_string(),
+                "--addresses-file",
+                &addresses.display().to_string(),
+                "--webhook",
+                "127.0.0.1:0",
+                "--replica",
+                name,
+                "--lease-duration",
+                "3s",
+            ],
+            "ready",
+        );
+        let text = std::fs::read_to_string(&addresses).expect("the control plane's addresses");
+        let address = |prefix: &str| -> SocketAddr {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|a| a.parse().ok())
+                .expect("an address")
+        };
+        Replica {
+            name,
+            grpc: address("grpc "),
+            http: address("http "),
+            process: Some(process),
+            log,
+        }
+    }
+
+    fn stop(&mut self) {
+        drop(self.process.take());
+    }
+
+    /// Proxies connected to it now (its metrics).
+    fn connected(&self) -> u64 {
+        common::http_get(self.http, "metrics", "/metrics")
+            .ok()
+            .and_then(|(_, text)| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("trellis_control_connected_proxies "))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn lease_holder(cluster: &Cluster) -> String {
+    let (_, out, _) = cluster.kubectl_run(
+        &[
+            "get",
+            "lease",
+            "-n",
+            "istio-system",
+            "trellis-control-plane",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
+    out.trim().to_string()
 }
 
 fn apply_blocking(cluster: &Cluster, yaml: &str) {
