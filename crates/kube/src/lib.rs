@@ -8,6 +8,7 @@ pub mod ca_secret;
 pub mod connect;
 pub mod leader;
 pub mod mode;
+pub mod root_cert;
 pub mod source;
 pub mod status;
 pub mod token_review;

@@ -2,7 +2,8 @@
 //! control plane starts, the shared CA is read from (or stored in) its Secret and the
 //! watches begin; once it runs, every replica serves the validating webhook, and the
 //! replica holding the Lease does the singleton duties — the webhook configuration and
-//! its caBundle, and analysis written back as status. Leadership moves with the Lease.
+//! its caBundle, the mesh root published in every namespace, and analysis written back
+//! as status. Leadership moves with the Lease.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -147,6 +148,7 @@ pub async fn serve(
     options: ClusterOptions,
 ) -> Result<ClusterMode, ClusterError> {
     let client = prepared.client.clone();
+    let root_pem = ca.root_pem();
     let webhook = match options.webhook {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -203,6 +205,11 @@ pub async fn serve(
             let snapshots = crate::status::poll_snapshots(Duration::from_millis(500), move || {
                 control.resources()
             });
+            tasks.push(tokio::spawn(crate::root_cert::publish(
+                client.clone(),
+                root_pem.clone(),
+                snapshots.clone(),
+            )));
             let writer =
                 StatusWriter::start(client.clone(), snapshots, StatusOptions::new(&namespace));
             // Until leadership is lost.

@@ -48,7 +48,8 @@ pub struct Args {
     /// Services that select its labels.
     #[arg(long)]
     pub pod_ip: Option<IpAddr>,
-    /// With --control-plane: the mesh's root certificate, pinned (default: the CA of
+    /// With --control-plane: the mesh's root certificate, pinned (default: where
+    /// Istio mounts it in a pod, /var/run/secrets/istio/root-cert.pem, else the CA of
     /// a control plane run by this user, ~/.trellis/control-plane/ca/ca-cert.pem).
     #[arg(long, value_name = "FILE")]
     pub ca_root: Option<PathBuf>,
@@ -265,6 +266,8 @@ fn spec(args: &Args) -> Result<trellis_control::ProxySpec, String> {
 
 /// Where Istio's injector mounts the pod's token for audience `istio-ca`.
 const ISTIO_TOKEN: &str = "/var/run/secrets/tokens/istio-token";
+/// Where it mounts the mesh root (the `istio-ca-root-cert` ConfigMap).
+const ISTIO_ROOT: &str = "/var/run/secrets/istio/root-cert.pem";
 
 /// `trellis proxy --control-plane`: runs until killed, reconnecting as needed.
 fn follow(args: &Args, address: &str) -> i32 {
@@ -279,10 +282,14 @@ fn follow(args: &Args, address: &str) -> i32 {
         let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
         2
     };
-    let root = args
-        .ca_root
-        .clone()
-        .unwrap_or_else(|| crate::home::trellis_home().join("control-plane/ca/ca-cert.pem"));
+    let mounted_root = std::path::Path::new(ISTIO_ROOT);
+    let root = args.ca_root.clone().unwrap_or_else(|| {
+        if mounted_root.exists() {
+            mounted_root.to_path_buf()
+        } else {
+            crate::home::trellis_home().join("control-plane/ca/ca-cert.pem")
+        }
+    });
     let trust = match std::fs::read_to_string(&root)
         .map_err(|e| format!("the mesh root {}: {e} (see --ca-root)", root.display()))
         .and_then(|pem| {
