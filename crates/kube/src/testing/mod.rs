@@ -3,6 +3,7 @@
 //! the test ([`Kubelet`]). Never part of what users run.
 
 mod cluster;
+pub mod corpus;
 mod kubelet;
 mod netns;
 
