@@ -15,6 +15,17 @@ pub fn to_yaml(value: &Value) -> String {
     out
 }
 
+/// Writes each value as its own document, each after a `---` line (a YAML stream, as
+/// `kubectl apply -f -` reads it).
+pub fn to_yaml_documents<'a>(values: impl IntoIterator<Item = &'a Value>) -> String {
+    let mut out = String::new();
+    for value in values {
+        out.push_str("---\n");
+        out.push_str(&to_yaml(value));
+    }
+    out
+}
+
 /// `in_list`: the line is already started by a list's `- `, so a map or list
 /// written here leaves out its first line's indentation.
 fn write_value(value: &Value, indent: usize, out: &mut String, in_list: bool) {
@@ -163,6 +174,18 @@ mod tests {
             reads_back(serde_json::json!({ s: [s] }));
         }
         assert_eq!(quote("networking.istio.io"), "networking.istio.io");
+    }
+
+    #[test]
+    fn documents_read_back_one_by_one() {
+        let values = [serde_json::json!({"a": 1}), serde_json::json!(["b"])];
+        let text = to_yaml_documents(&values);
+        let back: Vec<Value> = crate::yaml::parse(&text)
+            .expect("valid yaml")
+            .into_iter()
+            .map(|d| d.root.to_json())
+            .collect();
+        assert_eq!(back, values, "{text}");
     }
 
     #[test]

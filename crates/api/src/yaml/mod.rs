@@ -8,7 +8,7 @@
 
 mod emit;
 
-pub use emit::to_yaml;
+pub use emit::{to_yaml, to_yaml_documents};
 
 use std::collections::HashMap;
 

@@ -79,13 +79,9 @@ fn generate(args: &GenerateArgs) -> i32 {
 
 /// Every object as its own YAML document.
 fn yaml_stream(objects: &[Value]) -> String {
-    let mut out = format!(
+    let header = format!(
         "# Trellis {}: `trellis manifest generate`\n",
         env!("CARGO_PKG_VERSION")
     );
-    for object in objects {
-        out.push_str("---\n");
-        out.push_str(&trellis_api::yaml::to_yaml(object));
-    }
-    out
+    header + &trellis_api::yaml::to_yaml_documents(objects)
 }

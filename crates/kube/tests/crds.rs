@@ -1,0 +1,273 @@
+//! The generated CustomResourceDefinitions on a real API server: accepted and
+//! Established; users' Istio YAML (the seed examples, unchanged) applies and reads back
+//! whole, in every version Istio serves; unknown fields are kept (so they reach the
+//! webhook) while typed ones are still checked; and Istio's own CRDs and ours replace
+//! each other in either order, so a cluster that has Istio's is fine.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use trellis_kube::testing::{Cluster, ClusterOptions, corpus, isolate};
+
+/// Our definitions as `trellis manifest generate` prints them.
+fn our_crds() -> String {
+    let crds = trellis_kube::crd::definitions().expect("the definitions");
+    trellis_api::yaml::to_yaml_documents(&crds)
+}
+
+fn crd_names() -> Vec<String> {
+    trellis_kube::crd::definitions()
+        .expect("the definitions")
+        .iter()
+        .map(|crd| format!("crd/{}", crd["metadata"]["name"].as_str().unwrap_or("")))
+        .collect()
+}
+
+async fn start(test: &str) -> Option<Cluster> {
+    let options = ClusterOptions {
+        controller_manager: false,
+    };
+    Cluster::start_with(test, options).await
+}
+
+/// `kubectl apply -f -` of `yaml` (or `-f path`), retried while kubectl's discovery has
+/// not seen new kinds yet; returns stderr (warnings).
+fn apply(cluster: &Cluster, args: &[&str], yaml: Option<&str>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut command = vec!["apply"];
+    command.extend_from_slice(args);
+    loop {
+        let (ok, _, err) = cluster.kubectl_run(&command, yaml);
+        if ok {
+            return err;
+        }
+        let retry =
+            err.contains("no matches for kind") || err.contains("ensure CRDs are installed");
+        assert!(
+            retry && Instant::now() < deadline,
+            "kubectl {command:?} failed: {err}\n{}",
+            cluster.log_tail("kube-apiserver")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn established(cluster: &Cluster) {
+    let names = crd_names();
+    let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+    args.extend(names.iter().map(String::as_str));
+    let (ok, _, err) = cluster.kubectl_run(&args, None);
+    assert!(ok, "CRDs not Established: {err}");
+}
+
+/// `kubectl get RESOURCE NAME -n NAMESPACE -o json`.
+fn get(cluster: &Cluster, resource: &str, namespace: &str, name: &str) -> Value {
+    let (ok, out, err) = cluster.kubectl_run(
+        &["get", resource, name, "-n", namespace, "-o", "json"],
+        None,
+    );
+    assert!(ok, "kubectl get {resource} {namespace}/{name}: {err}");
+    serde_json::from_str(&out).expect("kubectl prints JSON")
+}
+
+/// Numbers as floats: `10` and `10.0` are the same number to the API server.
+fn same_numbers(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(items) => Value::Array(items.iter().map(same_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), same_numbers(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Applies `text` and reads every document of it back (`resource` from its
+/// apiVersion, so older versions are read in their own version): the spec is whole.
+fn round_trip(cluster: &Cluster, text: &str, file: Option<&Path>) {
+    let stderr = match file {
+        Some(path) => apply(cluster, &["-f", &path.display().to_string()], None),
+        None => apply(cluster, &["-f", "-"], Some(text)),
+    };
+    assert!(
+        !stderr.to_lowercase().contains("unknown field"),
+        "kubectl warned: {stderr}"
+    );
+    let documents = trellis_api::yaml::parse(text).expect("YAML");
+    for sent in documents.iter().map(|d| d.root.to_json()) {
+        let Some(api_version) = sent["apiVersion"].as_str() else {
+            continue;
+        };
+        let (group, version) = api_version.split_once('/').expect("group/version");
+        let kind = sent["kind"].as_str().expect("kind").to_ascii_lowercase();
+        let resource = format!("{kind}.{version}.{group}");
+        let name = sent["metadata"]["name"].as_str().expect("name");
+        let namespace = sent["metadata"]["namespace"].as_str().unwrap_or("default");
+        let stored = get(cluster, &resource, namespace, name);
+        assert_eq!(stored["apiVersion"], json!(api_version));
+        assert_eq!(
+            same_numbers(&stored["spec"]),
+            same_numbers(&sent["spec"]),
+            "{resource} {namespace}/{name} read back differently"
+        );
+    }
+}
+
+/// Older versions, with fields Trellis does not know at several depths.
+const OLDER_VERSIONS: &str = "apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-old, namespace: default}
+spec:
+  hosts: [reviews]
+  gateways: [mesh]
+  hostss: [typo]
+  http:
+  - timeoutt: 1s
+    route:
+    - destination: {host: reviews, subset: v1, portt: 9080}
+      wieght: 90
+    - destination: {host: reviews, subset: v2}
+      weight: 10
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: reviews-old, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}, connectionPool: {tcp: {maxConnections: 10}}}
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: old, namespace: default}
+spec:
+  mtls: {mode: PERMISSIVE}
+  portLevelMtls: {\"8080\": {mode: DISABLE}}
+  selector: {matchLabels: {app: reviews}}
+---
+apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: old, namespace: default}
+spec:
+  action: ALLOW
+  rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/web]}}], to: [{operation: {methods: [GET], ports: [\"9080\"]}}]}]
+---
+apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: old, namespace: default}
+spec:
+  accessLogging: [{providers: [{name: envoy}]}]
+";
+
+#[test]
+fn istio_yaml_applies_unchanged_and_reads_back_whole() {
+    const NAME: &str = "istio_yaml_applies_unchanged_and_reads_back_whole";
+    if !isolate(NAME) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let Some(cluster) = runtime.block_on(start(NAME)) else {
+        return;
+    };
+    apply(&cluster, &["-f", "-"], Some(&our_crds()));
+    established(&cluster);
+
+    match corpus::seed_examples() {
+        None => eprintln!("skipped the seed examples: ../shared/seed/examples is absent"),
+        Some(dir) => {
+            let mut files: Vec<_> = std::fs::read_dir(&dir)
+                .expect("the seed examples")
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .collect();
+            files.sort();
+            assert!(!files.is_empty());
+            let (ok, _, err) = cluster.kubectl_run(&["create", "namespace", "production"], None);
+            assert!(ok, "{err}");
+            for file in &files {
+                let text = std::fs::read_to_string(file).expect("a seed example");
+                round_trip(&cluster, &text, Some(file));
+            }
+        }
+    }
+
+    round_trip(&cluster, OLDER_VERSIONS, None);
+    let vs = get(&cluster, "vs", "default", "reviews-old");
+    assert_eq!(vs["apiVersion"], json!("networking.istio.io/v1"));
+    assert_eq!(vs["spec"]["http"][0]["route"][0]["wieght"], json!(90));
+
+    let (ok, table, err) = cluster.kubectl_run(&["get", "vs", "reviews-old"], None);
+    assert!(ok, "{err}");
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        ["NAME", "GATEWAYS", "HOSTS", "AGE"]
+            .iter()
+            .all(|c| header.contains(c)),
+        "{table}"
+    );
+
+    // Typed fields are still checked by the API server.
+    let wrong_type = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wrong, namespace: default}
+spec: {hosts: reviews}
+";
+    let (ok, _, err) = cluster.kubectl_run(&["apply", "-f", "-"], Some(wrong_type));
+    assert!(!ok && err.contains("spec.hosts"), "{err}");
+}
+
+#[test]
+fn istio_crds_and_ours_replace_each_other() {
+    const NAME: &str = "istio_crds_and_ours_replace_each_other";
+    let Some(istio_file) = corpus::istio_crd_file() else {
+        eprintln!("skipped {NAME}: Istio's crd-all.gen.yaml is not in the corpus");
+        return;
+    };
+    if !isolate(NAME) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let Some(cluster) = runtime.block_on(start(NAME)) else {
+        return;
+    };
+    let istio = istio_file.display().to_string();
+    apply(&cluster, &["-f", &istio], None);
+    established(&cluster);
+    let before = "apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: before, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+";
+    round_trip(&cluster, before, None);
+
+    apply(&cluster, &["-f", "-"], Some(&our_crds()));
+    established(&cluster);
+    assert_eq!(
+        get(&cluster, "vs", "default", "before")["spec"]["hosts"],
+        json!(["reviews"])
+    );
+    let misspelt = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: misspelt, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}, wieght: 100}]}]
+";
+    round_trip(&cluster, misspelt, None);
+
+    apply(&cluster, &["-f", &istio], None);
+    established(&cluster);
+    for name in ["before", "misspelt"] {
+        assert_eq!(
+            get(&cluster, "vs", "default", name)["spec"]["hosts"],
+            json!(["reviews"])
+        );
+    }
+    round_trip(&cluster, &before.replace("before", "after"), None);
+}
