@@ -1,8 +1,9 @@
 //! The generated CustomResourceDefinitions on a real API server: accepted and
 //! Established; users' Istio YAML (the seed examples, unchanged) applies and reads back
-//! whole, in every version Istio serves; unknown fields are kept (so they reach the
-//! webhook) while typed ones are still checked; and Istio's own CRDs and ours replace
-//! each other in either order, so a cluster that has Istio's is fine.
+//! whole, in every version Istio serves, and so does every Istio resource of the corpus
+//! that Trellis finds valid; unknown fields are kept (so they reach the webhook) while
+//! typed ones are still checked; and Istio's own CRDs and ours replace each other in
+//! either order, so a cluster that has Istio's is fine.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -178,13 +179,7 @@ fn istio_yaml_applies_unchanged_and_reads_back_whole() {
     match corpus::seed_examples() {
         None => eprintln!("skipped the seed examples: ../shared/seed/examples is absent"),
         Some(dir) => {
-            let mut files: Vec<_> = std::fs::read_dir(&dir)
-                .expect("the seed examples")
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-                .collect();
-            files.sort();
+            let files = corpus::yaml_files(&dir);
             assert!(!files.is_empty());
             let (ok, _, err) = cluster.kubectl_run(&["create", "namespace", "production"], None);
             assert!(ok, "{err}");
@@ -193,6 +188,11 @@ fn istio_yaml_applies_unchanged_and_reads_back_whole() {
                 round_trip(&cluster, &text, Some(file));
             }
         }
+    }
+
+    match corpus::istio_corpus() {
+        None => eprintln!("skipped Istio's examples: ../shared/corpus/istio is absent"),
+        Some(dir) => corpus_applies_whole(&cluster, &dir),
     }
 
     round_trip(&cluster, OLDER_VERSIONS, None);
@@ -218,6 +218,71 @@ spec: {hosts: reviews}
 ";
     let (ok, _, err) = cluster.kubectl_run(&["apply", "-f", "-"], Some(wrong_type));
     assert!(!ok && err.contains("spec.hosts"), "{err}");
+}
+
+/// Every Istio resource of the corpus that Trellis finds valid, in the version it is
+/// written in, is taken by the API server (a server-side dry run) with nothing pruned.
+fn corpus_applies_whole(cluster: &Cluster, corpus: &Path) {
+    let ours: Vec<(&str, &str)> = trellis_api::resource::istio_kinds()
+        .map(|k| (k.group(), k.kind()))
+        .collect();
+    let mut sent = Vec::new();
+    for folder in [
+        "samples",
+        "config-examples",
+        "validation/valid",
+        "analyzers/testdata",
+    ] {
+        for file in corpus::yaml_files(&corpus.join(folder)) {
+            let text = std::fs::read_to_string(&file).expect("a corpus file");
+            let loaded = trellis_api::load_str(&file.display().to_string(), &text);
+            for resource in &loaded.resources {
+                let valid = resource
+                    .validate()
+                    .iter()
+                    .all(|d| d.severity != trellis_api::Severity::Error);
+                let group = resource.api_version.split('/').next().unwrap_or_default();
+                if valid && ours.contains(&(group, resource.kind.as_str())) {
+                    let mut object = (*resource.raw).clone();
+                    object["metadata"] = json!({"name": format!("corpus-{}", sent.len())});
+                    sent.push(object);
+                }
+            }
+        }
+    }
+    assert!(sent.len() > 100, "only {} corpus resources", sent.len());
+    let stream = trellis_api::yaml::to_yaml_documents(&sent);
+    let args = ["apply", "--dry-run=server", "-o", "json", "-f", "-"];
+    let (ok, out, err) = cluster.kubectl_run(&args, Some(&stream));
+    assert!(ok, "the API server refused some of Istio's examples: {err}");
+    assert!(!err.to_lowercase().contains("unknown field"), "{err}");
+    let answer: Value = serde_json::from_str(&out).expect("kubectl prints JSON");
+    let items = answer["items"].as_array().expect("a List");
+    assert_eq!(items.len(), sent.len());
+    for (object, stored) in sent.iter().zip(items) {
+        assert_eq!(
+            same_numbers(&without_nulls(&stored["spec"])),
+            same_numbers(&without_nulls(&object["spec"])),
+            "{} {} changed on the way in",
+            object["apiVersion"],
+            object["kind"]
+        );
+    }
+    eprintln!("{} resources of Istio's corpus applied whole", sent.len());
+}
+
+/// The API server drops `field: null` (Trellis's loader does too).
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 #[test]
