@@ -35,6 +35,7 @@ impl ObjectMeta {
 
 /// A plain `matchLabels` selector (Istio's WorkloadSelector).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     #[serde(default)]
@@ -59,6 +60,7 @@ pub fn selector_matches(
 
 /// `targetRef` / `targetRefs`: a reference to a Kubernetes Gateway API object or Service.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyTargetReference {
     #[serde(default)]

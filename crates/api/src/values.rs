@@ -106,8 +106,29 @@ impl Serialize for Duration {
     }
 }
 
+/// Text, as [`Duration::parse`] reads it. No `pattern`: a malformed duration is
+/// better refused by Trellis's own check, which says what would be valid.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration in Go syntax: a number with a unit (ns, us, ms, s, m, h), such as `5s`, `1m30s` or `250ms`.",
+        })
+    }
+}
+
 /// `{value: 10.5}`: a percentage, 0 to 100 (Istio's `Percent`).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Percent {
     #[serde(default)]
@@ -141,6 +162,26 @@ impl<'de> Deserialize<'de> for IntOrString {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    /// Kubernetes' own marker, with the one `anyOf` it allows beside it; both are
+    /// valid JSON Schema too.
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+        })
     }
 }
 

@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
   trellis validate -f reviews-vs.yaml     check resources one by one (Istio's rules, and misspelt fields)
   trellis analyze -f manifests/           check how resources fit together (Istio's IST0xxx codes)
   trellis demo                            run the bookstore demo mesh with live traffic (Ctrl-C stops)
+  trellis manifest generate               what cluster mode installs (| kubectl apply -f -)
   trellis echo --listen 127.0.0.1:8080    a test workload that echoes requests as JSON
   trellis bookinfo productpage            one service of the bookstore demo application"
 )]
@@ -55,6 +56,8 @@ enum Command {
     ProxyStatus(cmd::control::ProxyStatusArgs),
     /// Show a proxy's listeners, routes, clusters or endpoints as last pushed.
     ProxyConfig(cmd::control::ProxyConfigArgs),
+    /// What cluster mode installs in a cluster, to pipe into `kubectl apply -f -`.
+    Manifest(cmd::manifest::Args),
     /// Run an HTTP/1.1 and h2c server that answers every request with JSON about it.
     Echo(apps::echo::Args),
     /// Run one service of the bookstore demo application (productpage, details, reviews, ratings).
@@ -76,6 +79,7 @@ fn main() {
         Command::Get(args) => cmd::control::get(args),
         Command::ProxyStatus(args) => cmd::control::proxy_status(args),
         Command::ProxyConfig(args) => cmd::control::proxy_config(args),
+        Command::Manifest(args) => cmd::manifest::run(args),
         Command::Echo(args) => apps::echo::run(args),
         Command::Bookinfo(args) => apps::bookinfo::run(args),
     };

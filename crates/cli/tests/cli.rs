@@ -417,3 +417,35 @@ fn demo_stops_cleanly_when_its_whole_process_group_is_interrupted() {
         .unwrap_or_else(|| panic!("a final summary: {lines:?}"));
     assert!(last.contains("failed requests: 0"), "{last}");
 }
+
+#[test]
+fn manifest_generate_prints_the_crds_as_yaml_documents_or_a_json_list() {
+    let yaml = trellis(&["manifest", "generate"], None);
+    assert_eq!(yaml.status.code(), Some(0), "{}", text(&yaml.stderr));
+    let documents = trellis_api::yaml::parse(&text(&yaml.stdout)).expect("valid YAML");
+    let from_yaml: Vec<serde_json::Value> = documents
+        .iter()
+        .map(|d| d.root.to_json())
+        .filter(|v| !v.is_null())
+        .collect();
+    assert_eq!(from_yaml.len(), 10);
+    assert!(
+        from_yaml
+            .iter()
+            .all(|d| d["kind"] == "CustomResourceDefinition")
+    );
+    let vs = from_yaml
+        .iter()
+        .find(|d| d["metadata"]["name"] == "virtualservices.networking.istio.io")
+        .expect("VirtualService's CRD");
+    assert_eq!(vs["spec"]["names"]["shortNames"], serde_json::json!(["vs"]));
+
+    let json = trellis(&["manifest", "generate", "-o", "json"], None);
+    assert_eq!(json.status.code(), Some(0), "{}", text(&json.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"], serde_json::Value::Array(from_yaml));
+
+    let help = trellis(&["manifest", "generate", "--help"], None);
+    assert!(text(&help.stdout).contains("kubectl apply -f -"));
+}

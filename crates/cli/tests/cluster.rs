@@ -465,21 +465,26 @@ async fn scenario() {
     // The leader publishes the root where pods mount it, in every namespace.
     let root_pem = std::fs::read_to_string(&root).expect("the root");
     for namespace in ["default", "istio-system"] {
-        until(Instant::now(), Duration::from_secs(20), "istio-ca-root-cert", || {
-            let (_, out, _) = cluster.kubectl_run(
-                &[
-                    "get",
-                    "configmap",
-                    "istio-ca-root-cert",
-                    "-n",
-                    namespace,
-                    "-o",
-                    "jsonpath={.data.root-cert\\.pem}",
-                ],
-                None,
-            );
-            out.trim() == root_pem.trim()
-        });
+        until(
+            Instant::now(),
+            Duration::from_secs(20),
+            "istio-ca-root-cert",
+            || {
+                let (_, out, _) = cluster.kubectl_run(
+                    &[
+                        "get",
+                        "configmap",
+                        "istio-ca-root-cert",
+                        "-n",
+                        namespace,
+                        "-o",
+                        "jsonpath={.data.root-cert\\.pem}",
+                    ],
+                    None,
+                );
+                out.trim() == root_pem.trim()
+            },
+        );
     }
     let kubelet = Kubelet::start(&cluster, runner(addresses, root)).await;
 

@@ -2,10 +2,11 @@
 //! the store (`source`), TokenReview as the proof of a pod's identity
 //! (`token_review`), the validating admission webhook (`webhook`), analysis written
 //! back as Istio resources' status (`status`), and reaching the API server as kubectl
-//! does (`connect`).
+//! does (`connect`); the CRDs (`crd`) and what `trellis install` applies (`install`).
 
 pub mod ca_secret;
 pub mod connect;
+pub mod crd;
 pub mod leader;
 pub mod mode;
 pub mod root_cert;

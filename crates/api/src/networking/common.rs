@@ -57,6 +57,7 @@ pub(crate) fn address_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String
 /// How a string is compared: whole, by prefix, or with an RE2 regex. At most one is set;
 /// none set matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StringMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +111,7 @@ pub(crate) fn check_regex(c: &mut Checker, field: &str, re: &str) {
 
 /// `port: {number: N}`: picks one port of the destination service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
     #[serde(default, skip_serializing_if = "is_default")]
@@ -118,6 +120,7 @@ pub struct PortSelector {
 
 /// A service in the registry, optionally narrowed to a subset and a port.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
     #[serde(default)]
@@ -148,6 +151,7 @@ impl Destination {
 /// A port: number, protocol (HTTP, HTTPS, GRPC, HTTP2, MONGO, TCP, TLS, ...), name and
 /// target port. Gateways, ServiceEntries and Sidecars all describe ports this way.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Port {
     #[serde(default, skip_serializing_if = "is_default")]
@@ -184,6 +188,7 @@ pub(crate) fn check_protocol(c: &mut Checker, field: &str, protocol: &str) {
 
 /// `workloadSelector: {labels: ...}` of ServiceEntry and Sidecar.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadLabelSelector {
     #[serde(default)]

@@ -20,6 +20,7 @@ use crate::values::Duration;
 
 /// `spec` of a DestinationRule.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRule {
     /// The service the rule applies to (short names resolve in the rule's namespace).
@@ -38,6 +39,7 @@ pub struct DestinationRule {
 
 /// Settings for traffic to the host (or to one subset).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,6 +62,7 @@ pub struct TrafficPolicy {
 
 /// Traffic policy for one port of the host; overrides the host-wide settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortTrafficPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +79,7 @@ pub struct PortTrafficPolicy {
 
 /// A named group of the host's endpoints, picked by labels.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subset {
     #[serde(default)]
@@ -88,6 +92,7 @@ pub struct Subset {
 
 /// Ejecting endpoints that keep failing from the load-balancing pool for a while.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     /// Deprecated: use `consecutiveGatewayErrors` or `consecutive5xxErrors`.
@@ -119,6 +124,7 @@ pub struct OutlierDetection {
 
 /// Tunnelling the upstream connection through an HTTP CONNECT or POST proxy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TunnelSettings {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -131,6 +137,7 @@ pub struct TunnelSettings {
 
 /// PROXY protocol version sent to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ProxyProtocolVersion {
     V1,
     V2,
@@ -138,6 +145,7 @@ pub enum ProxyProtocolVersion {
 
 /// `proxyProtocol: {version: V1|V2}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyProtocol {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +154,7 @@ pub struct ProxyProtocol {
 
 /// Caps retries to a share of active requests.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,7 @@ use crate::meta::ObjectMeta;
 
 /// `spec` of a Gateway.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gateway {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -25,6 +26,7 @@ pub struct Gateway {
 
 /// One listener of the gateway.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Server {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,7 @@ use crate::values::Duration;
 
 /// Conditions a request must meet for a rule to apply (all fields ANDed).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatchRequest {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -116,6 +117,7 @@ impl HttpMatchRequest {
 
 /// Where a redirect's port comes from when not given as a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RedirectPortSelection {
     FromProtocolDefault,
@@ -124,6 +126,7 @@ pub enum RedirectPortSelection {
 
 /// Answer with a 3xx redirect instead of forwarding.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRedirect {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -182,6 +185,7 @@ impl HttpRedirect {
 
 /// Rewrite the path and/or authority before forwarding.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRewrite {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -194,6 +198,7 @@ pub struct HttpRewrite {
 
 /// Replace what `match` (an RE2 regex) matches in the path with `rewrite` (`\1` for groups).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexRewrite {
     #[serde(default, rename = "match")]
@@ -226,6 +231,7 @@ impl HttpRewrite {
 
 /// Retry policy; `attempts: 0` turns retries off.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRetry {
     #[serde(default, skip_serializing_if = "is_default")]
@@ -305,6 +311,7 @@ impl HttpRetry {
 
 /// What to do with CORS preflight requests that match no allowed origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnmatchedPreflights {
     Unspecified,
@@ -314,6 +321,7 @@ pub enum UnmatchedPreflights {
 
 /// Cross-origin resource sharing answered by the proxy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
     /// Deprecated exact origins; use `allowOrigins`.

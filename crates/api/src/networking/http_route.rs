@@ -14,6 +14,7 @@ use crate::values::{Duration, Percent};
 
 /// An HTTP rule: the first rule whose `match` fits a request handles it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRoute {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -61,6 +62,7 @@ pub struct HttpRoute {
 
 /// A weighted destination of an HTTP rule, with its own header edits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteDestination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +75,7 @@ pub struct HttpRouteDestination {
 
 /// The VirtualService a delegating rule hands over to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delegate {
     #[serde(default)]
@@ -83,6 +86,7 @@ pub struct Delegate {
 
 /// A fixed answer: status and optional body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpDirectResponse {
     #[serde(default)]
@@ -93,6 +97,7 @@ pub struct HttpDirectResponse {
 
 /// A response body as text or as base64 bytes (one of them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +108,7 @@ pub struct HttpBody {
 
 /// A copy of the traffic sent to another destination; responses are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMirrorPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +119,7 @@ pub struct HttpMirrorPolicy {
 
 /// Header edits for requests (before forwarding) and responses (before returning).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Headers {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +130,7 @@ pub struct Headers {
 
 /// Overwrite (`set`), append (`add`) and delete (`remove`) headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderOperations {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

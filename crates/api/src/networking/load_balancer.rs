@@ -13,6 +13,7 @@ use crate::values::Duration;
 
 /// Algorithms that need no configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
     Unspecified,
@@ -25,6 +26,7 @@ pub enum SimpleLb {
 
 /// `loadBalancer:`; `simple`, `consistentHash` and `backendUtilization` exclude each other.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,6 +50,7 @@ pub struct LoadBalancerSettings {
 /// Exactly one hash key (`httpHeaderName`, `httpCookie`, `useSourceIp`,
 /// `httpQueryParameterName`) should be set, and at most one of `ringHash` and `maglev`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsistentHashLb {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,6 +72,7 @@ pub struct ConsistentHashLb {
 
 /// A cookie to hash on; Envoy creates it when absent and `ttl` is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCookie {
     #[serde(default)]
@@ -83,6 +87,7 @@ pub struct HttpCookie {
 
 /// An extra attribute of a generated cookie (`SameSite=Strict`, ...).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CookieAttribute {
     #[serde(default)]
@@ -93,6 +98,7 @@ pub struct CookieAttribute {
 
 /// Ketama ring hashing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RingHash {
     #[serde(default, skip_serializing_if = "is_default")]
@@ -101,6 +107,7 @@ pub struct RingHash {
 
 /// Maglev hashing; the table size must be a prime below 5000011.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Maglev {
     #[serde(default, skip_serializing_if = "is_default")]
@@ -109,6 +116,7 @@ pub struct Maglev {
 
 /// Weighting endpoints by the load they report (ORCA).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendUtilization {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +133,7 @@ pub struct BackendUtilization {
 
 /// Locality-aware routing: either weighted `distribute` or ordered `failover`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityLbSetting {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -139,6 +148,7 @@ pub struct LocalityLbSetting {
 
 /// Traffic from locality `from` is split over the localities in `to` (weights sum to 100).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityDistribute {
     #[serde(default)]
@@ -149,6 +159,7 @@ pub struct LocalityDistribute {
 
 /// When region `from` has no healthy endpoints, send its traffic to region `to`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityFailover {
     #[serde(default)]
@@ -159,6 +170,7 @@ pub struct LocalityFailover {
 
 /// Prefer endpoints in the caller's zone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ZoneAwareLbSetting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +185,7 @@ pub struct ZoneAwareLbSetting {
 
 /// Slow start: new endpoints get a growing share of traffic over `duration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Warmup {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,7 @@ use crate::values::Duration;
 
 /// `connectionPool:`; at least one of `tcp` and `http` must be set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPoolSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -20,6 +21,7 @@ pub struct ConnectionPoolSettings {
 
 /// Limits and timeouts of TCP connections to the upstream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSettings {
     #[serde(default, skip_serializing_if = "is_default")]
@@ -37,6 +39,7 @@ pub struct TcpSettings {
 
 /// TCP keepalive probes on upstream connections.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpKeepalive {
     #[serde(default, skip_serializing_if = "is_default")]
@@ -49,6 +52,7 @@ pub struct TcpKeepalive {
 
 /// Whether HTTP/1.1 connections to the upstream are upgraded to HTTP/2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum H2UpgradePolicy {
     #[default]
@@ -59,6 +63,7 @@ pub enum H2UpgradePolicy {
 
 /// Limits of HTTP requests to the upstream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSettings {
     #[serde(default, skip_serializing_if = "is_default")]
@@ -83,6 +88,7 @@ pub struct HttpSettings {
 
 /// HTTP/2 PING keepalive on upstream connections.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Http2KeepAlive {
     #[serde(default, skip_serializing_if = "Option::is_none")]

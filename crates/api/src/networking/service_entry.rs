@@ -15,6 +15,7 @@ use crate::meta::ObjectMeta;
 
 /// Whether the service is part of the mesh (has sidecars) or outside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Location {
     MeshExternal,
@@ -23,6 +24,7 @@ pub enum Location {
 
 /// How the proxy finds the service's endpoints. Unset means NONE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Resolution {
     /// Forward to the address the client connected to.
@@ -40,6 +42,7 @@ pub enum Resolution {
 
 /// `spec` of a ServiceEntry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceEntry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -15,6 +15,7 @@ use crate::meta::ObjectMeta;
 
 /// `spec` of a Sidecar.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sidecar {
     /// Workloads this applies to; none means every workload in the namespace.
@@ -32,6 +33,7 @@ pub struct Sidecar {
 
 /// How traffic is captured into a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CaptureMode {
     #[default]
@@ -42,6 +44,7 @@ pub enum CaptureMode {
 
 /// A port the workload serves, and where the proxy forwards it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IngressListener {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +64,7 @@ pub struct IngressListener {
 
 /// Services reachable from the workload, optionally on one port.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressListener {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +80,7 @@ pub struct EgressListener {
 
 /// What happens to traffic for hosts not in the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundTrafficPolicyMode {
     #[default]
@@ -85,6 +90,7 @@ pub enum OutboundTrafficPolicyMode {
 
 /// `outboundTrafficPolicy:`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,6 +9,7 @@ use crate::check::Checker;
 
 /// How a server terminates (or passes through) TLS. Unset means PASSTHROUGH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerTlsMode {
     #[default]
@@ -35,6 +36,7 @@ impl ServerTlsMode {
 
 /// TLS protocol versions a server may be limited to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum TlsProtocol {
     #[serde(rename = "TLS_AUTO")]
     Auto,
@@ -50,6 +52,7 @@ pub enum TlsProtocol {
 
 /// One server certificate and key (and optionally a CA bundle), as files.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsCertificate {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -62,6 +65,7 @@ pub struct TlsCertificate {
 
 /// `tls:` of a Gateway server or a Sidecar ingress listener.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerTlsSettings {
     /// Answer plain HTTP with a redirect to HTTPS.
@@ -266,6 +270,7 @@ impl ServerTlsSettings {
 
 /// How a proxy talks TLS to an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ClientTlsMode {
     #[default]
@@ -277,6 +282,7 @@ pub enum ClientTlsMode {
 
 /// `tls:` of a DestinationRule traffic policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTlsSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,6 +17,7 @@ use crate::meta::ObjectMeta;
 
 /// `spec` of a VirtualService.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualService {
     /// Hosts the rules apply to; none makes this a delegate of another VirtualService.
@@ -37,6 +38,7 @@ pub struct VirtualService {
 
 /// A rule for TLS traffic that is passed through, chosen by SNI.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsRoute {
     #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
@@ -47,6 +49,7 @@ pub struct TlsRoute {
 
 /// A rule for opaque TCP traffic.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRoute {
     #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
@@ -57,6 +60,7 @@ pub struct TcpRoute {
 
 /// A weighted destination of a TLS or TCP rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteDestination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +71,7 @@ pub struct RouteDestination {
 
 /// Connection-level conditions of a TCP rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4MatchAttributes {
     #[serde(
@@ -89,6 +94,7 @@ pub struct L4MatchAttributes {
 
 /// Conditions of a TLS rule; `sniHosts` is required.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsMatchAttributes {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

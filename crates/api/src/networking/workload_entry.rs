@@ -13,6 +13,7 @@ use crate::meta::ObjectMeta;
 
 /// `spec` of a WorkloadEntry, and one endpoint of a ServiceEntry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntry {
     /// IP address, DNS name, or `unix://` socket of the workload.

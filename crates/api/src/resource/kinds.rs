@@ -13,12 +13,19 @@ use crate::{kube, networking, security, telemetry};
 
 type Parse = fn(&serde_json::Value) -> Result<Spec, TypeError>;
 
+/// Makes the JSON schema of an Istio kind's `spec` (for its CustomResourceDefinition).
+#[cfg(feature = "schema")]
+type SchemaOf = fn(schemars::SchemaGenerator) -> schemars::Schema;
+
 /// One kind: its group, the versions served, and its parser (`None`: recognised, ignored).
 pub(super) struct KindEntry {
     pub(super) group: &'static str,
     pub(super) versions: &'static [&'static str],
     pub(super) kind: &'static str,
     pub(super) parse: Option<Parse>,
+    /// Istio kinds Trellis types: their `spec`'s schema.
+    #[cfg(feature = "schema")]
+    schema: Option<SchemaOf>,
 }
 
 const NETWORKING: &[&str] = &["v1alpha3", "v1beta1", "v1"];
@@ -32,6 +39,8 @@ macro_rules! istio_kind {
             versions: $versions,
             kind: stringify!($kind),
             parse: Some(|v| istio_spec::<$module::$kind>(v).map(|s| Spec::$kind(Arc::new(s)))),
+            #[cfg(feature = "schema")]
+            schema: Some(|g| g.into_root_schema_for::<$module::$kind>()),
         }
     };
 }
@@ -43,6 +52,8 @@ macro_rules! kube_kind {
             versions: &["v1"],
             kind: stringify!($kind),
             parse: Some(|v| kube_object::<kube::$kind>(v).map(|s| Spec::$kind(Arc::new(s)))),
+            #[cfg(feature = "schema")]
+            schema: None,
         }
     };
 }
@@ -57,6 +68,8 @@ const fn ignored(
         versions,
         kind,
         parse: None,
+        #[cfg(feature = "schema")]
+        schema: None,
     }
 }
 
@@ -104,6 +117,54 @@ pub fn known_kinds() -> impl Iterator<Item = (&'static str, &'static str)> {
         .iter()
         .filter(|k| k.parse.is_some())
         .map(|k| (k.group, k.kind))
+}
+
+/// An Istio kind Trellis types: what cluster mode installs a CustomResourceDefinition for.
+#[derive(Clone, Copy)]
+pub struct IstioKind {
+    entry: &'static KindEntry,
+}
+
+impl IstioKind {
+    /// `networking.istio.io`, ...
+    pub fn group(&self) -> &'static str {
+        self.entry.group
+    }
+
+    /// `VirtualService`, ...
+    pub fn kind(&self) -> &'static str {
+        self.entry.kind
+    }
+
+    /// The versions Istio serves it in, oldest first (`v1` last).
+    pub fn versions(&self) -> &'static [&'static str] {
+        self.entry.versions
+    }
+
+    /// The JSON schema (as schemars makes it, with the generator's settings) of the
+    /// `spec` Trellis reads: the same for every version, as in Istio.
+    #[cfg(feature = "schema")]
+    pub fn spec_schema(&self, generator: schemars::SchemaGenerator) -> schemars::Schema {
+        let of = self
+            .entry
+            .schema
+            .expect("istio_kinds() yields only entries with a schema");
+        of(generator)
+    }
+}
+
+impl std::fmt::Debug for IstioKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.entry.group, self.entry.kind)
+    }
+}
+
+/// The Istio kinds Trellis types, in the registry's order.
+pub fn istio_kinds() -> impl Iterator<Item = IstioKind> {
+    KINDS
+        .iter()
+        .filter(|k| k.parse.is_some() && k.group.ends_with(".istio.io"))
+        .map(|entry| IstioKind { entry })
 }
 
 /// The registry entry for `kind` in `group`, at any version.
@@ -168,4 +229,26 @@ fn drop_nulls(value: &mut serde_json::Value) {
 
 fn kube_object<T: DeserializeOwned>(object: &serde_json::Value) -> Result<T, TypeError> {
     typed(object, "")
+}
+
+#[cfg(all(test, feature = "schema"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_istio_kind_has_a_spec_schema_with_its_fields() {
+        let kinds: Vec<_> = istio_kinds().map(|k| k.kind()).collect();
+        assert_eq!(kinds.len(), 10, "{kinds:?}");
+        for kind in istio_kinds() {
+            let schema = kind.spec_schema(schemars::SchemaGenerator::default());
+            let json = serde_json::to_value(&schema).expect("a schema is JSON");
+            if std::env::var_os("TRELLIS_PRINT_SCHEMA").is_some() {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json).unwrap_or_default()
+                );
+            }
+            assert!(json["properties"].is_object(), "{kind:?}: {json}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ mod load;
 use std::sync::Arc;
 
 pub use diagnostic::{Diagnostic, TypeError, typed};
-pub use kinds::known_kinds;
+pub use kinds::{IstioKind, istio_kinds, known_kinds};
 pub use load::{Loaded, load_bytes, load_str};
 
 use crate::check::{Checker, Validate, check_metadata};

@@ -10,6 +10,7 @@ use crate::meta::{ObjectMeta, WorkloadSelector};
 
 /// `spec` of a PeerAuthentication.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthentication {
     /// The workloads this policy is for; absent means every workload in the
@@ -27,6 +28,7 @@ pub struct PeerAuthentication {
 
 /// The mutual-TLS setting for a scope or a port.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerMtls {
     #[serde(default)]
@@ -35,6 +37,7 @@ pub struct PeerMtls {
 
 /// How a server side treats plaintext and mutual-TLS connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MtlsMode {
     /// Take the mode from the enclosing scope (namespace, then mesh; PERMISSIVE at the top).

@@ -12,6 +12,7 @@ use crate::values::Duration;
 
 /// `spec` of a RequestAuthentication.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestAuthentication {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,6 +28,7 @@ pub struct RequestAuthentication {
 
 /// How to validate tokens from one issuer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtRule {
     /// The `iss` claim tokens must carry (optional when `jwksUri` is given).
@@ -75,6 +77,7 @@ pub struct JwtRule {
 
 /// Whether the token must be present.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JwtPresence {
     /// A request without a token passes authentication (authorization may still refuse it).
@@ -86,6 +89,7 @@ pub enum JwtPresence {
 
 /// A header a token is read from, with the prefix to strip (`Bearer `).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtHeader {
     #[serde(default)]
@@ -96,6 +100,7 @@ pub struct JwtHeader {
 
 /// Copies one claim of a verified token into a request header.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimToHeader {
     #[serde(default)]

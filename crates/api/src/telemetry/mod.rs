@@ -17,6 +17,7 @@ use crate::values::Duration;
 
 /// `spec` of a Telemetry.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Telemetry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +40,7 @@ pub struct Telemetry {
 /// A reference to an extension provider declared in mesh config (`prometheus`,
 /// `stackdriver`, `envoy`, or a user-declared name).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProviderRef {
     #[serde(default)]
@@ -47,6 +49,7 @@ pub struct ProviderRef {
 
 /// Which side of a connection a setting applies to, relative to the workload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WorkloadMode {
     /// Both outbound (client) and inbound (server) traffic.
@@ -60,6 +63,7 @@ pub enum WorkloadMode {
 
 /// Restricts a tracing or logging entry to one traffic direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModeSelector {
     #[serde(default)]
@@ -68,6 +72,7 @@ pub struct ModeSelector {
 
 /// One tracing configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tracing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +102,7 @@ pub struct Tracing {
 
 /// Where a custom span tag's value comes from; exactly one source should be set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomTag {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,6 +117,7 @@ pub struct CustomTag {
 
 /// A fixed tag value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LiteralTag {
     #[serde(default)]
@@ -119,6 +126,7 @@ pub struct LiteralTag {
 
 /// A tag value read from the proxy's environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvironmentTag {
     #[serde(default)]
@@ -129,6 +137,7 @@ pub struct EnvironmentTag {
 
 /// A tag value read from a request header.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderTag {
     #[serde(default)]
@@ -139,6 +148,7 @@ pub struct HeaderTag {
 
 /// A tag value computed with an access-log format string (`%REQ(x-id)%`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FormatterTag {
     #[serde(default)]
@@ -147,6 +157,7 @@ pub struct FormatterTag {
 
 /// One metrics configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metrics {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -161,6 +172,7 @@ pub struct Metrics {
 
 /// Disables metrics or changes their tags, for the metrics `match` selects.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -175,6 +187,7 @@ pub struct MetricsOverrides {
 /// Which metrics an override applies to: one standard metric or a custom one
 /// (not both), in which direction.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricSelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +200,7 @@ pub struct MetricSelector {
 
 /// Istio's standard metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum IstioMetric {
     #[default]
@@ -205,6 +219,7 @@ pub enum IstioMetric {
 
 /// Adds, replaces or removes one metric tag.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TagOverride {
     #[serde(default)]
@@ -216,6 +231,7 @@ pub struct TagOverride {
 
 /// What a tag override does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TagOperation {
     /// Add the tag, or replace its value.
@@ -227,6 +243,7 @@ pub enum TagOperation {
 
 /// One access-log configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogging {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +259,7 @@ pub struct AccessLogging {
 
 /// A CEL expression selecting what is logged (`response.code >= 400`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogFilter {
     #[serde(default)]

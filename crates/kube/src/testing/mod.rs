@@ -4,6 +4,7 @@
 //! Never part of what users run.
 
 mod cluster;
+pub mod corpus;
 mod crds;
 mod kubelet;
 mod netns;

@@ -9,6 +9,7 @@ use crate::meta::{ObjectMeta, PolicyTargetReference, WorkloadSelector};
 
 /// `spec` of an AuthorizationPolicy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicy {
     /// The workloads the policy applies to (absent: every workload in scope).
@@ -33,6 +34,7 @@ pub struct AuthorizationPolicy {
 
 /// What an AuthorizationPolicy does with a request its rules match.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Action {
     /// Let it through (and deny what no ALLOW policy matches, once one exists).
@@ -59,6 +61,7 @@ impl std::fmt::Display for Action {
 
 /// The extension provider (declared in mesh config) a CUSTOM policy uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtensionProvider {
     #[serde(default)]
@@ -68,6 +71,7 @@ pub struct ExtensionProvider {
 /// One rule: it matches when any `from`, any `to` and every `when` match
 /// (an absent field matches everything).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,6 +84,7 @@ pub struct Rule {
 
 /// One entry of `from`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleFrom {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +95,7 @@ pub struct RuleFrom {
 /// any item matches, and a `not*` list matches if none does. Values may use a
 /// `*` prefix or suffix wildcard.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
     /// Peer identities from mutual TLS (`cluster.local/ns/default/sa/web`).
@@ -131,6 +137,7 @@ pub struct Source {
 
 /// One entry of `to`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleTo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +146,7 @@ pub struct RuleTo {
 
 /// What the request does. Lists match as in [`Source`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Operation {
     /// Host (`:authority`) values; HTTP only.
@@ -165,6 +173,7 @@ pub struct Operation {
 
 /// An extra condition on a request attribute (`request.headers[x-user]`, `source.ip`, ...).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Condition {
     #[serde(default)]

@@ -3,7 +3,12 @@
 //! The parser's event stream is folded into [`Node`]s carrying line and column, so
 //! that a problem found later (by serde or by validation) can be reported at the
 //! line the user wrote. Budgets on depth and size keep hostile input from
-//! exhausting the stack or memory ("billion laughs", deep nesting).
+//! exhausting the stack or memory ("billion laughs", deep nesting). Writing YAML
+//! back out is `emit`'s.
+
+mod emit;
+
+pub use emit::{to_yaml, to_yaml_documents};
 
 use std::collections::HashMap;
 
