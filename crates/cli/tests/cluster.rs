@@ -190,9 +190,12 @@ fn trellis() -> &'static str {
 /// Installs the Istio CRDs the way a user's `trellis manifest generate | kubectl
 /// apply` does.
 fn install_crds(cluster: &Cluster) {
-    // TEMPORARY until `trellis manifest generate` lands.
-    let text =
-        std::fs::read_to_string("/work/shared/corpus/istio/crds/crd-all.gen.yaml").expect("crds");
+    let crds = Command::new(trellis())
+        .args(["manifest", "generate", "--crds-only"])
+        .output()
+        .expect("trellis manifest generate");
+    assert!(crds.status.success(), "{crds:?}");
+    let text = String::from_utf8(crds.stdout).expect("utf-8");
     let (ok, _, err) = cluster.kubectl_run(&["apply", "-f", "-"], Some(&text));
     assert!(ok, "kubectl apply of the CRDs: {err}");
     let (ok, _, err) = cluster.kubectl_run(
