@@ -548,8 +548,8 @@ async fn scenario() {
         // within a second of kubectl returning; then seen by requests.
         let productpage = kubelet_ips(&kubelet_pods(&cluster, "app=productpage"), &kubelet)[0];
         let dump = SocketAddr::from((productpage, 15000));
-        let applied = Instant::now();
         apply_blocking(&cluster, &header);
+        let applied = Instant::now();
         let took = until(applied, Duration::from_secs(5), "header routing at productpage's sidecar", || {
             common::http_get(dump, "admin", "/config_dump").is_ok_and(|(_, body)| body.contains("x-user-type"))
         });
@@ -585,8 +585,8 @@ async fn scenario() {
         until(killed, Duration::from_secs(30), "every proxy on the survivor", || {
             survivor.connected() == 5
         });
-        let applied = Instant::now();
         apply_blocking(&cluster, &canary);
+        let applied = Instant::now();
         until(applied, Duration::from_secs(5), "the canary back at productpage's sidecar", || {
             common::http_get(dump, "admin", "/config_dump")
                 .is_ok_and(|(_, body)| !body.contains("x-user-type"))
