@@ -326,8 +326,8 @@ mod tests {
 
     #[test]
     fn analysis_keeps_what_the_analyzers_read_and_points_at_no_line() {
-        let loaded = load_object(&pod_kind(), pod("Pending", "False"), Reader::Analysis)
-            .expect("an object");
+        let loaded =
+            load_object(&pod_kind(), pod("Pending", "False"), Reader::Analysis).expect("an object");
         let r = &loaded.resources[0];
         assert_eq!(r.raw["spec"]["nodeName"], "n1");
         assert_eq!(r.raw["spec"]["containers"][0]["image"], "reviews:v1");
