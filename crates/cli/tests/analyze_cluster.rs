@@ -483,9 +483,9 @@ current-context: gone
     );
     assert!(stdout(&out).is_empty());
 
-    // Nothing to read at all: no -f, no kubeconfig.
+    // Nothing to read at all: no -f, no kubeconfig, no local mesh.
     let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["analyze"])
+        .args(["analyze", "--control-plane", &format!("127.0.0.1:{port}")])
         .env("HOME", dir.path())
         .env_remove("KUBECONFIG")
         .env_remove("KUBERNETES_SERVICE_HOST")

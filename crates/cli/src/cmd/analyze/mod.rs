@@ -22,18 +22,20 @@ pub const USAGE: i32 = 2;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  trellis analyze -n production                        what the cluster holds, messages about namespace production
-  trellis analyze -A                                   every namespace
-  trellis analyze -f new.yaml                          new.yaml as if applied on top of the cluster (with a kubeconfig)
-  trellis analyze -f manifests/ --use-kube=false       the files alone
+  trellis analyze -n production                  the cluster, messages about namespace production
+  trellis analyze -A                             the cluster, every namespace
+  trellis analyze -f new.yaml                    new.yaml as if applied to the cluster (kubeconfig)
+  trellis analyze -f manifests/ --use-kube=false the files alone
   trellis analyze -f app.yaml --analyzer virtualservice.GatewayAnalyzer
-  trellis analyze --list-analyzers                     names you can pass to --analyzer
+  trellis analyze --list-analyzers               names you can pass to --analyzer
   trellis analyze -f manifests/ -o json | jq '.[] | select(.level == \"Error\")'
 
 Without -f, the cluster is read through the kubeconfig kubectl would use (--kubeconfig,
---context, $KUBECONFIG, ~/.kube/config; in a pod, its service account): every resource
-is analyzed, and messages about resources in the selected namespace (-n, default the
-context's) are shown, or in every namespace with -A.
+--context, $KUBECONFIG, ~/.kube/config): every resource is analyzed, and messages about
+resources in the selected namespace (-n, default the context's) are shown, or in every
+namespace with -A. With no kubeconfig, the local mesh `trellis up` runs is analyzed
+(what its control plane holds, --control-plane; -n default `default`), else, in a pod,
+its cluster through the service account.
 
 With -f and a kubeconfig (--kubeconfig, --context, $KUBECONFIG or ~/.kube/config), the
 files are analyzed as if applied on top of what the cluster holds (a file's resource
@@ -97,6 +99,9 @@ pub struct Args {
     /// Lowest level to show.
     #[arg(long, value_enum, default_value = "info")]
     pub output_threshold: Threshold,
+    /// The local mesh analyzed when there is neither -f nor a kubeconfig.
+    #[command(flatten)]
+    pub control_plane: crate::cmd::control::Target,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -146,17 +151,17 @@ pub fn run(args: &Args) -> i32 {
         );
     }
     // Files alone get the library's defaults (the ingress gateway's stand-ins,
-    // Deployment templates as injected pods): the corpus tests measure exactly these.
-    // A running mesh has its own gateways and Pods; a Deployment without Pods is
-    // still analyzed from its template.
-    let live = input.origin != Origin::Files;
+    // Deployment templates as injected pods): the corpus tests measure exactly these,
+    // and a local mesh runs them exactly so. A cluster has its own gateways and Pods;
+    // a Deployment without Pods is still analyzed from its template.
+    let cluster = input.origin == Origin::Cluster;
     let options = Options {
         default_namespace: Some(input.default_namespace.clone()),
         istio_namespace: args.istio_namespace.clone(),
         mesh_config,
         only: args.analyzers.clone(),
-        add_ingress_gateway: !live,
-        pods_from_deployments: if live {
+        add_ingress_gateway: !cluster,
+        pods_from_deployments: if cluster {
             TemplatePods::WithoutPods
         } else {
             TemplatePods::Always

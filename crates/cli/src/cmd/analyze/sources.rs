@@ -1,7 +1,8 @@
 //! Where `trellis analyze` reads resources, decided once from the flags: files alone
 //! (`-f` with no kubeconfig around, or `--use-kube=false`: exactly as before), a
 //! cluster through the kubeconfig kubectl would use (with `-f`, the files are laid on
-//! top of it, as if applied), or, with neither, the local mesh `trellis up` runs.
+//! top of it, as if applied), or, with neither, the local mesh `trellis up` runs
+//! (then a pod's own cluster, when run in one).
 //! What is read from a running mesh is scoped to the selected namespaces (`scope.rs`).
 
 use std::collections::{BTreeSet, HashSet};
@@ -19,6 +20,8 @@ pub enum Origin {
     Files,
     /// A Kubernetes cluster (the files, if any, on top).
     Cluster,
+    /// The local control plane `trellis up` runs.
+    ControlPlane,
 }
 
 /// What is analyzed, and which of its messages are shown.
@@ -55,11 +58,14 @@ pub fn read(args: &Args) -> Result<Input, InputError> {
             read_from: None,
         });
     }
-    let live = live::cluster(
-        args.kubeconfig.as_deref(),
-        args.context.as_deref(),
-        &args.istio_namespace,
-    )?;
+    let live = match origin {
+        Origin::ControlPlane => live::control_plane(&args.control_plane)?,
+        _ => live::cluster(
+            args.kubeconfig.as_deref(),
+            args.context.as_deref(),
+            &args.istio_namespace,
+        )?,
+    };
     Ok(on_top(origin, live, files, args))
 }
 
@@ -76,13 +82,18 @@ fn origin(args: &Args) -> Result<Origin, InputError> {
             Ok(Origin::Cluster)
         }
         (None, false) => Ok(Origin::Files),
+        (None, true) if live::control_plane_running(&args.control_plane) => {
+            Ok(Origin::ControlPlane)
+        }
         // In a pod, the service account's view of the cluster.
         (None, true) if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
             Ok(Origin::Cluster)
         }
-        (None, true) => Err("nothing to analyze: no -f PATH, and no kubeconfig \
-             (--kubeconfig, $KUBECONFIG or ~/.kube/config) to read a cluster through"
-            .into()),
+        (None, true) => Err(format!(
+            "nothing to analyze: no -f PATH, no kubeconfig (--kubeconfig, $KUBECONFIG or \
+             ~/.kube/config) to read a cluster through, and no local mesh answering at {}",
+            args.control_plane.control_plane
+        )),
     }
 }
 
