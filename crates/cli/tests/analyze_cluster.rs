@@ -14,7 +14,7 @@ use trellis_kube::testing::{Cluster, ClusterOptions, install_istio_crds, isolate
 #[path = "analyze_cluster/fixtures.rs"]
 mod fixtures;
 
-use fixtures::{INGRESS, ISTIO_CASES, SEED_FILES, WORKLOADS};
+use fixtures::{INGRESS, ISTIO_CASES, MESH_CONFIG, SEED_FILES, WORKLOADS};
 
 const SEED: &str = "../../../shared/seed/examples";
 
@@ -203,6 +203,7 @@ async fn seed_scenario() {
         // The Secret is read from the cluster, by the name the Gateway gives.
         ("IST0161", "Gateway", "app-gateway"),
         ("IST0127", "AuthorizationPolicy", "allow-frontend"),
+        ("IST0134", "ServiceEntry", "payments-db"),
     ] {
         assert!(
             production
@@ -248,7 +249,19 @@ async fn seed_scenario() {
     assert!(!text.contains("cluster:"), "{text}");
     assert_eq!(out.status.code(), Some(1));
 
+    mesh_config_from_the_cluster(&cluster, &kubeconfig);
     files_on_top(&cluster, &kubeconfig);
+}
+
+/// The `istio` ConfigMap's `mesh` key is the mesh config, as --meshConfigFile gives it.
+fn mesh_config_from_the_cluster(cluster: &Cluster, kubeconfig: &str) {
+    let (ok, _, err) = cluster.kubectl_run(&["apply", "-f", "-"], Some(MESH_CONFIG));
+    assert!(ok, "kubectl apply the mesh config: {err}");
+    let (production, _) = analyze(&["--kubeconfig", kubeconfig, "-n", "production"]);
+    assert!(
+        !production.iter().any(|f| f.0 == "IST0134"),
+        "addresses are allocated by DNS capture: {production:#?}"
+    );
 }
 
 /// `-f` with a cluster: the files as if applied on top of what it holds.

@@ -37,7 +37,8 @@ spec:
 
 /// The workloads around the seed's examples, and a few mistakes: a VirtualService
 /// routing to a subset no DestinationRule defines, a Gateway whose selector matches no
-/// pod, a certificate Secret holding no certificate, and a broken route in staging.
+/// pod, a certificate Secret holding no certificate, a TCP ServiceEntry without
+/// addresses, and a broken route in staging.
 pub const WORKLOADS: &str = "apiVersion: v1
 kind: Namespace
 metadata: {name: production, labels: {istio-injection: enabled}}
@@ -136,6 +137,15 @@ spec:
     hosts: ['*.internal.example.com']
 ---
 apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payments-db, namespace: production}
+spec:
+  hosts: [db.payments.example.com]
+  ports: [{number: 5432, name: tcp-postgres, protocol: TCP}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: orders, namespace: staging}
 spec:
@@ -156,3 +166,15 @@ pub const ISTIO_CASES: &[&str] = &[
     "deployment-con-sec-uid.yaml",
     "authorizationpolicies.yaml",
 ];
+
+/// Istio's mesh config with DNS address allocation on: ServiceEntries need no addresses.
+pub const MESH_CONFIG: &str = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    defaultConfig:
+      proxyMetadata:
+        ISTIO_META_DNS_CAPTURE: 'true'
+        ISTIO_META_DNS_AUTO_ALLOCATE: 'true'
+";
