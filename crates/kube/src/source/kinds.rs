@@ -3,6 +3,8 @@
 //! resourceVersion, the last-applied annotation, an Istio resource's status) are
 //! dropped, so an object that changed only there is the same resource and pushes
 //! nothing; a Pod keeps its address only while it is Running, Ready and not going away.
+//! `trellis analyze` loads objects through the same code with [`Reader::Analysis`],
+//! which keeps what the analyzers read and validates nothing.
 
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Map, Value};
