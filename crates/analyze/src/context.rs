@@ -4,13 +4,13 @@
 //! Deployment it came from ([`Context::origin`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use trellis_api::Resource;
 
-use crate::templates::{Origin, template_pod};
-use crate::{IGNORED_NAMESPACES, Options};
+use crate::templates::{Origin, template_pod, workloads_with_pods};
+use crate::{IGNORED_NAMESPACES, Options, TemplatePods};
 
 /// Every resource under analysis, grouped by kind.
 pub struct Context<'a> {
@@ -44,10 +44,15 @@ impl<'a> Context<'a> {
             })
             .collect();
         let mut origins = HashMap::new();
-        if options.pods_from_deployments {
+        if options.pods_from_deployments != TemplatePods::Never {
+            let running = match options.pods_from_deployments {
+                TemplatePods::WithoutPods => workloads_with_pods(resources.iter().map(|r| &**r)),
+                _ => HashSet::new(),
+            };
             let pods: Vec<(usize, Resource, &'static str)> = resources
                 .iter()
                 .enumerate()
+                .filter(|(_, r)| !running.contains(&(ns_or_empty(r), r.meta.name.as_str())))
                 .filter_map(|(i, r)| template_pod(r).map(|(pod, path)| (i, pod, path)))
                 .collect();
             for (owner, pod, path) in pods {
@@ -136,6 +141,10 @@ pub fn is_cluster_scoped(kind: &str) -> bool {
             | "CustomResourceDefinition"
             | "GatewayClass"
     )
+}
+
+fn ns_or_empty(r: &Resource) -> &str {
+    r.meta.namespace.as_deref().unwrap_or("")
 }
 
 /// What identifies a made resource: its `raw` document, which copies share.

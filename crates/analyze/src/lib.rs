@@ -12,7 +12,7 @@ pub mod messages;
 mod report;
 mod templates;
 
-pub use context::Context;
+pub use context::{Context, is_cluster_scoped};
 pub use messages::{Level, MessageType};
 pub use report::{Message, Reporter};
 pub use templates::Origin;
@@ -44,11 +44,9 @@ pub struct Options {
     pub add_ingress_gateway: bool,
     /// Run only these analyzers (Istio names); empty runs the default set.
     pub only: Vec<String>,
-    /// Treat each Deployment's pod template as a running, injected Pod, so that
-    /// manifests analyze as the mesh they will become (Trellis's local mode runs
-    /// them exactly so). Istio's own harness analyzes only the Pods it is given.
+    /// Which Deployments' pod templates are analyzed as running, injected Pods.
     /// Messages about such a pod are reported on its Deployment (see [`Reporter`]).
-    pub pods_from_deployments: bool,
+    pub pods_from_deployments: TemplatePods,
     /// Istio's mesh config (what `istioctl analyze --meshConfigFile` reads); when absent,
     /// analyzers look for the `istio` ConfigMap among the inputs.
     pub mesh_config: Option<serde_json::Value>,
@@ -61,10 +59,25 @@ impl Default for Options {
             istio_namespace: "istio-system".into(),
             add_ingress_gateway: true,
             only: Vec::new(),
-            pods_from_deployments: true,
+            pods_from_deployments: TemplatePods::Always,
             mesh_config: None,
         }
     }
+}
+
+/// Which Deployments' pod templates become pods for the analyzers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplatePods {
+    /// None: only the Pods among the inputs count (Istio's own harness; the status
+    /// writer, which sees a cluster's Pods and no Deployments).
+    Never,
+    /// Every Deployment's, so that manifests analyze as the mesh they will become
+    /// (Trellis's local mode runs them exactly so).
+    Always,
+    /// A Deployment's when none of its Pods is among the inputs (read from a
+    /// cluster: running Pods speak for themselves, and a Deployment not rolled out
+    /// or scaled to zero is analyzed from its template).
+    WithoutPods,
 }
 
 /// Namespaces whose resources Istio's analysis drops.

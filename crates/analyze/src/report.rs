@@ -108,7 +108,9 @@ impl<'c> Reporter<'c> {
             Some(p) => resource.line_of(p),
             None => resource.source.line,
         };
-        let synthetic = resource.source.file.is_empty();
+        // Made by the analysis (no file) or read from an API server (no line): the
+        // message names the resource alone, as istioctl does for a cluster's.
+        let synthetic = !resource.source.in_file();
         Message {
             code: ty.code,
             message_name: ty.name,
@@ -265,7 +267,7 @@ spec:
             ["Pod shop/web-1 line 19", "Deployment shop/web line 11"]
         );
         let without_templates = Options {
-            pods_from_deployments: false,
+            pods_from_deployments: crate::TemplatePods::Never,
             ..options()
         };
         let messages = run(

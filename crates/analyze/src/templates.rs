@@ -3,6 +3,7 @@
 //! back. Such a pod is not among the inputs; a message about it belongs to the workload the
 //! user wrote, at the same field inside its template ([`Origin::path`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -80,6 +81,34 @@ pub(crate) fn template_pod(workload: &Resource) -> Option<(Resource, &'static st
     Some((pod, path))
 }
 
+/// The workloads, as (namespace, Deployment name), that have Pods among `resources`:
+/// a Pod owned by ReplicaSet `NAME-HASH` whose `pod-template-hash` label is `HASH`
+/// belongs to Deployment `NAME`, as the Deployment controller names them.
+pub(crate) fn workloads_with_pods<'r>(
+    resources: impl Iterator<Item = &'r Resource>,
+) -> HashSet<(&'r str, &'r str)> {
+    let mut out = HashSet::new();
+    for pod in resources.filter(|r| r.kind == "Pod" && r.group().is_empty()) {
+        let Some(hash) = pod.meta.labels.get("pod-template-hash") else {
+            continue;
+        };
+        let owners = pod.raw["metadata"]["ownerReferences"].as_array();
+        for owner in owners.into_iter().flatten() {
+            if owner["kind"] != "ReplicaSet" {
+                continue;
+            }
+            let deployment = owner["name"]
+                .as_str()
+                .and_then(|n| n.strip_suffix(hash.as_str()))
+                .and_then(|n| n.strip_suffix('-'));
+            if let Some(name) = deployment {
+                out.insert((pod.meta.namespace.as_deref().unwrap_or(""), name));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +146,49 @@ spec:
             .map(|c| c["name"].as_str().unwrap_or(""))
             .collect();
         assert_eq!(names, ["web", PROXY_CONTAINER]);
+    }
+
+    #[test]
+    fn a_deployment_with_running_pods_is_not_also_a_template_when_asked() {
+        let text = format!(
+            "{DEPLOYMENT}---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: idle, namespace: shop}}
+spec:
+  template:
+    metadata: {{labels: {{app: idle}}}}
+    spec: {{containers: [{{name: idle, image: idle}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-5d4f-x2x9q
+  namespace: shop
+  labels: {{app: web, pod-template-hash: 5d4f}}
+  ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: web-5d4f, uid: u1}}]
+spec: {{containers: [{{name: web, image: web}}]}}
+"
+        );
+        let resources = load(&text);
+        let pods = |templates| {
+            let options = crate::Options {
+                pods_from_deployments: templates,
+                add_ingress_gateway: false,
+                ..crate::Options::default()
+            };
+            let cx = crate::Context::new(&resources, &options);
+            let mut names: Vec<String> = cx.of("", "Pod").map(|p| p.meta.name.clone()).collect();
+            names.sort();
+            names
+        };
+        use crate::TemplatePods::*;
+        assert_eq!(pods(WithoutPods), ["idle-template", "web-5d4f-x2x9q"]);
+        assert_eq!(
+            pods(Always),
+            ["idle-template", "web-5d4f-x2x9q", "web-template"]
+        );
+        assert_eq!(pods(Never), ["web-5d4f-x2x9q"]);
     }
 
     #[test]

@@ -22,6 +22,16 @@ pub async fn client(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> Result<kube::Client, ConnectError> {
+    let config = config(kubeconfig, context).await?;
+    kube::Client::try_from(config).map_err(|e| ConnectError::Client(e.to_string()))
+}
+
+/// The configuration [`client`] uses: the server's URL, the context's namespace
+/// (`default_namespace`), credentials.
+pub async fn config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Config, ConnectError> {
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
@@ -45,5 +55,15 @@ pub async fn client(
             .await
             .map_err(|e| ConnectError::Infer(e.to_string()))?,
     };
-    kube::Client::try_from(config).map_err(|e| ConnectError::Client(e.to_string()))
+    Ok(config)
+}
+
+/// Whether a kubeconfig is there to be used without asking: `$KUBECONFIG` names one,
+/// or `~/.kube/config` exists (what kubectl reads when given no `--kubeconfig`).
+pub fn kubeconfig_found() -> bool {
+    let named = std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .is_some_and(|home| home.join(".kube/config").is_file());
+    named || home
 }

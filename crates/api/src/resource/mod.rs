@@ -19,11 +19,20 @@ use crate::meta::ObjectMeta;
 use crate::yaml::Node;
 use crate::{kube, networking, security, telemetry};
 
-/// Where a resource was written.
+/// Where a resource was written. An object read from an API server (a cluster, the
+/// control plane) names its origin in `file` (`cluster:virtualservices/ns/name`) and
+/// has line 0: there is no file to point at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     pub file: Arc<str>,
     pub line: u32,
+}
+
+impl Source {
+    /// Whether `file` and `line` point at a file the user can open.
+    pub fn in_file(&self) -> bool {
+        !self.file.is_empty() && self.line > 0
+    }
 }
 
 /// A typed resource and where it came from.

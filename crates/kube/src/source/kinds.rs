@@ -3,6 +3,8 @@
 //! resourceVersion, the last-applied annotation, an Istio resource's status) are
 //! dropped, so an object that changed only there is the same resource and pushes
 //! nothing; a Pod keeps its address only while it is Running, Ready and not going away.
+//! `trellis analyze` loads objects through the same code with [`Reader::Analysis`],
+//! which keeps what the analyzers read and validates nothing.
 
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Map, Value};
@@ -70,38 +72,22 @@ pub enum Skipped {
     Invalid(String),
 }
 
+/// Who reads an object, which decides what of it is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// The control plane's store: what the mesh runs on (a Pod trimmed to its
+    /// labels, containers and ready address; no status of Istio's kinds), so that a
+    /// change elsewhere in the object is no change.
+    Mesh,
+    /// `trellis analyze`: the object as the API server holds it, status included (the
+    /// analyzers read conditions, a Pod's node, its annotations and images), less
+    /// the bookkeeping the API server keeps for itself. Read once, never compared.
+    Analysis,
+}
+
 /// The object as the store keeps it, or why it is left out.
 pub fn to_resource(kind: &WatchedKind, object: DynamicObject) -> Result<Resource, Skipped> {
-    let mut value = serde_json::to_value(&object).map_err(|e| Skipped::Invalid(e.to_string()))?;
-    let Some(map) = value.as_object_mut() else {
-        return Err(Skipped::Invalid("not an object".into()));
-    };
-    map.insert(
-        "apiVersion".into(),
-        Value::String(kind.resource.api_version.clone()),
-    );
-    map.insert("kind".into(), Value::String(kind.resource.kind.clone()));
-    if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-        slim_metadata(meta);
-    }
-    if kind.custom {
-        // Written by the control plane itself (analysis messages): not config.
-        map.remove("status");
-    }
-    match kind.resource.kind.as_str() {
-        "Pod" => slim_pod(map),
-        "Namespace" => {
-            map.remove("spec");
-            map.remove("status");
-        }
-        "Service" => {
-            map.remove("status");
-        }
-        _ => {}
-    }
-    let name = source_name(kind, map);
-    let text = value.to_string();
-    let loaded = trellis_api::load_str(&name, &text);
+    let loaded = load_object(kind, object, Reader::Mesh).map_err(Skipped::Invalid)?;
     let errors: Vec<String> = loaded
         .diagnostics
         .iter()
@@ -125,6 +111,67 @@ pub fn to_resource(kind: &WatchedKind, object: DynamicObject) -> Result<Resource
         .next()
         .map(trellis_control::source::slim)
         .ok_or_else(|| Skipped::Invalid("no resource in the object".into()))
+}
+
+/// The object loaded as a file holding it would be, named `cluster:PLURAL/NS/NAME` in
+/// place of a file, with what `reader` does not need left out. Not validated: the
+/// loader's diagnostics (a misspelt field, a wrong type) are in the answer; an
+/// object that is not even JSON is the error.
+pub fn load_object(
+    kind: &WatchedKind,
+    object: DynamicObject,
+    reader: Reader,
+) -> Result<trellis_api::Loaded, String> {
+    let mut value = serde_json::to_value(&object).map_err(|e| e.to_string())?;
+    let Some(map) = value.as_object_mut() else {
+        return Err("not an object".into());
+    };
+    map.insert(
+        "apiVersion".into(),
+        Value::String(kind.resource.api_version.clone()),
+    );
+    map.insert("kind".into(), Value::String(kind.resource.kind.clone()));
+    if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+        slim_metadata(meta);
+    }
+    if reader == Reader::Mesh {
+        slim_for_mesh(kind, map);
+    }
+    let name = source_name(kind, map);
+    let mut loaded = trellis_api::load_str(&name, &value.to_string());
+    if reader == Reader::Analysis {
+        // Not from a file: no line to point at (see `trellis_api::Source`).
+        loaded.resources = loaded
+            .resources
+            .into_iter()
+            .map(|mut r| {
+                r.source.line = 0;
+                trellis_control::source::slim(r)
+            })
+            .collect();
+        for d in &mut loaded.diagnostics {
+            d.line = 0;
+        }
+    }
+    Ok(loaded)
+}
+
+fn slim_for_mesh(kind: &WatchedKind, map: &mut Map<String, Value>) {
+    if kind.custom {
+        // Written by the control plane itself (analysis messages): not config.
+        map.remove("status");
+    }
+    match kind.resource.kind.as_str() {
+        "Pod" => slim_pod(map),
+        "Namespace" => {
+            map.remove("spec");
+            map.remove("status");
+        }
+        "Service" => {
+            map.remove("status");
+        }
+        _ => {}
+    }
 }
 
 /// How diagnostics name an object from the cluster (in place of a file).
@@ -277,6 +324,19 @@ mod tests {
         assert!(r.raw["spec"].get("nodeName").is_none());
         assert!(r.raw["spec"]["containers"][0].get("resources").is_none());
         assert_eq!(r.raw["spec"]["serviceAccountName"], "bookinfo-reviews");
+    }
+
+    #[test]
+    fn analysis_keeps_what_the_analyzers_read_and_points_at_no_line() {
+        let loaded =
+            load_object(&pod_kind(), pod("Pending", "False"), Reader::Analysis).expect("an object");
+        let r = &loaded.resources[0];
+        assert_eq!(r.raw["spec"]["nodeName"], "n1");
+        assert_eq!(r.raw["spec"]["containers"][0]["image"], "reviews:v1");
+        assert_eq!(r.raw["status"]["conditions"][0]["type"], "Ready");
+        assert!(r.raw["metadata"].get("managedFields").is_none());
+        assert_eq!(&*r.source.file, "cluster:pods/default/reviews-v1-abc");
+        assert!(!r.source.in_file());
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! [`ControlPlane::set_cluster`] after a short quiet period, whole; the store finds an
 //! unchanged map no change, so a restarted watch (410 Gone, relist) pushes nothing.
 //! Proxies are refused until every watch has listed once, so none is sent a partial mesh.
+//! `snapshot` reads the same kinds once, whole, for `trellis analyze`.
 
 mod kinds;
 pub mod mesh_config;
 mod secrets;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use trellis_api::Resource;
 use trellis_control::ControlPlane;
 use trellis_control::store::Key;
 
-pub use kinds::{Skipped, WatchedKind, to_resource, watched};
+pub use kinds::{Reader, Skipped, WatchedKind, load_object, to_resource, watched};
 pub use mesh_config::MeshConfig;
 
 /// How the source runs.

@@ -173,7 +173,7 @@ spec:
     fn analyze(resources: &[Resource]) -> Vec<Message> {
         let options = trellis_analyze::Options {
             add_ingress_gateway: false,
-            pods_from_deployments: false,
+            pods_from_deployments: trellis_analyze::TemplatePods::Never,
             ..trellis_analyze::Options::default()
         };
         trellis_analyze::analyze(resources, &options).expect("the default analyzers")

@@ -46,7 +46,7 @@ impl StatusOptions {
                 istio_namespace: namespace.into(),
                 // A cluster has its Pods and its gateways: nothing to stand in for.
                 add_ingress_gateway: false,
-                pods_from_deployments: false,
+                pods_from_deployments: trellis_analyze::TemplatePods::Never,
                 ..trellis_analyze::Options::default()
             },
             quiet: Duration::from_secs(1),
