@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
   trellis analyze -f manifests/           check how resources fit together (Istio's IST0xxx codes)
   trellis demo                            run the bookstore demo mesh with live traffic (Ctrl-C stops)
   trellis manifest generate               what cluster mode installs (| kubectl apply -f -)
+  trellis x precheck                      is the current cluster ready for an install?
   trellis echo --listen 127.0.0.1:8080    a test workload that echoes requests as JSON
   trellis bookinfo productpage            one service of the bookstore demo application"
 )]
@@ -58,6 +59,8 @@ enum Command {
     ProxyConfig(cmd::control::ProxyConfigArgs),
     /// What cluster mode installs in a cluster, to pipe into `kubectl apply -f -`.
     Manifest(cmd::manifest::Args),
+    /// Experimental commands (istioctl's `x`): precheck.
+    X(cmd::x::Args),
     /// Run an HTTP/1.1 and h2c server that answers every request with JSON about it.
     Echo(apps::echo::Args),
     /// Run one service of the bookstore demo application (productpage, details, reviews, ratings).
@@ -80,6 +83,7 @@ fn main() {
         Command::ProxyStatus(args) => cmd::control::proxy_status(args),
         Command::ProxyConfig(args) => cmd::control::proxy_config(args),
         Command::Manifest(args) => cmd::manifest::run(args),
+        Command::X(args) => cmd::x::run(args),
         Command::Echo(args) => apps::echo::run(args),
         Command::Bookinfo(args) => apps::bookinfo::run(args),
     };

@@ -22,11 +22,20 @@ pub async fn client(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> Result<kube::Client, ConnectError> {
+    client_for(config(kubeconfig, context).await?)
+}
+
+/// The configuration [`client`] uses, for callers that need its server URL or
+/// timeouts before making the client with [`client_for`].
+pub async fn config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Config, ConnectError> {
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
     };
-    let config = match kubeconfig {
+    Ok(match kubeconfig {
         Some(file) => {
             let error = |message: String| ConnectError::Kubeconfig {
                 file: file.to_path_buf(),
@@ -44,6 +53,10 @@ pub async fn client(
         None => kube::Config::infer()
             .await
             .map_err(|e| ConnectError::Infer(e.to_string()))?,
-    };
+    })
+}
+
+/// A client for a configuration from [`config`].
+pub fn client_for(config: kube::Config) -> Result<kube::Client, ConnectError> {
     kube::Client::try_from(config).map_err(|e| ConnectError::Client(e.to_string()))
 }
