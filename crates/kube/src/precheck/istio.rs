@@ -60,8 +60,20 @@ pub struct ExistingIstio {
     /// Istio's CRDs not written by Trellis (compatible: a note).
     pub crds: Vec<String>,
     /// Lists that failed (forbidden, most often), with why.
-    pub unreadable: Vec<String>,
+    pub unreadable: Vec<Unreadable>,
 }
+
+/// A list that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// `list deployments.apps in istio-system`
+    pub what: String,
+    /// `forbidden`, or the error.
+    pub error: String,
+}
+
+/// The error of a list the user may not make.
+pub const FORBIDDEN: &str = "forbidden";
 
 /// One list made, and what it answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +127,11 @@ where
     api.list_metadata(params)
         .await
         .map(|list| list.items.into_iter().map(|o| o.metadata).collect())
-        .map_err(|e| describe_error(&e))
+        .map_err(|e| match e {
+            // The API server's words name the user and the resource again: say less.
+            kube::Error::Api(status) if status.code == 403 => FORBIDDEN.to_string(),
+            e => describe_error(&e),
+        })
 }
 
 /// Sorts what the lists found (pure, so the rules are tested without a cluster).
@@ -131,8 +147,10 @@ pub fn classify(
         let items = match answer {
             Ok(items) => items,
             Err(error) => {
-                out.unreadable
-                    .push(format!("{}: {error}", listing.describe(namespace)));
+                out.unreadable.push(Unreadable {
+                    what: listing.describe(namespace),
+                    error,
+                });
                 continue;
             }
         };
@@ -175,7 +193,7 @@ impl Listing {
             Listing::Workloads(kind) => {
                 format!("list {}s.apps in {namespace}", kind.to_lowercase())
             }
-            Listing::IstiodService => format!("get service {namespace}/{CONTROL_PLANE}"),
+            Listing::IstiodService => format!("list services in {namespace}"),
             Listing::ValidatingWebhooks => {
                 "list validatingwebhookconfigurations.admissionregistration.k8s.io".to_string()
             }
@@ -263,10 +281,19 @@ impl ExistingIstio {
                     .to_string(),
             );
         }
+        let (forbidden, failed): (Vec<&Unreadable>, Vec<&Unreadable>) =
+            self.unreadable.iter().partition(|u| u.error == FORBIDDEN);
+        if !forbidden.is_empty() {
+            let whats: Vec<&str> = forbidden.iter().map(|u| u.what.as_str()).collect();
+            details.push(format!(
+                "could not look, forbidden to: {}",
+                whats.join("; ")
+            ));
+        }
         details.extend(
-            self.unreadable
+            failed
                 .iter()
-                .map(|u| format!("could not look: {u}")),
+                .map(|u| format!("could not look: {}: {}", u.what, u.error)),
         );
         if !self.crds.is_empty() {
             details.push(self.crd_note());
@@ -308,8 +335,9 @@ impl ExistingIstio {
             ""
         };
         format!(
-            "note: {} Istio CRDs installed by Istio ({}{more}) are compatible with Trellis: \
-             it serves the same kinds and versions, and its CRDs apply over them",
+            "note: {} CRDs installed by Istio ({}{more}) are compatible with Trellis: \
+             its CRDs for the kinds it carries out have the same names and versions, \
+             and apply over Istio's",
             self.crds.len(),
             shown.join(", ")
         )
@@ -385,7 +413,7 @@ mod tests {
         assert_eq!(found.crds, ["virtualservices.networking.istio.io"]);
         let check = found.check();
         assert_eq!(check.status, Status::Pass);
-        assert!(check.details[0].starts_with("note: 1 Istio CRDs"));
+        assert!(check.details[0].starts_with("note: 1 CRDs installed by Istio"));
     }
 
     #[test]
@@ -428,7 +456,11 @@ mod tests {
                     Listing::Workloads("DaemonSet"),
                     Ok(vec![meta(Some("istio-system"), "ztunnel", &[])]),
                 ),
-                (Listing::Crds, Err("403 Forbidden".to_string())),
+                (Listing::Crds, Err(FORBIDDEN.to_string())),
+                (
+                    Listing::IstiodService,
+                    Err("503 ServiceUnavailable".to_string()),
+                ),
             ],
         );
         let check = found.check();
@@ -437,11 +469,12 @@ mod tests {
             check.message,
             "istio-system already holds workloads Trellis did not install"
         );
-        assert!(
-            check
-                .details
-                .iter()
-                .any(|d| d.contains("customresourcedefinitions") && d.contains("403")),
+        assert_eq!(
+            check.details[1..],
+            [
+                "could not look, forbidden to: list customresourcedefinitions.apiextensions.k8s.io",
+                "could not look: list services in istio-system: 503 ServiceUnavailable",
+            ],
             "{check:?}"
         );
     }

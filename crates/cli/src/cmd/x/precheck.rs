@@ -97,8 +97,13 @@ fn print_text(report: &Report) {
     for check in &checks {
         print_check(&mut out, check);
     }
-    if report.passed() {
+    if checks.iter().all(|c| c.status == Status::Pass) {
         let _ = writeln!(out, "\nReady for `trellis install`.");
+    } else if report.passed() {
+        let _ = writeln!(
+            out,
+            "\nNo check failed: read the warnings above before `trellis install`."
+        );
     } else {
         let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
         let _ = writeln!(
