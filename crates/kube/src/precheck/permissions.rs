@@ -33,7 +33,9 @@ const fn written(group: &'static str, resource: &'static str, namespaced: bool) 
     }
 }
 
-/// Everything `trellis install` writes, in the order it applies them.
+/// Everything `trellis install` writes, in the order it applies them. Kept by hand:
+/// when the install's manifests gain a kind, it belongs here too (a test deriving
+/// this from the install's objects should join them once both are on one branch).
 pub const WRITTEN: &[Written] = &[
     written("apiextensions.k8s.io", "customresourcedefinitions", false),
     written("", "namespaces", false),
