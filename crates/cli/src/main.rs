@@ -57,9 +57,13 @@ enum Command {
     ProxyStatus(cmd::control::ProxyStatusArgs),
     /// Show a proxy's listeners, routes, clusters or endpoints as last pushed.
     ProxyConfig(cmd::control::ProxyConfigArgs),
-    /// What cluster mode installs in a cluster, to pipe into `kubectl apply -f -`.
+    /// Install the mesh into a Kubernetes cluster (CRDs, control plane, gateways) and wait until it is ready.
+    Install(cmd::install::InstallArgs),
+    /// Remove what `trellis install` put into a cluster (the CRDs too with --purge).
+    Uninstall(cmd::install::UninstallArgs),
+    /// Print what `trellis install` applies, to review or pipe into `kubectl apply -f -`.
     Manifest(cmd::manifest::Args),
-    /// Experimental commands (istioctl's `x`): precheck.
+    /// Run experimental commands (istioctl's `x`): precheck, before an install.
     X(cmd::x::Args),
     /// Run an HTTP/1.1 and h2c server that answers every request with JSON about it.
     Echo(apps::echo::Args),
@@ -82,6 +86,8 @@ fn main() {
         Command::Get(args) => cmd::control::get(args),
         Command::ProxyStatus(args) => cmd::control::proxy_status(args),
         Command::ProxyConfig(args) => cmd::control::proxy_config(args),
+        Command::Install(args) => cmd::install::install(args),
+        Command::Uninstall(args) => cmd::install::uninstall(args),
         Command::Manifest(args) => cmd::manifest::run(args),
         Command::X(args) => cmd::x::run(args),
         Command::Echo(args) => apps::echo::run(args),

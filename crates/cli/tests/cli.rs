@@ -248,7 +248,7 @@ fn commands(help: &str) -> Vec<(String, String)> {
 #[test]
 fn every_subcommand_says_in_one_line_what_it_does() {
     const VERBS: &[&str] = &[
-        "Add", "Check", "List", "Print", "Remove", "Run", "Serve", "Show", "Stop",
+        "Add", "Check", "Install", "List", "Print", "Remove", "Run", "Serve", "Show", "Stop",
     ];
     let mut checked = 0;
     // (the subcommand's words, the line its parent lists it with)
@@ -420,7 +420,7 @@ fn demo_stops_cleanly_when_its_whole_process_group_is_interrupted() {
 
 #[test]
 fn manifest_generate_prints_the_crds_as_yaml_documents_or_a_json_list() {
-    let yaml = trellis(&["manifest", "generate"], None);
+    let yaml = trellis(&["manifest", "generate", "--crds-only"], None);
     assert_eq!(yaml.status.code(), Some(0), "{}", text(&yaml.stderr));
     let documents = trellis_api::yaml::parse(&text(&yaml.stdout)).expect("valid YAML");
     let from_yaml: Vec<serde_json::Value> = documents
@@ -440,12 +440,49 @@ fn manifest_generate_prints_the_crds_as_yaml_documents_or_a_json_list() {
         .expect("VirtualService's CRD");
     assert_eq!(vs["spec"]["names"]["shortNames"], serde_json::json!(["vs"]));
 
-    let json = trellis(&["manifest", "generate", "-o", "json"], None);
+    let json = trellis(&["manifest", "generate", "--crds-only", "-o", "json"], None);
     assert_eq!(json.status.code(), Some(0), "{}", text(&json.stderr));
     let list: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     assert_eq!(list["kind"], "List");
     assert_eq!(list["items"], serde_json::Value::Array(from_yaml));
 
+    // The whole install: the CRDs first, then the profile's objects.
+    let all = trellis(
+        &[
+            "manifest",
+            "generate",
+            "--set",
+            "profile=demo",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(all.status.code(), Some(0), "{}", text(&all.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&all.stdout).expect("JSON");
+    let kinds: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    assert_eq!(kinds[..10], ["CustomResourceDefinition"; 10]);
+    for kind in [
+        "Namespace",
+        "ClusterRole",
+        "Deployment",
+        "ValidatingWebhookConfiguration",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let bad = trellis(&["manifest", "generate", "--set", "profile=huge"], None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("known: default, demo"),
+        "{}",
+        text(&bad.stderr)
+    );
+
     let help = trellis(&["manifest", "generate", "--help"], None);
-    assert!(text(&help.stdout).contains("kubectl apply -f -"));
+    assert!(text(&help.stdout).contains("kubectl apply"));
 }

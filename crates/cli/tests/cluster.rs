@@ -190,9 +190,12 @@ fn trellis() -> &'static str {
 /// Installs the Istio CRDs the way a user's `trellis manifest generate | kubectl
 /// apply` does.
 fn install_crds(cluster: &Cluster) {
-    // TEMPORARY until `trellis manifest generate` lands.
-    let text =
-        std::fs::read_to_string("/work/shared/corpus/istio/crds/crd-all.gen.yaml").expect("crds");
+    let crds = Command::new(trellis())
+        .args(["manifest", "generate", "--crds-only"])
+        .output()
+        .expect("trellis manifest generate");
+    assert!(crds.status.success(), "{crds:?}");
+    let text = String::from_utf8(crds.stdout).expect("utf-8");
     let (ok, _, err) = cluster.kubectl_run(&["apply", "-f", "-"], Some(&text));
     assert!(ok, "kubectl apply of the CRDs: {err}");
     let (ok, _, err) = cluster.kubectl_run(
@@ -545,8 +548,8 @@ async fn scenario() {
         // within a second of kubectl returning; then seen by requests.
         let productpage = kubelet_ips(&kubelet_pods(&cluster, "app=productpage"), &kubelet)[0];
         let dump = SocketAddr::from((productpage, 15000));
-        let applied = Instant::now();
         apply_blocking(&cluster, &header);
+        let applied = Instant::now();
         let took = until(applied, Duration::from_secs(5), "header routing at productpage's sidecar", || {
             common::http_get(dump, "admin", "/config_dump").is_ok_and(|(_, body)| body.contains("x-user-type"))
         });
@@ -582,8 +585,8 @@ async fn scenario() {
         until(killed, Duration::from_secs(30), "every proxy on the survivor", || {
             survivor.connected() == 5
         });
-        let applied = Instant::now();
         apply_blocking(&cluster, &canary);
+        let applied = Instant::now();
         until(applied, Duration::from_secs(5), "the canary back at productpage's sidecar", || {
             common::http_get(dump, "admin", "/config_dump")
                 .is_ok_and(|(_, body)| !body.contains("x-user-type"))

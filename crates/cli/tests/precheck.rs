@@ -1,7 +1,7 @@
 //! `trellis x precheck` against a real kube-apiserver (no controller-manager: nothing
 //! here needs pods), run as users run it: the admin passes every check, then an
 //! `istiod` Deployment Trellis did not install is reported as an existing Istio (a
-//! warning) while Trellis's own is not; a service account bound to nothing fails the
+//! warning) while what `trellis install` applies is not; a service account bound to nothing fails the
 //! permission check with what it lacks listed by name; a closed port exits 2 with one
 //! line. `-o json` parses in each case.
 
@@ -186,6 +186,52 @@ fn the_admin_passes_and_an_istiod_not_installed_by_trellis_is_reported() {
             serde_json::json!([{"kind": "Deployment", "namespace": "istio-system", "name": "istiod"}]),
             "{json:#}"
         );
+    });
+}
+
+#[test]
+fn trellis_own_objects_are_not_taken_for_istio() {
+    let name = "trellis_own_objects_are_not_taken_for_istio";
+    if !isolate(name) {
+        return;
+    }
+    runtime().block_on(async {
+        let Some(cluster) = Cluster::start_with(name, NO_CONTROLLERS).await else {
+            return;
+        };
+        // What `trellis install` applies (its `istiod` Deployment and Service, the
+        // gateways, the webhook configuration, the CRDs), without waiting for pods.
+        let manifests = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["manifest", "generate", "--set", "profile=demo"])
+            .output()
+            .expect("trellis runs");
+        assert!(manifests.status.success(), "{}", describe(&manifests));
+        let yaml = String::from_utf8_lossy(&manifests.stdout);
+        let (ok, _, err) = cluster.kubectl_run(&["apply", "--server-side", "-f", "-"], Some(&yaml));
+        assert!(ok, "kubectl apply: {err}");
+
+        let out = precheck(&cluster.kubeconfig, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("✔ no existing Istio control plane or webhooks"),
+            "{text}"
+        );
+        assert!(text.contains("Ready for `trellis install`"), "{text}");
+        let json = report(&cluster.kubeconfig, 0);
+        for list in [
+            "controlPlane",
+            "webhooks",
+            "workloads",
+            "crds",
+            "unreadable",
+        ] {
+            assert_eq!(
+                json["existingIstio"][list],
+                serde_json::json!([]),
+                "{list}: {json:#}"
+            );
+        }
     });
 }
 

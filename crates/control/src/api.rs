@@ -158,7 +158,15 @@ async fn answer(
             );
             r
         }
-        (&Method::GET, "/ready") => json(StatusCode::OK, &serde_json::json!({"ready": true})),
+        // Not ready while a source is still reading its first state (proxies are
+        // refused meanwhile), so a readiness probe keeps traffic away.
+        (&Method::GET, "/ready") => match control.held() {
+            None => json(StatusCode::OK, &serde_json::json!({"ready": true})),
+            Some(reason) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"ready": false, "reason": reason}),
+            ),
+        },
         (&Method::GET, "/api/v1/proxies") => json(
             StatusCode::OK,
             &serde_json::to_value(control.status()).unwrap_or_default(),

@@ -8,6 +8,7 @@
 pub mod ca_secret;
 pub mod connect;
 pub mod crd;
+pub mod install;
 pub mod leader;
 pub mod mode;
 pub mod precheck;

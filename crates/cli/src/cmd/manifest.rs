@@ -1,7 +1,7 @@
-//! `trellis manifest generate`: the objects cluster mode installs, to pipe into
-//! `kubectl apply -f -`. For now the CustomResourceDefinitions of the Istio kinds
-//! Trellis carries out (crates/kube makes them); the namespace, RBAC, Deployments and
-//! webhook configurations will join them here.
+//! `trellis manifest generate`: the objects `trellis install` applies, to review or
+//! pipe into `kubectl apply -f -` — the CustomResourceDefinitions of the Istio kinds
+//! Trellis carries out, then the namespace, RBAC, control plane, webhook configuration
+//! and gateways of the chosen profile (crates/kube makes them all).
 
 use std::io::Write;
 
@@ -18,7 +18,7 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Print the objects cluster mode installs (today: the Istio kinds' CustomResourceDefinitions).
+    /// Print the objects `trellis install` applies (CRDs, RBAC, control plane, gateways).
     Generate(GenerateArgs),
 }
 
@@ -33,17 +33,26 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  trellis manifest generate | kubectl apply -f -    install the CRDs in the current cluster
-  trellis manifest generate > trellis.yaml          keep them to review or commit
-  trellis manifest generate -o json                 a JSON List, for scripts
+  trellis manifest generate > trellis.yaml                    review what install would apply
+  trellis manifest generate --set profile=demo | kubectl apply --server-side -f -
+  trellis manifest generate --crds-only | kubectl apply -f -  only the Istio kinds' CRDs
+  trellis manifest generate -o json                           a JSON List, for scripts
 
 Prints the CustomResourceDefinitions of the Istio kinds Trellis carries out (Gateway,
 VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication,
 AuthorizationPolicy, RequestAuthentication, Telemetry) with Istio's names and every version
-Istio serves, so users' Istio YAML applies unchanged; applying them over Istio's own CRDs
-(or the other way round) works too. The rest of the install (namespace, RBAC, Deployments,
-webhook configurations) will be added to this output.")]
+Istio serves, so users' Istio YAML applies unchanged (applying them over Istio's own CRDs,
+or the other way round, works too); then the profile's namespace, mesh ConfigMap, RBAC,
+control plane (Deployment, `istiod` Service, PodDisruptionBudget), validating webhook
+configuration and gateways. Profiles: default, demo, minimal, empty (as istioctl's).")]
 pub struct GenerateArgs {
+    /// A setting, KEY=VALUE (repeatable): profile=default|demo|minimal|empty, hub=REGISTRY,
+    /// tag=TAG, namespace=NS, meshConfig.trustDomain=DOMAIN.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Only the CustomResourceDefinitions.
+    #[arg(long)]
+    pub crds_only: bool,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "yaml")]
     pub output: Format,
@@ -56,7 +65,21 @@ pub fn run(args: &Args) -> i32 {
 }
 
 fn generate(args: &GenerateArgs) -> i32 {
-    let objects = match trellis_kube::crd::definitions() {
+    let values = match trellis_kube::install::Values::default()
+        .with_sets(args.set.iter().map(String::as_str))
+    {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(anstream::stderr(), "error: {e}");
+            return 2;
+        }
+    };
+    let objects = if args.crds_only {
+        trellis_kube::crd::definitions().map_err(|e| e.to_string())
+    } else {
+        trellis_kube::install::all_objects(&values).map_err(|e| e.to_string())
+    };
+    let objects = match objects {
         Ok(objects) => objects,
         Err(e) => {
             let _ = writeln!(anstream::stderr(), "error: {e}");

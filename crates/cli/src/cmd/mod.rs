@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod control;
 pub mod demo;
+pub mod install;
 pub mod manifest;
 pub mod proxy;
 pub mod up;

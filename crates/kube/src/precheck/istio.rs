@@ -18,13 +18,12 @@ use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use super::{Check, Status, describe_error};
+// Istio's control plane's name is Trellis's too, on purpose (see the install).
+use crate::install::{CONTROL_PLANE, MANAGED_BY};
 
-/// The label every object `trellis install` writes carries.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "trellis");
-/// The label Trellis's generated CRDs carry (also when applied by hand).
+/// The label Trellis's generated CRDs carry (also when applied by hand); everything
+/// else the install writes carries [`MANAGED_BY`].
 pub const PART_OF: (&str, &str) = ("app.kubernetes.io/part-of", "trellis");
-/// Istio's control plane's name (and Trellis's, on purpose: see the install).
-pub const CONTROL_PLANE: &str = "istiod";
 
 /// An object found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

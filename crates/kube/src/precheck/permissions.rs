@@ -33,9 +33,8 @@ const fn written(group: &'static str, resource: &'static str, namespaced: bool) 
     }
 }
 
-/// Everything `trellis install` writes, in the order it applies them. Kept by hand:
-/// when the install's manifests gain a kind, it belongs here too (a test deriving
-/// this from the install's objects should join them once both are on one branch).
+/// Every kind `trellis install` writes, in the order it applies them (a test checks
+/// this against the objects of every profile).
 pub const WRITTEN: &[Written] = &[
     written("apiextensions.k8s.io", "customresourcedefinitions", false),
     written("", "namespaces", false),
@@ -277,6 +276,34 @@ mod tests {
                 "missing: create, patch deployments.apps in istio-system",
             ]
         );
+    }
+
+    #[test]
+    fn every_kind_the_install_writes_is_asked_about_where_it_is_written() {
+        use crate::install::{Profile, Values, all_objects};
+        for profile in Profile::ALL {
+            let values = Values {
+                profile,
+                namespace: "mesh".into(),
+                ..Values::default()
+            };
+            for object in all_objects(&values).expect("the install's objects") {
+                let api_version = object["apiVersion"].as_str().unwrap_or_default();
+                let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+                let kind = object["kind"].as_str().unwrap_or_default();
+                // Every kind the install writes pluralises regularly.
+                let resource = format!("{}s", kind.to_lowercase());
+                let written = WRITTEN
+                    .iter()
+                    .find(|w| w.group == group && w.resource == resource)
+                    .unwrap_or_else(|| {
+                        panic!("{profile}: {kind} ({api_version}) is not asked about")
+                    });
+                let namespace = object["metadata"]["namespace"].as_str();
+                assert_eq!(namespace.is_some(), written.namespaced, "{profile}: {kind}");
+                assert!(namespace.is_none_or(|ns| ns == "mesh"), "{profile}: {kind}");
+            }
+        }
     }
 
     #[test]

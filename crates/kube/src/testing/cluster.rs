@@ -189,6 +189,9 @@ impl Cluster {
                 "--enable-priority-and-fairness=false",
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                // Webhooks and aggregated APIs reached through their Service's endpoints
+                // (there is no kube-proxy to route a ClusterIP here).
+                "--enable-aggregator-routing=true",
             ])
             .stdout(log_file(&d, "kube-apiserver"))
             .stderr(log_file(&d, "kube-apiserver"))

@@ -1,0 +1,357 @@
+//! `trellis install` and `uninstall` against a real kube-apiserver, controller-manager
+//! and etcd. The test's kubelet runs what the install's pods ask for — the control
+//! plane's and the gateway's containers are the `trellis` binary with the manifests'
+//! arguments — under the pods' own service accounts (a kubeconfig with the pod's
+//! token), so the least-privilege RBAC the install writes is what the control plane
+//! really runs with. The API server reaches the validating webhook through the
+//! `istiod` Service, as in a cluster.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams};
+use trellis_kube::testing::{Cluster, Kubelet, PodInfo, PodRunner, isolate, pod_token};
+
+fn trellis() -> &'static str {
+    env!("CARGO_BIN_EXE_trellis")
+}
+
+#[test]
+fn install_runs_the_demo_profile_and_uninstall_removes_it() {
+    if !isolate("install_runs_the_demo_profile_and_uninstall_removes_it") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(scenario());
+}
+
+fn log(dir: &Path, name: &str) -> (Stdio, Stdio) {
+    let file = std::fs::File::create(dir.join(format!("{name}.log"))).expect("a log file");
+    let err = file.try_clone().expect("a log file");
+    (file.into(), err.into())
+}
+
+async fn wait_http(address: SocketAddr, path: &'static str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let ok = tokio::task::spawn_blocking(move || common::http_get(address, "probe", path))
+            .await
+            .is_ok_and(|r| r.is_ok_and(|(status, _)| status == 200));
+        if ok {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// Runs a pod's container as a kubelet would: the image is `trellis`, its arguments
+/// the manifest's, with the downward API's variables filled in, 0.0.0.0 bound as the
+/// pod IP (pods share this test's network namespace), the API server reached with the
+/// pod's service-account token, Services named by their pods' addresses (no cluster
+/// DNS here), and the projected istio-ca token and root ConfigMap as files.
+fn runner(client: kube::Client, url: String, ca: std::path::PathBuf) -> PodRunner {
+    Arc::new(move |info: PodInfo| {
+        let (client, url, ca) = (client.clone(), url.clone(), ca.clone());
+        Box::pin(async move {
+            let spec = info.pod.spec.clone().unwrap_or_default();
+            let container = &spec.containers[0];
+            let ip = info.ip.to_string();
+            let mut args: Vec<String> = container
+                .args
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| {
+                    a.replace("$(POD_NAME)", &info.name)
+                        .replace("$(POD_NAMESPACE)", &info.namespace)
+                        .replace("$(POD_IP)", &ip)
+                        .replace("0.0.0.0", &ip)
+                        .replace(
+                            "/var/lib/trellis",
+                            &info.dir.join("state").display().to_string(),
+                        )
+                })
+                .collect();
+            let mut children: Vec<Child> = Vec::new();
+            let (out, err) = log(&info.dir, &container.name);
+            let mut command = Command::new(trellis());
+            command
+                .env("POD_NAME", &info.name)
+                .env("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+                .env("KUBERNETES_SERVICE_PORT", "443")
+                .stdout(out)
+                .stderr(err);
+            let probe = if args.first().map(String::as_str) == Some("control-plane") {
+                let token = pod_token(
+                    &client,
+                    &info.pod,
+                    &info.service_account,
+                    "https://kubernetes.default.svc.cluster.local",
+                )
+                .await
+                .expect("the pod's service-account token");
+                let kubeconfig = info.dir.join("kubeconfig");
+                write_kubeconfig(&url, &ca, &token, &kubeconfig);
+                args.push("--kubeconfig".into());
+                args.push(kubeconfig.display().to_string());
+                (SocketAddr::new(info.ip.into(), 15014), "/ready")
+            } else {
+                // The control plane's Service, by its pods' addresses.
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &info.namespace);
+                let mut addresses = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while addresses.is_empty() && Instant::now() < deadline {
+                    addresses = pods
+                        .list(&ListParams::default().labels("app=istiod"))
+                        .await
+                        .map(|l| l.items)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|p| p.status?.pod_ip)
+                        .map(|ip| format!("{ip}:15012"))
+                        .collect();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                for a in &mut args {
+                    if a.starts_with("istiod.") {
+                        *a = addresses.join(",");
+                    }
+                }
+                // The root, as the projected ConfigMap would hold it.
+                let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &info.namespace);
+                let root = info.dir.join("root-cert.pem");
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    if let Ok(Some(map)) = maps.get_opt("istio-ca-root-cert").await
+                        && let Some(pem) = map.data.and_then(|d| d.get("root-cert.pem").cloned())
+                    {
+                        std::fs::write(&root, pem).expect("write the root");
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                args.extend([
+                    "--token-file".to_string(),
+                    info.istio_token.display().to_string(),
+                    "--ca-root".into(),
+                    root.display().to_string(),
+                    "--admin".into(),
+                    format!("{ip}:15000"),
+                ]);
+                (SocketAddr::new(info.ip.into(), 15020), "/healthz/ready")
+            };
+            children.push(command.args(&args).spawn().expect("trellis starts"));
+            assert!(
+                wait_http(probe.0, probe.1).await,
+                "pod {} never became ready ({:?}); its log is in {}",
+                info.name,
+                args,
+                info.dir.display()
+            );
+            children
+        })
+    })
+}
+
+fn write_kubeconfig(url: &str, ca: &Path, token: &str, file: &Path) {
+    let ca = std::fs::read(ca).expect("the API server's CA");
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: '{url}', certificate-authority-data: {}}}}}]
+users: [{{name: u, user: {{token: '{token}'}}}}]
+contexts: [{{name: c, context: {{cluster: c, user: u}}}}]
+current-context: c
+",
+        trellis_kube::testing::base64(&ca)
+    );
+    std::fs::write(file, text).expect("a kubeconfig");
+}
+
+fn run(args: &[&str], kubeconfig: &Path) -> std::process::Output {
+    Command::new(trellis())
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("trellis runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const MISSPELT: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      wieght: 100
+";
+
+const MISSING_SUBSET: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v3}
+";
+
+async fn scenario() {
+    let name = "install_runs_the_demo_profile_and_uninstall_removes_it";
+    let Some(cluster) = Cluster::start(name).await else {
+        return;
+    };
+    let client = cluster.client().await;
+    let _kubelet = Kubelet::start(
+        &cluster,
+        runner(client.clone(), cluster.url.clone(), cluster.ca_file.clone()),
+    )
+    .await;
+    let kubeconfig = cluster.kubeconfig.clone();
+
+    // Without -y and without a terminal, nothing is done.
+    let refused = run(&["install", "--set", "profile=demo"], &kubeconfig);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("-y"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let installed = tokio::task::spawn_blocking({
+        let kubeconfig = kubeconfig.clone();
+        move || {
+            run(
+                &[
+                    "install",
+                    "--set",
+                    "profile=demo",
+                    "-y",
+                    "--readiness-timeout",
+                    "120s",
+                ],
+                &kubeconfig,
+            )
+        }
+    })
+    .await
+    .expect("install ran");
+    let out = text(&installed.stdout);
+    assert_eq!(
+        installed.status.code(),
+        Some(0),
+        "{out}\n{}",
+        text(&installed.stderr)
+    );
+    assert!(out.contains("Installation complete"), "{out}");
+    assert!(out.contains("istio-system/istiod ready"), "{out}");
+    assert!(
+        out.contains("istio-system/istio-ingressgateway ready"),
+        "{out}"
+    );
+
+    // The control plane runs with the install's RBAC: it took the Lease, and its
+    // webhook (reached through the istiod Service) refuses a misspelt field with
+    // validate's message.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, holder, _) = cluster.kubectl_run(
+            &[
+                "get",
+                "lease",
+                "-n",
+                "istio-system",
+                "trellis-control-plane",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        );
+        if holder.starts_with("istiod-") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica took the Lease: {holder:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refusal = loop {
+        let (ok, _, err) = cluster.kubectl_run(&["apply", "-f", "-"], Some(MISSPELT));
+        assert!(!ok, "a misspelt field was accepted");
+        if err.contains("did you mean") || Instant::now() > deadline {
+            break err;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        refusal.contains("wieght") && refusal.contains("did you mean `weight`"),
+        "{refusal}"
+    );
+    // Analysis written back as status by the leader.
+    let (ok, _, err) = cluster.kubectl_run(&["apply", "-f", "-"], Some(MISSING_SUBSET));
+    assert!(ok, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, yaml, _) = cluster.kubectl_run(&["get", "vs", "reviews", "-o", "yaml"], None);
+        if yaml.contains("IST0101") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no IST0101 in the status:\n{yaml}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Uninstall keeps the CRDs (and the user's VirtualService); --purge takes them.
+    let removed = run(&["uninstall", "-y"], &kubeconfig);
+    assert_eq!(removed.status.code(), Some(0), "{}", text(&removed.stderr));
+    assert!(
+        text(&removed.stdout).contains("kept 10 CRDs"),
+        "{}",
+        text(&removed.stdout)
+    );
+    let (_, left, _) = cluster.kubectl_run(
+        &[
+            "get",
+            "deployments,services,serviceaccounts,validatingwebhookconfigurations,clusterroles",
+            "-A",
+            "-l",
+            "app.kubernetes.io/managed-by=trellis",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(left.trim(), "", "left behind: {left}");
+    let (ok, _, _) = cluster.kubectl_run(&["get", "vs", "reviews"], None);
+    assert!(
+        ok,
+        "the user's VirtualService survives an uninstall without --purge"
+    );
+    let purged = run(&["uninstall", "--purge", "-y"], &kubeconfig);
+    assert_eq!(purged.status.code(), Some(0), "{}", text(&purged.stderr));
+    let (_, crds, _) = cluster.kubectl_run(&["get", "crd", "-o", "name"], None);
+    assert!(!crds.contains("istio.io"), "CRDs left: {crds}");
+}
