@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
   trellis analyze -f manifests/           check how resources fit together (Istio's IST0xxx codes)
   trellis demo                            run the bookstore demo mesh with live traffic (Ctrl-C stops)
   trellis manifest generate               what cluster mode installs (| kubectl apply -f -)
+  trellis x precheck                      is the current cluster ready for an install?
   trellis echo --listen 127.0.0.1:8080    a test workload that echoes requests as JSON
   trellis bookinfo productpage            one service of the bookstore demo application"
 )]
@@ -62,6 +63,8 @@ enum Command {
     Uninstall(cmd::install::UninstallArgs),
     /// Print what `trellis install` applies, to review or pipe into `kubectl apply -f -`.
     Manifest(cmd::manifest::Args),
+    /// Run experimental commands (istioctl's `x`): precheck, before an install.
+    X(cmd::x::Args),
     /// Run an HTTP/1.1 and h2c server that answers every request with JSON about it.
     Echo(apps::echo::Args),
     /// Run one service of the bookstore demo application (productpage, details, reviews, ratings).
@@ -86,6 +89,7 @@ fn main() {
         Command::Install(args) => cmd::install::install(args),
         Command::Uninstall(args) => cmd::install::uninstall(args),
         Command::Manifest(args) => cmd::manifest::run(args),
+        Command::X(args) => cmd::x::run(args),
         Command::Echo(args) => apps::echo::run(args),
         Command::Bookinfo(args) => apps::bookinfo::run(args),
     };

@@ -22,12 +22,12 @@ pub async fn client(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> Result<kube::Client, ConnectError> {
-    let config = config(kubeconfig, context).await?;
-    kube::Client::try_from(config).map_err(|e| ConnectError::Client(e.to_string()))
+    client_for(config(kubeconfig, context).await?)
 }
 
 /// The configuration [`client`] uses: the server's URL, the context's namespace
-/// (`default_namespace`), credentials.
+/// (`default_namespace`), credentials — for callers that need them (or other
+/// timeouts) before making the client with [`client_for`].
 pub async fn config(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
@@ -56,6 +56,11 @@ pub async fn config(
             .map_err(|e| ConnectError::Infer(e.to_string()))?,
     };
     Ok(config)
+}
+
+/// A client for a configuration from [`config`].
+pub fn client_for(config: kube::Config) -> Result<kube::Client, ConnectError> {
+    kube::Client::try_from(config).map_err(|e| ConnectError::Client(e.to_string()))
 }
 
 /// Whether a kubeconfig is there to be used without asking: `$KUBECONFIG` names one,

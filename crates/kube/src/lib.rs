@@ -2,7 +2,8 @@
 //! the store (`source`), TokenReview as the proof of a pod's identity
 //! (`token_review`), the validating admission webhook (`webhook`), analysis written
 //! back as Istio resources' status (`status`), and reaching the API server as kubectl
-//! does (`connect`); the CRDs (`crd`) and what `trellis install` applies (`install`).
+//! does (`connect`); the CRDs (`crd`), what `trellis install` applies (`install`) and
+//! whether a cluster is ready for it (`precheck`).
 
 pub mod ca_secret;
 pub mod connect;
@@ -10,6 +11,7 @@ pub mod crd;
 pub mod install;
 pub mod leader;
 pub mod mode;
+pub mod precheck;
 pub mod root_cert;
 pub mod source;
 pub mod status;

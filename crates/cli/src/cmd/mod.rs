@@ -8,3 +8,4 @@ pub mod manifest;
 pub mod proxy;
 pub mod up;
 pub mod validate;
+pub mod x;
