@@ -295,6 +295,61 @@ async fn scenario() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // proxy-status and proxy-config reach the control plane through the API server
+    // with the user's credentials: the gateways are there and in sync.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let gateways = loop {
+        let status = run(&["proxy-status", "-o", "json"], &kubeconfig);
+        let list: serde_json::Value =
+            serde_json::from_slice(&status.stdout).unwrap_or(serde_json::Value::Null);
+        let synced: Vec<String> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["state"] == "SYNCED")
+            .filter_map(|p| p["id"].as_str().or(p["name"].as_str()).map(str::to_string))
+            .collect();
+        if synced.len() == 2 && status.status.code() == Some(0) {
+            break synced;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "proxy-status through the cluster: {}\n{}",
+            text(&status.stdout),
+            text(&status.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        gateways
+            .iter()
+            .any(|g| g.starts_with("istio-ingressgateway-"))
+            && gateways
+                .iter()
+                .any(|g| g.starts_with("istio-egressgateway-")),
+        "{gateways:?}"
+    );
+    let ingress = gateways
+        .iter()
+        .find(|g| g.starts_with("istio-ingressgateway-"))
+        .expect("the ingress gateway");
+    let listeners = run(&["proxy-config", "listeners", ingress], &kubeconfig);
+    assert_eq!(
+        listeners.status.code(),
+        Some(0),
+        "{}",
+        text(&listeners.stderr)
+    );
+    let file = cluster.dir().join("reviews.yaml");
+    std::fs::write(&file, MISSING_SUBSET).expect("write a manifest");
+    let changed = run(&["apply", "-f", &file.display().to_string()], &kubeconfig);
+    assert_ne!(changed.status.code(), Some(0));
+    assert!(
+        text(&changed.stderr).contains("kubectl"),
+        "{}",
+        text(&changed.stderr)
+    );
+
     let deadline = Instant::now() + Duration::from_secs(30);
     let refusal = loop {
         let (ok, _, err) = cluster.kubectl_run(&["apply", "-f", "-"], Some(MISSPELT));

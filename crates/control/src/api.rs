@@ -97,12 +97,23 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
     r
 }
 
-/// The bearer token of `req` is the API's.
+/// The header that carries the token where `Authorization` cannot: the Kubernetes
+/// API server's proxy (how the CLI reaches a replica in a cluster) consumes that one.
+pub const TOKEN_HEADER: &str = "x-trellis-token";
+
+/// The bearer token of `req` (or its `x-trellis-token`) is the API's.
 fn authorized(req: &Request<Incoming>, security: &Security) -> bool {
-    req.headers()
+    let bearer = req
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let proxied = req
+        .headers()
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    bearer
+        .or(proxied)
         .is_some_and(|token| security.api_token_matches(token.trim()))
 }
 

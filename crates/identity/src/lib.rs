@@ -23,6 +23,7 @@ pub use cert::CertError;
 pub use credentials::{Credentials, CredentialsError, CurrentCredentials, Trust, provider};
 pub use files::mode as file_mode;
 pub use manager::{CaSigner, CertificateManager, RenewalPolicy, SignError, SignedChain, Signer};
+pub use random::token as random_token;
 pub use spiffe::{DEFAULT_TRUST_DOMAIN, SpiffeId, SpiffeIdError};
 pub use tls::{
     ClientAuth, TlsConfigError, bootstrap_client_config, client_config, peer_spiffe_id,

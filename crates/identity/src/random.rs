@@ -32,6 +32,11 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// A secret for a bearer token: 32 random bytes, lowercase hex.
+pub fn token() -> String {
+    hex(&bytes::<32>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,3 +169,64 @@ fn write_files(
     }
     Ok(())
 }
+
+/// The Secret that holds the control plane's HTTP API token, shared by every replica
+/// (so the CLI, reading it with the user's own Kubernetes rights, can call any).
+pub const API_TOKEN_SECRET: &str = "trellis-api-token";
+/// Its key.
+pub const API_TOKEN_KEY: &str = "token";
+
+/// Reads (or makes and stores, atomically) the API token, and writes it 0600 to
+/// `STATE_DIR/api-token`, where the control plane reads its token from.
+pub async fn sync_api_token(
+    client: &kube::Client,
+    namespace: &str,
+    state_dir: &Path,
+) -> Result<(), CaSecretError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let api_error = |e: kube::Error| CaSecretError::Api {
+        namespace: namespace.into(),
+        name: API_TOKEN_SECRET.into(),
+        message: e.to_string(),
+    };
+    for _ in 0..3 {
+        if let Some(existing) = api.get_opt(API_TOKEN_SECRET).await.map_err(api_error)? {
+            let data = existing.data.unwrap_or_default();
+            let token = data
+                .get(API_TOKEN_KEY)
+                .ok_or_else(|| CaSecretError::Missing {
+                    namespace: namespace.into(),
+                    name: API_TOKEN_SECRET.into(),
+                    key: API_TOKEN_KEY.into(),
+                })?;
+            let file = state_dir.join("api-token");
+            return trellis_identity::files::write_private(&file, &token.0)
+                .map_err(|source| CaSecretError::File { file, source });
+        }
+        let token = trellis_identity::random_token();
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(API_TOKEN_SECRET.into()),
+                namespace: Some(namespace.into()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "trellis".to_string(),
+                )])),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                API_TOKEN_KEY.to_string(),
+                ByteString(token.into_bytes()),
+            )])),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(api_error(e)),
+        }
+    }
+    Err(CaSecretError::Create(
+        "the API token's Secret was neither readable nor creatable".into(),
+    ))
+}

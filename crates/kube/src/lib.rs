@@ -5,6 +5,7 @@
 //! does (`connect`); the CRDs (`crd`), what `trellis install` applies (`install`) and
 //! whether a cluster is ready for it (`precheck`).
 
+pub mod api_proxy;
 pub mod ca_secret;
 pub mod connect;
 pub mod crd;

@@ -98,6 +98,7 @@ pub async fn prepare(
         }
     })?;
     let ca = ca_secret::sync(client, &options.namespace, state_dir, trust_domain).await?;
+    ca_secret::sync_api_token(client, &options.namespace, state_dir).await?;
     let source = source::start(
         client.clone(),
         control.clone(),

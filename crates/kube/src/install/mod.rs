@@ -301,6 +301,7 @@ pub async fn uninstall(
     let ns = values.namespace.clone();
     for (kind, name) in [
         ("Secret", crate::ca_secret::SELF_SIGNED_SECRET),
+        ("Secret", crate::ca_secret::API_TOKEN_SECRET),
         ("Lease", crate::leader::LEASE),
     ] {
         let api_version = if kind == "Lease" {

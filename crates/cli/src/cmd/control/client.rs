@@ -17,6 +17,9 @@ pub fn call(
     path: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<(u16, Value)> {
+    if target.in_cluster() {
+        return call_cluster(target, method, path, body);
+    }
     let token = crate::home::api_token(&target.control_plane, target.token_file.as_deref());
     let host = target
         .control_plane
@@ -71,4 +74,30 @@ pub fn call(
         ));
     }
     Ok((status, value))
+}
+
+/// [`call`] for a control plane installed in a cluster (`trellis_kube::api_proxy`).
+fn call_cluster(
+    target: &super::Target,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<(u16, Value)> {
+    if method != "GET" {
+        return Err(anyhow!(
+            "in a cluster, change the mesh with kubectl (`kubectl apply -f FILE`): the cluster is where its configuration lives"
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client =
+            trellis_kube::connect::client(target.kubeconfig.as_deref(), target.context.as_deref())
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+        trellis_kube::api_proxy::call(&client, &target.istio_namespace, method, path, body)
+            .await
+            .map_err(|e| anyhow!("{e}"))
+    })
 }

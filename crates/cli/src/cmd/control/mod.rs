@@ -41,6 +41,23 @@ pub struct Target {
     /// a pointer to in ~/.trellis/credentials; or TRELLIS_TOKEN).
     #[arg(long, env = "TRELLIS_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    /// Reach the control plane installed in a Kubernetes cluster instead (each replica
+    /// through the API server, with your own credentials): this kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// With a cluster: this kubeconfig context.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// With a cluster: the control plane's namespace.
+    #[arg(long, default_value = "istio-system", value_name = "NS")]
+    pub istio_namespace: String,
+}
+
+impl Target {
+    /// Whether the control plane is the one installed in a cluster.
+    pub fn in_cluster(&self) -> bool {
+        self.kubeconfig.is_some() || self.context.is_some()
+    }
 }
 
 fn fail(message: &str) -> i32 {
