@@ -26,6 +26,8 @@ pub struct ApplyArgs {
     pub output: Format,
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub cluster: super::ClusterTarget,
 }
 
 /// `trellis apply` (or `delete` when `delete` is set).
@@ -74,7 +76,7 @@ pub fn apply(args: &ApplyArgs, delete: bool) -> i32 {
         "/api/v1/apply"
     };
     let body = serde_json::json!({ "files": files });
-    let (status, answer) = match call(&args.target, "POST", path, Some(&body)) {
+    let (status, answer) = match call(&args.target.with(&args.cluster), "POST", path, Some(&body)) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };

@@ -92,11 +92,14 @@ fn call_cluster(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client =
-            trellis_kube::connect::client(target.kubeconfig.as_deref(), target.context.as_deref())
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-        trellis_kube::api_proxy::call(&client, &target.istio_namespace, method, path, body)
+        let cluster = &target.cluster;
+        let client = trellis_kube::connect::client(
+            cluster.kubeconfig.as_deref(),
+            cluster.context.as_deref(),
+        )
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+        trellis_kube::api_proxy::call(&client, &cluster.istio_namespace, method, path, body)
             .await
             .map_err(|e| anyhow!("{e}"))
     })

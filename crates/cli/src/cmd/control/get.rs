@@ -29,6 +29,8 @@ pub struct GetArgs {
     pub output: Format,
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub cluster: super::ClusterTarget,
 }
 
 /// `trellis get`.
@@ -40,7 +42,7 @@ pub fn get(args: &GetArgs) -> i32 {
     if !args.all_namespaces {
         path.push_str(&format!("namespace={}", args.namespace));
     }
-    let (status, answer) = match call(&args.target, "GET", &path, None) {
+    let (status, answer) = match call(&args.target.with(&args.cluster), "GET", &path, None) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };

@@ -41,8 +41,18 @@ pub struct Target {
     /// a pointer to in ~/.trellis/credentials; or TRELLIS_TOKEN).
     #[arg(long, env = "TRELLIS_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,
-    /// Reach the control plane installed in a Kubernetes cluster instead (each replica
-    /// through the API server, with your own credentials): this kubeconfig.
+    /// The cluster whose installed control plane to reach instead (set by the commands
+    /// that take [`ClusterTarget`]'s flags).
+    #[arg(skip)]
+    pub cluster: ClusterTarget,
+}
+
+/// Reaching the control plane installed in a Kubernetes cluster: each replica through
+/// the API server, with the user's own credentials.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterTarget {
+    /// Reach the control plane installed in a Kubernetes cluster (each replica through
+    /// the API server, with your own credentials): this kubeconfig.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<std::path::PathBuf>,
     /// With a cluster: this kubeconfig context.
@@ -56,7 +66,15 @@ pub struct Target {
 impl Target {
     /// Whether the control plane is the one installed in a cluster.
     pub fn in_cluster(&self) -> bool {
-        self.kubeconfig.is_some() || self.context.is_some()
+        self.cluster.kubeconfig.is_some() || self.cluster.context.is_some()
+    }
+
+    /// This target, reaching the cluster `cluster` names when it names one.
+    pub fn with(&self, cluster: &ClusterTarget) -> Target {
+        Target {
+            cluster: cluster.clone(),
+            ..self.clone()
+        }
     }
 }
 

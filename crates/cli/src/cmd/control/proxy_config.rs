@@ -40,6 +40,8 @@ pub struct ProxyConfigArgs {
     pub output: Format,
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub cluster: super::ClusterTarget,
 }
 
 /// `trellis proxy-config`.
@@ -48,7 +50,7 @@ pub fn proxy_config(args: &ProxyConfigArgs) -> i32 {
         return secret(args);
     }
     let path = format!("/api/v1/proxies/{}/config", args.pod);
-    let (status, config) = match call(&args.target, "GET", &path, None) {
+    let (status, config) = match call(&args.target.with(&args.cluster), "GET", &path, None) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
@@ -314,7 +316,7 @@ fn describe_action(action: &Value) -> String {
 /// `trellis proxy-config secret POD`: the proxy's certificates, as istioctl shows them.
 fn secret(args: &ProxyConfigArgs) -> i32 {
     let path = format!("/api/v1/proxies/{}/secret", args.pod);
-    let (status, certs) = match call(&args.target, "GET", &path, None) {
+    let (status, certs) = match call(&args.target.with(&args.cluster), "GET", &path, None) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };

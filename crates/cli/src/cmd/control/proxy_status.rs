@@ -21,11 +21,18 @@ pub struct ProxyStatusArgs {
     pub output: Format,
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub cluster: super::ClusterTarget,
 }
 
 /// `trellis proxy-status`.
 pub fn proxy_status(args: &ProxyStatusArgs) -> i32 {
-    let (status, answer) = match call(&args.target, "GET", "/api/v1/proxies", None) {
+    let (status, answer) = match call(
+        &args.target.with(&args.cluster),
+        "GET",
+        "/api/v1/proxies",
+        None,
+    ) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
