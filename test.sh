@@ -23,6 +23,7 @@ step "test fixtures"
 for tool in unshare ip openssl; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "installing what provides $tool"
+    apt-get update -q >/dev/null
     apt-get install -y -q iproute2 util-linux openssl >/dev/null
     break
   fi
