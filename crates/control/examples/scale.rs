@@ -5,7 +5,8 @@
 //! every push at once (a simulated proxy does not build a data plane), then applies
 //! changes through the HTTP API and measures, per change, the time from the apply to
 //! each proxy receiving its push. It also samples the control plane's memory and CPU
-//! from /proc.
+//! from /proc. The simulated proxies are `trellis_control::simulated` (feature
+//! `testing`), shared with the cluster-mode benchmark.
 //!
 //! The streams are TLS with a workload certificate per simulated proxy, signed here
 //! with the control plane's own CA (read from its `--state-dir`, as the same user),
@@ -16,20 +17,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use trellis_control::proto::mesh_config_client::MeshConfigClient;
-use trellis_control::proto::{self, proxy_message::Message};
-
-/// What one simulated proxy has seen: the newest version and when it arrived.
-#[derive(Default)]
-struct Seen {
-    version: AtomicU64,
-    at: Mutex<Option<Instant>>,
-}
+use trellis_control::proto;
+use trellis_control::simulated::{Fleet, percentile, proc_stats};
 
 fn arg(name: &str, default: Option<&str>) -> String {
     let args: Vec<String> = std::env::args().collect();
@@ -38,28 +30,6 @@ fn arg(name: &str, default: Option<&str>) -> String {
         .and_then(|i| args.get(i + 1).cloned())
         .or(default.map(str::to_string))
         .unwrap_or_else(|| panic!("{name} is required"))
-}
-
-fn proc_stats(pid: u32) -> (f64, f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the `)`.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, ticks * 10.0)
 }
 
 fn post_apply(api: &str, token: &str, name: &str, yaml: &str) -> String {
@@ -75,14 +45,6 @@ fn post_apply(api: &str, token: &str, name: &str, yaml: &str) -> String {
     s.read_to_string(&mut out).expect("read");
     assert!(out.starts_with("HTTP/1.1 200"), "apply refused: {out}");
     out
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -107,11 +69,9 @@ async fn main() {
     let changes: usize = arg("--changes", Some("10")).parse().expect("--changes");
     let services: usize = arg("--services", Some("5000")).parse().expect("--services");
 
-    let seen: Arc<Vec<Seen>> = Arc::new((0..proxies).map(|_| Seen::default()).collect());
-    let bytes = Arc::new(AtomicU64::new(0));
+    let fleet = Fleet::new(proxies);
     let connected_at = Instant::now();
     for i in 0..proxies {
-        let (grpc, seen, bytes) = (grpc.clone(), seen.clone(), bytes.clone());
         // Sidecar i belongs to namespace n = i % namespaces and to a service there
         // (the generator puts service s in namespace s % 50).
         let n = i % namespaces;
@@ -136,60 +96,27 @@ async fn main() {
             &[b"h2"],
         )
         .expect("TLS config");
-        tokio::spawn(async move {
-            let channel = loop {
-                match trellis_control::security::tls::connect(&grpc, config.clone()).await {
-                    Ok(c) => break c,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            };
-            let mut client = MeshConfigClient::new(channel).max_decoding_message_size(512 << 20);
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let hello = proto::Hello {
-                id: format!("sim-{i}"),
-                role: proto::Role::Sidecar as i32,
-                workload: format!("svc{s}"),
-                namespace: format!("ns{}", s % 50),
-                labels: [("app".to_string(), format!("svc{s}"))].into(),
-                service_account: "default".into(),
-                pod_ip: String::new(),
-                bind_ip: format!("10.200.{}.{}", i / 250, i % 250 + 1),
-                outbound: format!("10.200.{}.{}:15001", i / 250, i % 250 + 1),
-                inbound: vec![],
-                port_map: Default::default(),
-                version: 0,
-                ports: Default::default(),
-                admin: String::new(),
-            };
-            let _ = tx.send(proto::ProxyMessage {
-                message: Some(Message::Hello(hello)),
-            });
-            let Ok(response) = client.stream(UnboundedReceiverStream::new(rx)).await else {
-                eprintln!("proxy {i}: stream refused");
-                return;
-            };
-            let mut pushes = response.into_inner();
-            while let Ok(Some(push)) = pushes.message().await {
-                let at = Instant::now();
-                let n: usize = push.resources.iter().map(|r| r.json.len()).sum();
-                bytes.fetch_add(n as u64, Ordering::Relaxed);
-                if push.more {
-                    // More parts of this push follow; answer after the last.
-                    continue;
-                }
-                *seen[i].at.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
-                seen[i].version.store(push.version, Ordering::Release);
-                let _ = tx.send(proto::ProxyMessage {
-                    message: Some(Message::Ack(proto::Ack {
-                        version: push.version,
-                    })),
-                });
-            }
-        });
+        let hello = proto::Hello {
+            id: format!("sim-{i}"),
+            role: proto::Role::Sidecar as i32,
+            workload: format!("svc{s}"),
+            namespace: format!("ns{}", s % 50),
+            labels: [("app".to_string(), format!("svc{s}"))].into(),
+            service_account: "default".into(),
+            pod_ip: String::new(),
+            bind_ip: format!("10.200.{}.{}", i / 250, i % 250 + 1),
+            outbound: format!("10.200.{}.{}:15001", i / 250, i % 250 + 1),
+            inbound: vec![],
+            port_map: Default::default(),
+            version: 0,
+            ports: Default::default(),
+            admin: String::new(),
+        };
+        fleet.connect(i, grpc.clone(), config, hello);
     }
     // Everyone has a first (full) configuration.
     let deadline = Instant::now() + Duration::from_secs(600);
-    while seen.iter().any(|s| s.version.load(Ordering::Acquire) == 0) {
+    while fleet.configured() < proxies {
         assert!(
             Instant::now() < deadline,
             "proxies never all got a configuration"
@@ -197,9 +124,10 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let initial = connected_at.elapsed();
-    let initial_bytes = bytes.swap(0, Ordering::AcqRel);
+    let initial_bytes = fleet.take_bytes();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss_idle, _, cpu_before) = proc_stats(pid);
+    let idle = proc_stats(pid);
+    let (rss_idle, cpu_before) = (idle.rss_mib, idle.cpu_ms);
     println!(
         "initial sync: {proxies} proxies connected and configured in {:.2}s ({:.0} MiB of resources pushed); control plane RSS {rss_idle:.0} MiB",
         initial.as_secs_f64(),
@@ -211,11 +139,7 @@ async fn main() {
     let mut applied = 0;
     for k in 0..changes {
         for what in ["route", "endpoint"] {
-            let before = seen
-                .iter()
-                .map(|s| s.version.load(Ordering::Acquire))
-                .max()
-                .unwrap_or(0);
+            let before = fleet.newest();
             let yaml = if what == "route" {
                 // The 90/10 canary of svc0 moves by one point.
                 format!(
@@ -230,40 +154,29 @@ async fn main() {
                     k + 1
                 )
             };
-            bytes.store(0, Ordering::Release);
-            let (_, _, cpu0) = proc_stats(pid);
+            fleet.take_bytes();
+            let cpu0 = proc_stats(pid).cpu_ms;
             let t0 = Instant::now();
             post_apply(&api, &token, "bench.yaml", &yaml);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while seen
-                .iter()
-                .any(|s| s.version.load(Ordering::Acquire) <= before)
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "a change never reached every proxy"
-                );
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            let (_, _, cpu1) = proc_stats(pid);
+            assert!(
+                fleet.wait_all_past(before, Duration::from_secs(60)).await,
+                "a change never reached every proxy"
+            );
+            let cpu1 = proc_stats(pid).cpu_ms;
             cpu_total += cpu1 - cpu0;
             applied += 1;
-            let mut lat: Vec<f64> = seen
-                .iter()
-                .filter_map(|s| *s.at.lock().unwrap_or_else(|e| e.into_inner()))
-                .map(|at| at.saturating_duration_since(t0).as_secs_f64() * 1000.0)
-                .collect();
-            lat.sort_by(f64::total_cmp);
+            let lat = fleet.latencies_ms(t0);
             results.entry(what).or_default().push((
                 percentile(&lat, 0.5),
                 percentile(&lat, 0.99),
                 *lat.last().unwrap_or(&f64::NAN),
-                bytes.load(Ordering::Acquire),
+                fleet.take_bytes(),
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let (rss, hwm, cpu_after) = proc_stats(pid);
+    let now = proc_stats(pid);
+    let (rss, hwm, cpu_after) = (now.rss_mib, now.peak_mib, now.cpu_ms);
     println!(
         "\nchange → every proxy's push, over {changes} changes of each kind (ms; median of the per-change figures, max of maxima):"
     );

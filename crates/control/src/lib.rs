@@ -16,6 +16,9 @@ pub mod plane;
 pub mod resources;
 pub mod security;
 pub mod server;
+/// Simulated proxies for the scale benchmarks.
+#[cfg(any(test, feature = "testing"))]
+pub mod simulated;
 pub mod source;
 pub mod store;
 mod trim;

@@ -78,6 +78,8 @@ pub struct Cluster {
     pub sa_key: PathBuf,
     dir: tempfile::TempDir,
     children: Vec<(&'static str, Child)>,
+    /// The API server's flags, to start it again the same way.
+    apiserver_args: Vec<String>,
 }
 
 /// What to start.
@@ -147,6 +149,7 @@ impl Cluster {
             kubeconfig: d.join("kubeconfig"),
             sa_key: sa_key.clone(),
             children: Vec::new(),
+            apiserver_args: Vec::new(),
             dir,
         };
         let d = cluster.dir.path().to_path_buf();
@@ -171,32 +174,30 @@ impl Cluster {
         cluster.children.push(("etcd", etcd));
         let api_port = unused_port();
         cluster.url = format!("https://127.0.0.1:{api_port}");
-        let apiserver = Command::new(fixtures.bin("kube-apiserver"))
-            .args([
-                &format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1",
-                &format!("--secure-port={api_port}"),
-                "--advertise-address=127.0.0.1",
-                &format!("--cert-dir={}", d.join("certs").display()),
-                &format!("--token-auth-file={}", d.join("tokens.csv").display()),
-                "--authorization-mode=RBAC",
-                &format!("--service-account-key-file={}", sa_pub.display()),
-                &format!("--service-account-signing-key-file={}", sa_key.display()),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                "--api-audiences=https://kubernetes.default.svc.cluster.local",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                "--allow-privileged=true",
-                "--enable-priority-and-fairness=false",
-                "--endpoint-reconciler-type=none",
-                "--profiling=false",
-                // Webhooks and aggregated APIs reached through their Service's endpoints
-                // (there is no kube-proxy to route a ClusterIP here).
-                "--enable-aggregator-routing=true",
-            ])
-            .stdout(log_file(&d, "kube-apiserver"))
-            .stderr(log_file(&d, "kube-apiserver"))
-            .spawn()
-            .map_err(|e| format!("kube-apiserver: {e}"))?;
+        cluster.apiserver_args = [
+            &format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1",
+            &format!("--secure-port={api_port}"),
+            "--advertise-address=127.0.0.1",
+            &format!("--cert-dir={}", d.join("certs").display()),
+            &format!("--token-auth-file={}", d.join("tokens.csv").display()),
+            "--authorization-mode=RBAC",
+            &format!("--service-account-key-file={}", sa_pub.display()),
+            &format!("--service-account-signing-key-file={}", sa_key.display()),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--api-audiences=https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+            // Webhooks and aggregated APIs reached through their Service's endpoints
+            // (there is no kube-proxy to route a ClusterIP here).
+            "--enable-aggregator-routing=true",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        let apiserver = cluster.spawn_apiserver()?;
         cluster.children.push(("kube-apiserver", apiserver));
         cluster.wait_ready(Duration::from_secs(60)).await?;
         cluster.write_kubeconfig()?;
@@ -224,6 +225,58 @@ impl Cluster {
             cluster.children.push(("kube-controller-manager", cm));
         }
         Ok(cluster)
+    }
+
+    fn spawn_apiserver(&self) -> Result<Child, String> {
+        let d = self.dir.path();
+        // Appended to: a restarted API server's log follows the first one's.
+        let log = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(d.join("kube-apiserver.log"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null())
+        };
+        Command::new(self.fixtures.bin("kube-apiserver"))
+            .args(&self.apiserver_args)
+            .stdout(log())
+            .stderr(log())
+            .spawn()
+            .map_err(|e| format!("kube-apiserver: {e}"))
+    }
+
+    /// Kills the API server (as a crash would: every connection and watch to it
+    /// breaks) and starts it again on the same port with the same certificate and
+    /// etcd, with `extra_args` added to its flags (an audit log, say; kept for later
+    /// restarts); returns once it is ready again. Clients see the restart as such:
+    /// their watches must resume or relist.
+    pub async fn restart_apiserver(&mut self, extra_args: &[&str]) -> Result<(), String> {
+        let Some(slot) = self
+            .children
+            .iter()
+            .position(|(name, _)| *name == "kube-apiserver")
+        else {
+            return Err("the API server is not running".into());
+        };
+        let (_, child) = &mut self.children[slot];
+        let _ = child.kill();
+        let _ = child.wait();
+        self.apiserver_args
+            .extend(extra_args.iter().map(|a| a.to_string()));
+        // The port is free once the process is gone; a new one may take a moment.
+        let mut last = String::new();
+        for _ in 0..3 {
+            self.children[slot].1 = self.spawn_apiserver()?;
+            match self.wait_ready(Duration::from_secs(60)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            let (_, child) = &mut self.children[slot];
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Err(format!("the API server did not come back: {last}"))
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
