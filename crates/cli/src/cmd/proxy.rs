@@ -7,6 +7,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+use trellis_control::security::client::{ClientIdentity, FirstCredential};
 
 use trellis_compile::{Inbound, Mesh, ProxyIdentity};
 use trellis_model::ProxyConfig;
@@ -308,12 +309,12 @@ fn follow(args: &Args, address: &str) -> i32 {
         &args.bootstrap_token_file,
         std::env::var("TRELLIS_BOOTSTRAP_TOKEN"),
     ) {
-        (Some(file), _, _) => Err(file),
+        (Some(file), _, _) => FirstCredential::TokenFile(file),
         (None, Some(file), _) => match std::fs::read_to_string(file) {
-            Ok(t) => Ok(t.trim().to_string()),
+            Ok(t) => FirstCredential::Bootstrap(t.trim().to_string()),
             Err(e) => return fail(format!("{}: {e}", file.display())),
         },
-        (None, None, Ok(t)) if !t.is_empty() => Ok(t),
+        (None, None, Ok(t)) if !t.is_empty() => FirstCredential::Bootstrap(t),
         _ => {
             return fail(
                 "a proxy needs a credential for its first certificate: --bootstrap-token-file or TRELLIS_BOOTSTRAP_TOKEN (local mode), --token-file (cluster mode)".into(),
@@ -336,13 +337,13 @@ fn follow(args: &Args, address: &str) -> i32 {
         Err(e) => return fail(e.to_string()),
     };
     let identity = runtime.block_on(async {
-        use trellis_control::security::client::ClientIdentity;
-        let policy = trellis_identity::RenewalPolicy::default();
-        // Ok: a bootstrap token; Err: a service-account token's file.
-        match first {
-            Ok(token) => ClientIdentity::bootstrap(address, trust, id, token, policy),
-            Err(file) => ClientIdentity::with_token_file(address, trust, id, file, policy),
-        }
+        ClientIdentity::start(
+            address,
+            trust,
+            id,
+            first,
+            trellis_identity::RenewalPolicy::default(),
+        )
     });
     let mut follower = Follower {
         name: spec.id.clone(),

@@ -74,7 +74,9 @@ impl ClientIdentity {
         )
     }
 
-    fn start(
+    /// Starts getting certificates for `identity` from the control plane at
+    /// `address`, the first one proven by `first` (needs a tokio runtime).
+    pub fn start(
         address: &str,
         trust: Arc<Trust>,
         identity: SpiffeId,
@@ -125,7 +127,7 @@ impl Signer for SharedSigner {
 }
 
 /// What proves the workload before it has a certificate.
-enum FirstCredential {
+pub enum FirstCredential {
     /// Local mode: a one-time token from the runner (spent once used).
     Bootstrap(String),
     /// Cluster mode: the pod's projected service-account token, re-read each time.
