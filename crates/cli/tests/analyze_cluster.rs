@@ -460,30 +460,9 @@ async fn istio_cases_scenario() {
 #[test]
 fn an_unreachable_cluster_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a port")
-        .port();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: gone
-  cluster: {{server: 'https://127.0.0.1:{port}', insecure-skip-tls-verify: true}}
-users:
-- name: me
-  user: {{token: t}}
-contexts:
-- name: gone
-  context: {{cluster: gone, user: me}}
-current-context: gone
-"
-        ),
-    )
-    .expect("write the kubeconfig");
+    let port = trellis_kube::testing::write_unreachable_kubeconfig(&kubeconfig)
+        .expect("write the kubeconfig");
     let out = trellis(&["analyze", "--kubeconfig", &kubeconfig.display().to_string()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);

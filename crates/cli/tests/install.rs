@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams};
-use trellis_kube::testing::{Cluster, Kubelet, PodInfo, PodRunner, isolate, pod_token};
+use trellis_kube::testing::{
+    Cluster, Kubelet, PodInfo, PodRunner, isolate, pod_token, write_kubeconfig,
+};
 
 fn trellis() -> &'static str {
     env!("CARGO_BIN_EXE_trellis")
@@ -102,7 +104,7 @@ fn runner(client: kube::Client, url: String, ca: std::path::PathBuf) -> PodRunne
                 .await
                 .expect("the pod's service-account token");
                 let kubeconfig = info.dir.join("kubeconfig");
-                write_kubeconfig(&url, &ca, &token, &kubeconfig);
+                write_kubeconfig(&url, &ca, &token, &kubeconfig).expect("the pod's kubeconfig");
                 args.push("--kubeconfig".into());
                 args.push(kubeconfig.display().to_string());
                 (SocketAddr::new(info.ip.into(), 15014), "/ready")
@@ -162,21 +164,6 @@ fn runner(client: kube::Client, url: String, ca: std::path::PathBuf) -> PodRunne
             children
         })
     })
-}
-
-fn write_kubeconfig(url: &str, ca: &Path, token: &str, file: &Path) {
-    let ca = std::fs::read(ca).expect("the API server's CA");
-    let text = format!(
-        "apiVersion: v1
-kind: Config
-clusters: [{{name: c, cluster: {{server: '{url}', certificate-authority-data: {}}}}}]
-users: [{{name: u, user: {{token: '{token}'}}}}]
-contexts: [{{name: c, context: {{cluster: c, user: u}}}}]
-current-context: c
-",
-        trellis_kube::testing::base64(&ca)
-    );
-    std::fs::write(file, text).expect("a kubeconfig");
 }
 
 fn run(args: &[&str], kubeconfig: &Path) -> std::process::Output {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use trellis_kube::testing::{Cluster, ClusterOptions, base64, install_istio_crds, isolate, token};
+use trellis_kube::testing::{Cluster, ClusterOptions, install_istio_crds, isolate, token};
 
 /// The API server's audience (the harness's `--api-audiences`).
 const AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
@@ -253,28 +253,9 @@ fn a_user_without_rights_fails_the_permission_check() {
             .await
             .expect("a token for the service account");
         let kubeconfig = cluster.dir().join("nobody.kubeconfig");
-        let ca = std::fs::read(&cluster.ca_file).expect("the API server's CA");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster: {{server: \"{url}\", certificate-authority-data: {ca}}}
-users:
-- name: nobody
-  user: {{token: {token}}}
-contexts:
-- name: nobody
-  context: {{cluster: test, user: nobody}}
-current-context: nobody
-",
-                url = cluster.url,
-                ca = base64(&ca),
-            ),
-        )
-        .expect("the kubeconfig is written");
+        cluster
+            .kubeconfig_for(&token, &kubeconfig)
+            .expect("the kubeconfig is written");
 
         let out = precheck(&kubeconfig, &[]);
         assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -324,32 +305,10 @@ current-context: nobody
 
 #[test]
 fn an_unreachable_server_exits_2_with_one_line() {
-    // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let dir = tempfile::tempdir().expect("a scratch directory");
     let kubeconfig = dir.path().join("closed.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: closed
-  cluster: {{server: \"https://127.0.0.1:{port}\", insecure-skip-tls-verify: true}}
-users:
-- name: someone
-  user: {{token: not-a-token}}
-contexts:
-- name: closed
-  context: {{cluster: closed, user: someone}}
-current-context: closed
-"
-        ),
-    )
-    .expect("the kubeconfig is written");
+    let port = trellis_kube::testing::write_unreachable_kubeconfig(&kubeconfig)
+        .expect("the kubeconfig is written");
     for format in ["text", "json"] {
         let out = precheck(&kubeconfig, &["-o", format]);
         assert_eq!(out.status.code(), Some(2), "{}", describe(&out));

@@ -321,28 +321,13 @@ impl Cluster {
     }
 
     fn write_kubeconfig(&self) -> Result<(), String> {
-        let ca = std::fs::read(&self.ca_file).map_err(|e| e.to_string())?;
-        let text = format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: trellis-test
-  cluster:
-    server: {url}
-    certificate-authority-data: {ca}
-users:
-- name: admin
-  user:
-    token: {ADMIN_TOKEN}
-contexts:
-- name: trellis-test
-  context: {{cluster: trellis-test, user: admin, namespace: default}}
-current-context: trellis-test
-",
-            url = self.url,
-            ca = base64(&ca),
-        );
-        std::fs::write(&self.kubeconfig, text).map_err(|e| e.to_string())
+        write_kubeconfig(&self.url, &self.ca_file, ADMIN_TOKEN, &self.kubeconfig)
+    }
+
+    /// A kubeconfig at `file` that reaches this cluster with `token` (a service
+    /// account's, as a pod's client would; default namespace `default`).
+    pub fn kubeconfig_for(&self, token: &str, file: &Path) -> Result<(), String> {
+        write_kubeconfig(&self.url, &self.ca_file, token, file)
     }
 
     /// The last lines a process logged (for failure messages).
@@ -436,6 +421,59 @@ fn make_sa_keys(key: &Path, public: &Path) -> Result<(), String> {
     let (k, p) = (key.display().to_string(), public.display().to_string());
     run(&["genrsa", "-out", &k, "2048"])?;
     run(&["rsa", "-in", &k, "-pubout", "-out", &p])
+}
+
+/// Writes a kubeconfig for the API server at `url` (serving certificate `ca_file`)
+/// and the bearer `token` to `file`.
+pub fn write_kubeconfig(url: &str, ca_file: &Path, token: &str, file: &Path) -> Result<(), String> {
+    let ca = std::fs::read(ca_file).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: trellis-test
+  cluster:
+    server: {url}
+    certificate-authority-data: {ca}
+users:
+- name: user
+  user:
+    token: {token}
+contexts:
+- name: trellis-test
+  context: {{cluster: trellis-test, user: user, namespace: default}}
+current-context: trellis-test
+",
+        ca = base64(&ca),
+    );
+    std::fs::write(file, text).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// Writes a kubeconfig naming an API server that is not there (a loopback port that
+/// was free a moment ago), for tests of what a client says when it cannot reach one.
+/// Returns that port.
+pub fn write_unreachable_kubeconfig(file: &Path) -> Result<u16, String> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: closed
+  cluster: {{server: 'https://127.0.0.1:{port}', insecure-skip-tls-verify: true}}
+users:
+- name: someone
+  user: {{token: not-a-token}}
+contexts:
+- name: closed
+  context: {{cluster: closed, user: someone}}
+current-context: closed
+"
+    );
+    std::fs::write(file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(port)
 }
 
 /// Standard base64 (for kubeconfig data fields).

@@ -9,7 +9,10 @@ mod crds;
 mod kubelet;
 mod netns;
 
-pub use cluster::{ADMIN_TOKEN, Cluster, ClusterOptions, Fixtures, base64, fixtures_or_skip};
+pub use cluster::{
+    ADMIN_TOKEN, Cluster, ClusterOptions, Fixtures, base64, fixtures_or_skip, write_kubeconfig,
+    write_unreachable_kubeconfig,
+};
 pub use crds::{install_istio_crds, istio_crds_file};
 pub use kubelet::{Kubelet, NODE, PodInfo, PodRunner, pod_token, token};
 pub use netns::{POD_CIDR, isolate};
