@@ -81,43 +81,64 @@ pub async fn sync(
         )?;
         return Ok(CaFiles::Plugged(dir));
     }
-    let dir = state_dir.join("ca");
+    let data = shared(
+        &api,
+        namespace,
+        SELF_SIGNED_SECRET,
+        Some("istio.io/ca-root"),
+        || {
+            // None yet: a root made in a scratch directory, to be the one stored.
+            let scratch = tempfile::Builder::new()
+                .prefix("ca-new")
+                .tempdir_in(state_dir)
+                .map_err(|source| CaSecretError::File {
+                    file: state_dir.to_path_buf(),
+                    source,
+                })?;
+            trellis_identity::Ca::load_or_create(&scratch.path().join("ca"), trust_domain)
+                .map_err(|e| CaSecretError::Create(e.to_string()))?;
+            let mut data = BTreeMap::new();
+            for key in [CA_CERT, CA_KEY] {
+                let file = scratch.path().join("ca").join(key);
+                let bytes =
+                    std::fs::read(&file).map_err(|source| CaSecretError::File { file, source })?;
+                data.insert(key.to_string(), ByteString(bytes));
+            }
+            Ok(data)
+        },
+    )
+    .await?;
+    write_files(
+        &state_dir.join("ca"),
+        namespace,
+        SELF_SIGNED_SECRET,
+        &data,
+        &[CA_CERT, CA_KEY],
+    )?;
+    Ok(CaFiles::SelfSigned)
+}
+
+/// The data of Secret `name`: the one there, else `make`'s, created — atomically, so
+/// replicas starting together all end up with the one that was created first.
+async fn shared(
+    api: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+    type_: Option<&str>,
+    make: impl Fn() -> Result<BTreeMap<String, ByteString>, CaSecretError>,
+) -> Result<BTreeMap<String, ByteString>, CaSecretError> {
+    let api_error = |e: kube::Error| CaSecretError::Api {
+        namespace: namespace.into(),
+        name: name.into(),
+        message: e.to_string(),
+    };
     for _ in 0..3 {
-        if let Some(existing) = api
-            .get_opt(SELF_SIGNED_SECRET)
-            .await
-            .map_err(|e| api_error(SELF_SIGNED_SECRET, e))?
-        {
-            let data = existing.data.unwrap_or_default();
-            write_files(
-                &dir,
-                namespace,
-                SELF_SIGNED_SECRET,
-                &data,
-                &[CA_CERT, CA_KEY],
-            )?;
-            return Ok(CaFiles::SelfSigned);
-        }
-        // None yet: make a root in a scratch directory and try to be the one stored.
-        let scratch = tempfile::Builder::new()
-            .prefix("ca-new")
-            .tempdir_in(state_dir)
-            .map_err(|source| CaSecretError::File {
-                file: state_dir.to_path_buf(),
-                source,
-            })?;
-        trellis_identity::Ca::load_or_create(&scratch.path().join("ca"), trust_domain)
-            .map_err(|e| CaSecretError::Create(e.to_string()))?;
-        let mut data = BTreeMap::new();
-        for key in [CA_CERT, CA_KEY] {
-            let file = scratch.path().join("ca").join(key);
-            let bytes =
-                std::fs::read(&file).map_err(|source| CaSecretError::File { file, source })?;
-            data.insert(key.to_string(), ByteString(bytes));
+        if let Some(existing) = api.get_opt(name).await.map_err(api_error)? {
+            return Ok(existing.data.unwrap_or_default());
         }
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
-                name: Some(SELF_SIGNED_SECRET.into()),
+                name: Some(name.into()),
                 namespace: Some(namespace.into()),
                 labels: Some(BTreeMap::from([(
                     "app.kubernetes.io/managed-by".to_string(),
@@ -125,25 +146,23 @@ pub async fn sync(
                 )])),
                 ..Default::default()
             },
-            type_: Some("istio.io/ca-root".into()),
-            data: Some(data),
+            type_: type_.map(str::to_string),
+            data: Some(make()?),
             ..Default::default()
         };
         match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => {
-                tracing::info!(
-                    namespace,
-                    "stored the new mesh root in Secret {SELF_SIGNED_SECRET}"
-                );
+            Ok(created) => {
+                tracing::info!(namespace, name, "stored a new Secret for every replica");
+                return Ok(created.data.unwrap_or_default());
             }
             // Another replica stored one first: read that one next time round.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(api_error(SELF_SIGNED_SECRET, e)),
+            Err(e) => return Err(api_error(e)),
         }
     }
-    Err(CaSecretError::Create(
-        "the Secret was neither readable nor creatable".into(),
-    ))
+    Err(CaSecretError::Create(format!(
+        "Secret {namespace}/{name} was neither readable nor creatable"
+    )))
 }
 
 fn write_files(
@@ -184,49 +203,21 @@ pub async fn sync_api_token(
     state_dir: &Path,
 ) -> Result<(), CaSecretError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let api_error = |e: kube::Error| CaSecretError::Api {
-        namespace: namespace.into(),
-        name: API_TOKEN_SECRET.into(),
-        message: e.to_string(),
-    };
-    for _ in 0..3 {
-        if let Some(existing) = api.get_opt(API_TOKEN_SECRET).await.map_err(api_error)? {
-            let data = existing.data.unwrap_or_default();
-            let token = data
-                .get(API_TOKEN_KEY)
-                .ok_or_else(|| CaSecretError::Missing {
-                    namespace: namespace.into(),
-                    name: API_TOKEN_SECRET.into(),
-                    key: API_TOKEN_KEY.into(),
-                })?;
-            let file = state_dir.join("api-token");
-            return trellis_identity::files::write_private(&file, &token.0)
-                .map_err(|source| CaSecretError::File { file, source });
-        }
-        let token = trellis_identity::random_token();
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(API_TOKEN_SECRET.into()),
-                namespace: Some(namespace.into()),
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "trellis".to_string(),
-                )])),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([(
-                API_TOKEN_KEY.to_string(),
-                ByteString(token.into_bytes()),
-            )])),
-            ..Default::default()
-        };
-        match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(api_error(e)),
-        }
-    }
-    Err(CaSecretError::Create(
-        "the API token's Secret was neither readable nor creatable".into(),
-    ))
+    let data = shared(&api, namespace, API_TOKEN_SECRET, None, || {
+        Ok(BTreeMap::from([(
+            API_TOKEN_KEY.to_string(),
+            ByteString(trellis_identity::random_token().into_bytes()),
+        )]))
+    })
+    .await?;
+    let token = data
+        .get(API_TOKEN_KEY)
+        .ok_or_else(|| CaSecretError::Missing {
+            namespace: namespace.into(),
+            name: API_TOKEN_SECRET.into(),
+            key: API_TOKEN_KEY.into(),
+        })?;
+    let file = state_dir.join("api-token");
+    trellis_identity::files::write_private(&file, &token.0)
+        .map_err(|source| CaSecretError::File { file, source })
 }
