@@ -72,6 +72,21 @@ pub struct KubeArgs {
     pub context: Option<String>,
 }
 
+impl KubeArgs {
+    /// The client, or `None` once the reason is printed.
+    async fn client(&self) -> Option<kube::Client> {
+        match trellis_kube::connect::client(self.kubeconfig.as_deref(), self.context.as_deref())
+            .await
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                error(&e);
+                None
+            }
+        }
+    }
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     trellis_api::values::Duration::parse(text)
         .map(|d| d.get())
@@ -151,17 +166,8 @@ pub fn install(args: &InstallArgs) -> i32 {
     }
     let Some(runtime) = runtime() else { return 1 };
     runtime.block_on(async {
-        let client = match trellis_kube::connect::client(
-            args.cluster.kubeconfig.as_deref(),
-            args.cluster.context.as_deref(),
-        )
-        .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                error(&e);
-                return 2;
-            }
+        let Some(client) = args.cluster.client().await else {
+            return 2;
         };
         let started = Instant::now();
         let mut applied = 0;
@@ -228,17 +234,8 @@ pub fn uninstall(args: &UninstallArgs) -> i32 {
     }
     let Some(runtime) = runtime() else { return 1 };
     runtime.block_on(async {
-        let client = match trellis_kube::connect::client(
-            args.cluster.kubeconfig.as_deref(),
-            args.cluster.context.as_deref(),
-        )
-        .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                error(&e);
-                return 2;
-            }
+        let Some(client) = args.cluster.client().await else {
+            return 2;
         };
         match install::uninstall(&client, &values, args.purge, step).await {
             Ok(removed) => {
