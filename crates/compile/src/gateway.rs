@@ -164,6 +164,7 @@ pub fn gateway(
             tcp_routes: vec![],
             tls: entry.tls,
             port: Some(port),
+            capture: None,
         };
         if matches!(entry.kind, Kind::Http | Kind::Https) {
             let mut vhosts: Vec<model::VirtualHost> = Vec::new();

@@ -5,6 +5,7 @@
 //! of one proxy from it, keeping only what that proxy needs; [`security()`] selects the
 //! security policies that apply to its workload.
 
+mod capture;
 mod cluster;
 mod gateway;
 mod mesh;
@@ -12,15 +13,19 @@ mod route;
 mod security;
 mod sidecar;
 
+pub use capture::{
+    CaptureOptions, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND,
+    capture, inbound_ports,
+};
 pub use gateway::gateway;
-pub use mesh::{Mesh, Service, ServicePort, Workload, fqdn};
+pub use mesh::{Mesh, OutboundPolicy, Service, ServicePort, Workload, fqdn};
 pub use security::{
     CUSTOM_NOT_SUPPORTED, PolicyTarget, ROOT_NAMESPACE, gateway_security, security,
     sidecar_security,
 };
 pub use sidecar::{
-    Inbound, Outbound, ServicePortUnit, outbound_depends_on_labels, outbound_plan, outbound_unit,
-    sidecar, sidecar_local, sidecar_outbound,
+    Inbound, Outbound, ServicePortUnit, outbound_depends_on_labels, outbound_plan, outbound_policy,
+    outbound_unit, sidecar, sidecar_local, sidecar_outbound,
 };
 
 use std::collections::BTreeMap;

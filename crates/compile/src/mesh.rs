@@ -34,6 +34,9 @@ pub struct Service {
     pub external: bool,
     /// Namespaces that may see this service (`exportTo`); empty means all.
     pub export_to: Vec<String>,
+    /// Virtual IPs apps connect to (a Service's cluster IPs, a ServiceEntry's
+    /// `addresses`), which capture mode recognises as this service.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// One port of a service.
@@ -91,6 +94,9 @@ pub struct Mesh {
     pub secrets: Vec<(Resource, Secret)>,
     /// The SPIFFE trust domain (MeshConfig `trustDomain`).
     pub trust_domain: String,
+    /// MeshConfig `outboundTrafficPolicy.mode`: what captured connections to
+    /// destinations the mesh does not know get (a Sidecar resource may override it).
+    pub outbound_policy: OutboundPolicy,
     /// Security policies, in Istio's order: oldest first (creationTimestamp, name,
     /// namespace), as its precedence rules read them.
     pub peer_authentications: Vec<(Resource, Arc<PeerAuthentication>)>,
@@ -98,6 +104,16 @@ pub struct Mesh {
     pub request_authentications: Vec<(Resource, Arc<RequestAuthentication>)>,
     /// Lookups by host and label, built by [`Mesh::new`] and [`Mesh::reindex`].
     index: Index,
+}
+
+/// Istio's `outboundTrafficPolicy.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutboundPolicy {
+    /// Unknown destinations are reached directly (Istio's default).
+    #[default]
+    AllowAny,
+    /// Only destinations in the service registry are reached.
+    RegistryOnly,
 }
 
 /// Lookup tables, so compiling one proxy is linear in what it sees rather than in
@@ -119,6 +135,18 @@ struct Index {
     /// How many DestinationRules and VirtualServices were indexed.
     drs_indexed: usize,
     vss_indexed: usize,
+}
+
+/// The distinct IP addresses among `texts` (`None` of a headless Service and CIDR
+/// ranges of a ServiceEntry are not addresses one connects to).
+fn virtual_ips<'a>(texts: impl Iterator<Item = &'a String>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for ip in texts.filter_map(|t| t.parse::<IpAddr>().ok()) {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
 }
 
 /// `reviews` seen from namespace `default` → `reviews.default.svc.cluster.local`.
@@ -185,6 +213,9 @@ impl Mesh {
                         selector: (!s.spec.selector.is_empty()).then(|| s.spec.selector.clone()),
                         endpoints: Vec::new(),
                         external: false,
+                        addresses: virtual_ips(
+                            s.spec.cluster_ip.iter().chain(s.spec.cluster_ips.iter()),
+                        ),
                         export_to: r
                             .meta
                             .annotations
@@ -241,6 +272,7 @@ impl Mesh {
                             endpoints: endpoints.clone(),
                             external: se.location == Some(Location::MeshExternal),
                             export_to: se.export_to.clone(),
+                            addresses: virtual_ips(se.addresses.iter()),
                         });
                     }
                 }

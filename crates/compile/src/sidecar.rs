@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use trellis_model as model;
 
-use crate::mesh::{DOMAIN, Mesh, Service, ServicePort, exported, fqdn, host_matches};
+use crate::mesh::{
+    DOMAIN, Mesh, OutboundPolicy, Service, ServicePort, exported, fqdn, host_matches,
+};
 use crate::route::{Collected, Scope, bound_here, destination, http_routes};
 use crate::{Note, ProxyIdentity};
 
@@ -152,7 +154,12 @@ pub fn outbound_unit(
     };
     let default_port = default_http_port(service);
     let mut domains = Vec::new();
-    for alias in aliases(service, &who.namespace) {
+    // A captured request to a cluster IP carries the IP as its Host.
+    let ips = service.addresses.iter().map(|ip| match ip {
+        IpAddr::V4(_) => ip.to_string(),
+        IpAddr::V6(_) => format!("[{ip}]"),
+    });
+    for alias in aliases(service, &who.namespace).into_iter().chain(ips) {
         domains.push(format!("{alias}:{}", port.number));
         if Some(port.number) == default_port {
             domains.push(alias);
@@ -195,6 +202,7 @@ pub fn sidecar_local(
         tcp_routes: vec![],
         tls: None,
         port: None,
+        capture: None,
     }];
     let mut route_tables = Vec::new();
     let workload = who.workload();
@@ -225,6 +233,7 @@ pub fn sidecar_local(
             }],
             tls: None,
             port: Some(inb.port),
+            capture: None,
         });
         route_tables.push(model::RouteTable {
             name: table,
@@ -325,29 +334,52 @@ fn routes_for(
 /// The root namespace, whose namespace-wide Sidecar is the mesh-wide default.
 use crate::security::ROOT_NAMESPACE;
 
-/// The egress hosts (`namespace/host`, namespace resolved) of the Sidecar that applies
-/// to `who`: one selecting its labels in its namespace, else its namespace's default,
-/// else the root namespace's default. `None` when no Sidecar applies (everything visible).
-fn egress_hosts(mesh: &Mesh, who: &ProxyIdentity) -> Option<Vec<(String, String)>> {
+/// The Sidecar resource that applies to `who`: one selecting its labels in its
+/// namespace, else its namespace's default, else the root namespace's default.
+fn sidecar_for<'a>(
+    mesh: &'a Mesh,
+    who: &ProxyIdentity,
+) -> Option<&'a (trellis_api::Resource, trellis_api::networking::Sidecar)> {
     fn in_ns<'a>(
         mesh: &'a Mesh,
-        ns: &'a str,
+        ns: String,
     ) -> impl Iterator<Item = &'a (trellis_api::Resource, trellis_api::networking::Sidecar)> + 'a
     {
         mesh.sidecars
             .iter()
             .filter(move |(r, _)| r.meta.namespace_or_default() == ns)
     }
-    let selected = in_ns(mesh, &who.namespace)
+    in_ns(mesh, who.namespace.clone())
         .find(|(_, sc)| {
             sc.workload_selector.as_ref().is_some_and(|sel| {
                 !sel.labels.is_empty()
                     && sel.labels.iter().all(|(k, v)| who.labels.get(k) == Some(v))
             })
         })
-        .or_else(|| in_ns(mesh, &who.namespace).find(|(_, sc)| sc.workload_selector.is_none()))
-        .or_else(|| in_ns(mesh, ROOT_NAMESPACE).find(|(_, sc)| sc.workload_selector.is_none()))?;
-    let (r, sc) = selected;
+        .or_else(|| in_ns(mesh, who.namespace.clone()).find(|(_, sc)| sc.workload_selector.is_none()))
+        .or_else(|| in_ns(mesh, ROOT_NAMESPACE.to_string()).find(|(_, sc)| sc.workload_selector.is_none()))
+}
+
+/// What captured connections of `who` to destinations the mesh does not know get:
+/// its Sidecar's `outboundTrafficPolicy`, else the mesh's.
+pub fn outbound_policy(mesh: &Mesh, who: &ProxyIdentity) -> OutboundPolicy {
+    use trellis_api::networking::OutboundTrafficPolicyMode as Mode;
+    match sidecar_for(mesh, who).and_then(|(_, sc)| sc.outbound_traffic_policy.as_ref()) {
+        Some(p) => match p.mode.unwrap_or_default() {
+            Mode::AllowAny => OutboundPolicy::AllowAny,
+            Mode::RegistryOnly => OutboundPolicy::RegistryOnly,
+        },
+        None => mesh.outbound_policy,
+    }
+}
+
+/// The egress hosts (`namespace/host`, namespace resolved) of the Sidecar that applies
+/// to `who`. `None` when no Sidecar applies or it lists no egress (everything visible).
+fn egress_hosts(mesh: &Mesh, who: &ProxyIdentity) -> Option<Vec<(String, String)>> {
+    let (r, sc) = sidecar_for(mesh, who)?;
+    if sc.egress.is_empty() {
+        return None;
+    }
     let own_ns = r.meta.namespace_or_default();
     Some(
         sc.egress
@@ -364,6 +396,18 @@ fn egress_hosts(mesh: &Mesh, who: &ProxyIdentity) -> Option<Vec<(String, String)
             })
             .collect(),
     )
+}
+
+/// The services `who` may reach (exported to it, named by its Sidecar's egress).
+pub(crate) fn visible_services<'a>(
+    mesh: &'a Mesh,
+    who: &ProxyIdentity,
+) -> impl Iterator<Item = &'a Service> + 'a {
+    let egress = egress_hosts(mesh, who);
+    let who = who.clone();
+    mesh.services
+        .iter()
+        .filter(move |s| visible(s, &who, egress.as_deref()))
 }
 
 /// Whether `who` may reach `service`: exported to its namespace and, when a Sidecar

@@ -118,6 +118,14 @@ impl ProxyConfig {
                     l.name
                 ));
             }
+            for t in l.capture.iter().flat_map(|c| c.targets.iter()) {
+                if !self.listeners.iter().any(|o| o.name == t.listener) {
+                    return Err(format!(
+                        "capture listener {} names missing listener {}",
+                        l.name, t.listener
+                    ));
+                }
+            }
             for t in &l.tcp_routes {
                 for w in &t.clusters {
                     if self.cluster(&w.cluster).is_none() {

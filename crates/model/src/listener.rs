@@ -1,6 +1,6 @@
 //! Listeners: where a proxy accepts connections and what it does with them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,37 @@ pub struct Listener {
     /// workload port), which policies match on; the bound port may differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// A capture listener (traffic redirected here by iptables): each connection is
+    /// served by the listener its original destination names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<Capture>,
+}
+
+/// What a capture listener does with a connection, by the address the client
+/// meant to reach (`SO_ORIGINAL_DST`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capture {
+    /// Original destinations and the (unbound) listener that serves each; an exact
+    /// address is tried before a port-only target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<CaptureTarget>,
+    /// Destinations no target names: passed on to the original destination as
+    /// opaque TCP (Istio's passthrough: `ALLOW_ANY`, and inbound ports the mesh does
+    /// not know), or closed (`REGISTRY_ONLY`).
+    pub passthrough: bool,
+}
+
+/// One original destination a capture listener knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureTarget {
+    /// The address connected to (a service's cluster IP); none matches any address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    /// The listener, by name, that serves these connections.
+    pub listener: String,
 }
 
 /// How a listener terminates TLS.

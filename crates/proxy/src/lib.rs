@@ -11,6 +11,7 @@ mod access_log;
 mod admin;
 mod balance;
 mod body;
+mod capture;
 mod downstream;
 mod error;
 mod flags;

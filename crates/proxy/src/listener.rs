@@ -104,6 +104,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: Tcp
             }
         };
         let _ = stream.set_nodelay(true);
+        if listener.capture.is_some() {
+            tokio::spawn(crate::capture::serve(
+                shared.clone(),
+                listener.clone(),
+                stream,
+            ));
+            continue;
+        }
         let local = stream.local_addr().unwrap_or(peer);
         let conn = Arc::new(Connection::new(
             shared.clone(),
@@ -115,7 +123,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: Tcp
     }
 }
 
-async fn serve(conn: Arc<Connection>, stream: TcpStream) {
+/// Serves one accepted connection on its listener (TLS, inbound mTLS, HTTP or TCP).
+pub async fn serve(conn: Arc<Connection>, stream: TcpStream) {
     if conn.tls {
         serve_tls(conn, stream).await;
         return;

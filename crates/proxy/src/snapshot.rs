@@ -39,6 +39,8 @@ pub struct ListenerRt {
     pub security: Option<Arc<crate::policy::CompiledSecurity>>,
     /// The port policies see (the workload's or the Gateway server's).
     pub port: u16,
+    /// A capture listener's targets by original destination.
+    pub capture: Option<crate::capture::CaptureRt>,
 }
 
 /// A TCP route with resolved clusters.
@@ -304,6 +306,12 @@ impl Snapshot {
                 Reporter::Source
             }
         };
+        let slots: HashMap<&str, usize> = config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(slot, l)| (l.name.as_str(), slot))
+            .collect();
         let listeners = config
             .listeners
             .iter()
@@ -331,7 +339,14 @@ impl Snapshot {
                     .map_err(|e| format!("listener {}: {e}", l.name))?;
                 let port = l.port.or(l.bind.map(|b| b.port())).unwrap_or(0);
                 let policed = matches!(l.direction, Direction::Inbound | Direction::Gateway);
+                let capture = l
+                    .capture
+                    .as_ref()
+                    .map(|c| crate::capture::CaptureRt::compile(c, &slots))
+                    .transpose()
+                    .map_err(|e| format!("listener {}: {e}", l.name))?;
                 Ok(Arc::new(ListenerRt {
+                    capture,
                     slot,
                     mtls: security.mtls.mode_for(port),
                     security: (policed && enforces).then(|| security.clone()),

@@ -35,7 +35,10 @@ pub enum Role {
 
 Endpoints come from Pods with status.podIP, WorkloadEntries and ServiceEntry endpoints.
 Admin: http://127.0.0.1:15000/config_dump, /clusters; metrics: :15020/stats/prometheus.")]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
     /// Directory (or file) of Istio and Kubernetes YAML to compile and watch.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "control_plane"])]
     pub standalone: Option<PathBuf>,
@@ -88,6 +91,12 @@ pub struct Args {
     pub labels: Option<String>,
     #[arg(long, default_value = "")]
     pub service_account: String,
+    /// Capture mode (after `trellis proxy init`): take the app's redirected traffic on
+    /// 0.0.0.0:15001 (outbound, by original destination) and 0.0.0.0:15006 (inbound);
+    /// inbound ports default to the target ports of the services selecting --labels.
+    /// Standalone only for now.
+    #[arg(long, conflicts_with = "control_plane")]
+    pub capture: bool,
     /// Sidecar outbound listener (the app's HTTP proxy).
     #[arg(long, default_value = "127.0.0.1:15001")]
     pub listen: SocketAddr,
@@ -118,6 +127,14 @@ pub struct Args {
     pub access_log_encoding: AccessLogEncoding,
 }
 
+/// `trellis proxy` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Program iptables in this network namespace so the app's TCP goes through its
+    /// sidecar (run once per pod, as root, before the app starts).
+    Init(super::proxy_init::Args),
+}
+
 /// Istio's `accessLogEncoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccessLogEncoding {
@@ -134,6 +151,9 @@ impl Args {
 
 /// Starts the proxy and runs until killed.
 pub fn run(args: &Args) -> i32 {
+    if let Some(Subcommand::Init(init)) = &args.command {
+        return super::proxy_init::run(init);
+    }
     init_logging();
     if let Some(address) = &args.control_plane {
         return follow(args, address);
@@ -513,6 +533,21 @@ fn compile(args: &Args, version: u64) -> Result<ProxyConfig, String> {
         Role::Gateway => {
             let ports = parse_port_map(&args.port_map)?;
             trellis_compile::gateway(&mesh, &who, &ports, version)
+        }
+        Role::Sidecar if args.capture => {
+            let mut inbound = parse_inbound(&args.inbound)?;
+            if inbound.is_empty() {
+                inbound = trellis_compile::inbound_ports(&mesh, &who, &BTreeMap::new());
+            }
+            let (mut config, mut notes) =
+                trellis_compile::sidecar(&mesh, &who, args.listen, &inbound, version);
+            notes.extend(trellis_compile::capture(
+                &mesh,
+                &who,
+                &mut config,
+                &trellis_compile::CaptureOptions::default(),
+            ));
+            (config, notes)
         }
         Role::Sidecar => {
             let inbound = parse_inbound(&args.inbound)?;

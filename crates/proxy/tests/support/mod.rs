@@ -286,6 +286,7 @@ pub fn config(port: u16, routes: Vec<Route>, clusters: Vec<Cluster>) -> ProxyCon
             tcp_routes: vec![],
             tls: None,
             port: None,
+            capture: None,
         }],
         route_tables: vec![RouteTable {
             name: "routes".into(),
