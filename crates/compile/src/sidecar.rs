@@ -356,8 +356,12 @@ fn sidecar_for<'a>(
                     && sel.labels.iter().all(|(k, v)| who.labels.get(k) == Some(v))
             })
         })
-        .or_else(|| in_ns(mesh, who.namespace.clone()).find(|(_, sc)| sc.workload_selector.is_none()))
-        .or_else(|| in_ns(mesh, ROOT_NAMESPACE.to_string()).find(|(_, sc)| sc.workload_selector.is_none()))
+        .or_else(|| {
+            in_ns(mesh, who.namespace.clone()).find(|(_, sc)| sc.workload_selector.is_none())
+        })
+        .or_else(|| {
+            in_ns(mesh, ROOT_NAMESPACE.to_string()).find(|(_, sc)| sc.workload_selector.is_none())
+        })
 }
 
 /// What captured connections of `who` to destinations the mesh does not know get:

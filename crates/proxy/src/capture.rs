@@ -132,13 +132,14 @@ async fn passthrough(
     };
     let labels = &listener.unrouted_labels;
     let start = Instant::now();
-    let upstream =
-        tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, TcpStream::connect(to)).await;
+    let upstream = tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, TcpStream::connect(to)).await;
     let mut upstream = match upstream {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%to, error = %e, "passthrough connect failed (UF)");
-            shared.metrics.tcp_opened(labels, Flags::UPSTREAM_CONNECT_FAILURE);
+            shared
+                .metrics
+                .tcp_opened(labels, Flags::UPSTREAM_CONNECT_FAILURE);
             shared
                 .metrics
                 .tcp_closed(labels, Flags::UPSTREAM_CONNECT_FAILURE, 0, 0);
@@ -146,7 +147,9 @@ async fn passthrough(
         }
         Err(_) => {
             tracing::debug!(%to, "passthrough connect timed out (UF)");
-            shared.metrics.tcp_opened(labels, Flags::UPSTREAM_CONNECT_FAILURE);
+            shared
+                .metrics
+                .tcp_opened(labels, Flags::UPSTREAM_CONNECT_FAILURE);
             shared
                 .metrics
                 .tcp_closed(labels, Flags::UPSTREAM_CONNECT_FAILURE, 0, 0);
@@ -158,7 +161,9 @@ async fn passthrough(
     let (received, sent) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream)
         .await
         .unwrap_or((0, 0));
-    shared.metrics.tcp_closed(labels, Flags::NONE, sent, received);
+    shared
+        .metrics
+        .tcp_closed(labels, Flags::NONE, sent, received);
     tracing::debug!(%to, elapsed = ?start.elapsed(), "passthrough connection closed");
 }
 

@@ -13,7 +13,8 @@ use rules::{Cidr, Family, Port, Rules, Selection, parse_selection};
 use crate::output;
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "Lists are comma-separated; `*` means all (Istio's annotations:
+#[command(
+    after_help = "Lists are comma-separated; `*` means all (Istio's annotations:
 traffic.sidecar.istio.io/includeOutboundIPRanges, excludeOutboundIPRanges,
 excludeOutboundPorts, includeInboundPorts, excludeInboundPorts).
 
@@ -22,7 +23,8 @@ Examples:
   trellis proxy init --proxy-uid 1337 --outbound-port 15001 --inbound-port 15006
 
   # print the rules instead of applying them
-  trellis proxy init --exclude-outbound-ip-ranges 10.0.0.0/8 --dry-run")]
+  trellis proxy init --exclude-outbound-ip-ranges 10.0.0.0/8 --dry-run"
+)]
 pub struct Args {
     /// The proxy's user id (and, unless --proxy-gid, group id): its own connections are
     /// never captured.
@@ -68,15 +70,17 @@ impl Args {
         let ranges = |flag: &str, text: &str| -> Result<Selection<Cidr>, String> {
             parse_selection::<Cidr>(text).map_err(|e| format!("--{flag}: {e}"))
         };
-        let exclude_outbound =
-            match ranges("exclude-outbound-ip-ranges", &self.exclude_outbound_ip_ranges)? {
-                Selection::Only(v) => v,
-                Selection::All => {
-                    return Err(
+        let exclude_outbound = match ranges(
+            "exclude-outbound-ip-ranges",
+            &self.exclude_outbound_ip_ranges,
+        )? {
+            Selection::Only(v) => v,
+            Selection::All => {
+                return Err(
                         "--exclude-outbound-ip-ranges: `*` is not allowed (use --include-outbound-ip-ranges '')".into(),
                     );
-                }
-            };
+            }
+        };
         Ok(Rules {
             proxy_uid: self.proxy_uid,
             proxy_gid: self.proxy_gid.unwrap_or(self.proxy_uid),

@@ -178,7 +178,10 @@ impl Rules {
                     for port in ports.iter().filter(|p| {
                         !PROXY_PORTS.contains(&p.0) && !self.exclude_inbound_ports.contains(p)
                     }) {
-                        rule(format!("-A {INBOUND} -p tcp --dport {} -j {IN_REDIRECT}", port.0));
+                        rule(format!(
+                            "-A {INBOUND} -p tcp --dport {} -j {IN_REDIRECT}",
+                            port.0
+                        ));
                     }
                 }
             }
@@ -262,10 +265,19 @@ mod tests {
         for chain in [INBOUND, IN_REDIRECT, OUTPUT, REDIRECT] {
             position(&l, &format!(":{chain} - [0:0]"));
         }
-        position(&l, "-A TRELLIS_REDIRECT -p tcp -j REDIRECT --to-ports 15001");
-        position(&l, "-A TRELLIS_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006");
+        position(
+            &l,
+            "-A TRELLIS_REDIRECT -p tcp -j REDIRECT --to-ports 15001",
+        );
+        position(
+            &l,
+            "-A TRELLIS_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
+        );
         for port in PROXY_PORTS {
-            position(&l, &format!("-A TRELLIS_INBOUND -p tcp --dport {port} -j RETURN"));
+            position(
+                &l,
+                &format!("-A TRELLIS_INBOUND -p tcp --dport {port} -j RETURN"),
+            );
         }
         // The proxy's exemption comes before the catch-all redirect.
         let exempt = position(&l, "-A TRELLIS_OUTPUT -m owner --uid-owner 1337 -j RETURN");
@@ -305,11 +317,20 @@ mod tests {
         r.include_inbound_ports = parse_selection("9080,15021").expect("ports");
         let l = lines(&r, Family::V4);
         position(&l, "-A TRELLIS_OUTPUT -d 10.96.0.0/12 -j TRELLIS_REDIRECT");
-        position(&l, "-A TRELLIS_OUTPUT -d 192.168.1.7/32 -j TRELLIS_REDIRECT");
+        position(
+            &l,
+            "-A TRELLIS_OUTPUT -d 192.168.1.7/32 -j TRELLIS_REDIRECT",
+        );
         assert!(!l.contains(&"-A TRELLIS_OUTPUT -j TRELLIS_REDIRECT".to_string()));
-        position(&l, "-A TRELLIS_INBOUND -p tcp --dport 9080 -j TRELLIS_IN_REDIRECT");
+        position(
+            &l,
+            "-A TRELLIS_INBOUND -p tcp --dport 9080 -j TRELLIS_IN_REDIRECT",
+        );
         // A proxy port is never redirected, even when listed.
-        assert!(!l.iter().any(|x| x.contains("--dport 15021 -j TRELLIS_IN_REDIRECT")));
+        assert!(
+            !l.iter()
+                .any(|x| x.contains("--dport 15021 -j TRELLIS_IN_REDIRECT"))
+        );
     }
 
     #[test]
@@ -318,7 +339,10 @@ mod tests {
         r.include_outbound = parse_selection("").expect("empty");
         r.include_inbound_ports = parse_selection("").expect("empty");
         let l = lines(&r, Family::V4);
-        assert!(!l.iter().any(|x| x.contains("-j TRELLIS_REDIRECT")), "{l:#?}");
+        assert!(
+            !l.iter().any(|x| x.contains("-j TRELLIS_REDIRECT")),
+            "{l:#?}"
+        );
         assert!(!l.iter().any(|x| x.starts_with("-A PREROUTING")), "{l:#?}");
     }
 
