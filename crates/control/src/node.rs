@@ -38,6 +38,8 @@ pub struct ProxySpec {
     pub named_ports: BTreeMap<String, u16>,
     /// Its admin endpoint, when it has one the control plane may read (`/certs`).
     pub admin: Option<SocketAddr>,
+    /// A sidecar in capture mode (see [`trellis_compile::capture`]).
+    pub capture: bool,
 }
 
 impl ProxySpec {
@@ -107,6 +109,7 @@ impl ProxySpec {
             id: h.id.clone(),
             named_ports,
             admin,
+            capture: h.capture && role == Role::Sidecar,
             role,
             identity: ProxyIdentity {
                 name: if h.workload.is_empty() {
@@ -174,6 +177,7 @@ impl ProxySpec {
                 .map(|(k, v)| (k.clone(), u32::from(*v)))
                 .collect(),
             admin: self.admin.map(|a| a.to_string()).unwrap_or_default(),
+            capture: self.capture,
         }
     }
 
@@ -203,10 +207,19 @@ impl ProxySpec {
                 crate::resources::units_of(&config)
             }
             Role::Sidecar => {
+                let inbound = self.inbound_ports(mesh);
                 let mut config =
-                    trellis_compile::sidecar_local(&self.identity, self.outbound, &self.inbound, 0);
+                    trellis_compile::sidecar_local(&self.identity, self.outbound, &inbound, 0);
                 config.node.id = self.id.clone();
                 config.security = self.security(mesh, jwks);
+                if self.capture {
+                    self.log_notes(trellis_compile::capture(
+                        mesh,
+                        &self.identity,
+                        &mut config,
+                        &trellis_compile::CaptureOptions::default(),
+                    ));
+                }
                 crate::resources::units_of(&config)
             }
         }
@@ -215,13 +228,32 @@ impl ProxySpec {
     /// The security policies of this sidecar's workload: per proxy, since they depend
     /// on its labels (selectors) and inbound ports, not only on its group.
     pub fn security(&self, mesh: &Mesh, jwks: &crate::jwks::Cache) -> trellis_model::Security {
+        let inbound = self.inbound_ports(mesh);
         let (mut security, notes) =
-            trellis_compile::sidecar_security(mesh, &self.identity, &self.inbound);
+            trellis_compile::sidecar_security(mesh, &self.identity, &inbound);
+        self.log_notes(notes);
+        jwks.fill(&mut security);
+        security
+    }
+
+    /// Its inbound ports: as announced, or in capture mode when it announced none,
+    /// the target ports of the services selecting it.
+    pub fn inbound_ports(&self, mesh: &Mesh) -> std::borrow::Cow<'_, [Inbound]> {
+        if self.capture && self.inbound.is_empty() {
+            std::borrow::Cow::Owned(trellis_compile::inbound_ports(
+                mesh,
+                &self.identity,
+                &self.named_ports,
+            ))
+        } else {
+            std::borrow::Cow::Borrowed(&self.inbound)
+        }
+    }
+
+    fn log_notes(&self, notes: Vec<trellis_compile::Note>) {
         for n in notes {
             tracing::debug!(proxy = %self.id, resource = %n.resource, "{}", n.message);
         }
-        jwks.fill(&mut security);
-        security
     }
 
     /// Compiles this proxy's config from `mesh` (version 0: the caller stamps it).
@@ -229,12 +261,21 @@ impl ProxySpec {
         let (mut config, notes) = match self.role {
             Role::Gateway => trellis_compile::gateway(mesh, &self.identity, &self.port_map, 0),
             Role::Sidecar => {
-                trellis_compile::sidecar(mesh, &self.identity, self.outbound, &self.inbound, 0)
+                let inbound = self.inbound_ports(mesh);
+                let (mut config, mut notes) =
+                    trellis_compile::sidecar(mesh, &self.identity, self.outbound, &inbound, 0);
+                if self.capture {
+                    notes.extend(trellis_compile::capture(
+                        mesh,
+                        &self.identity,
+                        &mut config,
+                        &trellis_compile::CaptureOptions::default(),
+                    ));
+                }
+                (config, notes)
             }
         };
-        for n in notes {
-            tracing::debug!(proxy = %self.id, resource = %n.resource, "{}", n.message);
-        }
+        self.log_notes(notes);
         config.node.id = self.id.clone();
         config
     }

@@ -61,6 +61,7 @@ fn spec(namespace: &str, service_account: &str) -> ProxySpec {
         port_map: BTreeMap::new(),
         named_ports: BTreeMap::new(),
         admin: None,
+        capture: false,
     }
 }
 
@@ -318,6 +319,7 @@ fn gateway_spec() -> ProxySpec {
         port_map: BTreeMap::from([(443, 0)]),
         named_ports: BTreeMap::new(),
         admin: None,
+        capture: false,
     }
 }
 

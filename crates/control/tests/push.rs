@@ -115,6 +115,7 @@ fn spec() -> ProxySpec {
         port_map: BTreeMap::new(),
         named_ports: BTreeMap::new(),
         admin: None,
+        capture: false,
     }
 }
 

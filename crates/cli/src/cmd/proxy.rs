@@ -94,8 +94,7 @@ pub struct Args {
     /// Capture mode (after `trellis proxy init`): take the app's redirected traffic on
     /// 0.0.0.0:15001 (outbound, by original destination) and 0.0.0.0:15006 (inbound);
     /// inbound ports default to the target ports of the services selecting --labels.
-    /// Standalone only for now.
-    #[arg(long, conflicts_with = "control_plane")]
+    #[arg(long)]
     pub capture: bool,
     /// Sidecar outbound listener (the app's HTTP proxy).
     #[arg(long, default_value = "127.0.0.1:15001")]
@@ -282,6 +281,7 @@ fn spec(args: &Args) -> Result<trellis_control::ProxySpec, String> {
         port_map: parse_port_map(&args.port_map)?,
         named_ports: BTreeMap::new(),
         admin: Some(args.admin),
+        capture: args.capture,
     })
 }
 

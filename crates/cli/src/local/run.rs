@@ -135,6 +135,7 @@ impl LocalMesh {
                 port_map,
                 named_ports: BTreeMap::new(),
                 admin: Some(SocketAddr::new(gateway_ip, 15000)),
+                capture: false,
             },
             gateway_ip,
         )];
@@ -390,6 +391,7 @@ fn sidecar_spec(pod: &Pod) -> ProxySpec {
         port_map: BTreeMap::new(),
         named_ports: pod.named_ports.clone(),
         admin: Some(SocketAddr::new(pod.pod_ip, 15000)),
+        capture: false,
     }
 }
 

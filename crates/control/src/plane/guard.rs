@@ -140,6 +140,7 @@ mod tests {
             port_map: BTreeMap::new(),
             named_ports: BTreeMap::new(),
             admin: None,
+            capture: false,
         }
     }
 

@@ -176,7 +176,12 @@ impl ControlPlane {
         // A sidecar's own resources depend only on what it announced, except its
         // security, which depends on the policies too: recompiled every time (a scan of
         // the policies), the rest reused.
-        if target.spec.role == Role::Sidecar && !target.before.own.is_empty() {
+        // A capturing sidecar's own part (its capture targets: every visible service's
+        // addresses) depends on the services too: compiled whole each time.
+        if target.spec.role == Role::Sidecar
+            && !target.spec.capture
+            && !target.before.own.is_empty()
+        {
             let compiled = catching(|| target.spec.security(mesh, &self.inner.jwks));
             return match compiled {
                 Ok(security) => Some(with_security(&target.before.own, &security)),
