@@ -20,6 +20,8 @@ use common::{Running, output_lines_echoed, wait_for_line};
 const CLUSTER_IP: &str = "10.96.77.10";
 const CLIENT_IP: &str = "10.77.1.1";
 const SERVER_IP: &str = "10.77.1.2";
+/// The bridge's own address, where a control plane listens.
+const INFRA_IP: &str = "10.77.1.254";
 /// A second address of the server pod, in a range the client excludes from capture.
 const SERVER_EXCLUDED_IP: &str = "10.77.2.2";
 const HTTP_PORT: u16 = 8080;
@@ -36,11 +38,13 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
-/// Two network namespaces joined by a veth pair; deleted (with every process in
-/// them) when dropped, so also when the test panics.
+/// Two pods and the network between them: network namespaces joined by a bridge in
+/// a third (`infra`, where a control plane can run, at [`INFRA_IP`]). Deleted, with
+/// every process in them, when dropped, so also when the test panics.
 struct Pods {
     client: String,
     server: String,
+    infra: String,
     processes: Vec<Running>,
 }
 
@@ -48,54 +52,75 @@ impl Pods {
     fn new() -> Pods {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let tag = format!(
-            "{}{}",
-            std::process::id() % 100_000,
+            "{}-{}",
+            std::process::id(),
             COUNT.fetch_add(1, Ordering::Relaxed)
         );
         let pods = Pods {
-            client: format!("trellis-c{tag}"),
-            server: format!("trellis-s{tag}"),
+            client: format!("trellis-client-{tag}"),
+            server: format!("trellis-server-{tag}"),
+            infra: format!("trellis-infra-{tag}"),
             processes: Vec::new(),
         };
-        let (c_if, s_if) = (format!("tc{tag}"), format!("ts{tag}"));
-        run("ip", &["netns", "add", &pods.client]);
-        run("ip", &["netns", "add", &pods.server]);
+        let infra = pods.infra.as_str();
+        for ns in [&pods.client, &pods.server, &pods.infra] {
+            run("ip", &["netns", "add", ns]);
+            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        run("ip", &["-n", infra, "link", "add", "br0", "type", "bridge"]);
         run(
             "ip",
-            &["link", "add", &c_if, "type", "veth", "peer", "name", &s_if],
+            &[
+                "-n",
+                infra,
+                "addr",
+                "add",
+                &format!("{INFRA_IP}/24"),
+                "dev",
+                "br0",
+            ],
         );
-        run("ip", &["link", "set", &c_if, "netns", &pods.client]);
-        run("ip", &["link", "set", &s_if, "netns", &pods.server]);
-        for (ns, dev, addrs) in [
-            (&pods.client, &c_if, vec![format!("{CLIENT_IP}/24")]),
+        run("ip", &["-n", infra, "link", "set", "br0", "up"]);
+        for (ns, port, addrs) in [
+            (&pods.client, "client", vec![format!("{CLIENT_IP}/24")]),
             (
                 &pods.server,
-                &s_if,
+                "server",
                 vec![
                     format!("{SERVER_IP}/24"),
                     format!("{SERVER_EXCLUDED_IP}/24"),
                 ],
             ),
         ] {
+            // Made inside the namespaces, so no name is taken in the host's.
+            run(
+                "ip",
+                &[
+                    "-n", infra, "link", "add", port, "type", "veth", "peer", "name", "eth0",
+                    "netns", ns,
+                ],
+            );
+            run("ip", &["-n", infra, "link", "set", port, "master", "br0"]);
+            run("ip", &["-n", infra, "link", "set", port, "up"]);
             for addr in &addrs {
-                run("ip", &["-n", ns, "addr", "add", addr, "dev", dev]);
+                run("ip", &["-n", ns, "addr", "add", addr, "dev", "eth0"]);
             }
-            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
-            run("ip", &["-n", ns, "link", "set", dev, "up"]);
-            // Everything off-pod (a cluster IP included) leaves by the veth.
-            run("ip", &["-n", ns, "route", "add", "default", "dev", dev]);
+            run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+            // Everything off-pod (a cluster IP included) leaves by the bridge.
+            run("ip", &["-n", ns, "route", "add", "default", "dev", "eth0"]);
         }
         pods
     }
 
     /// Starts `program args` in namespace `ns` (as uid/gid 1337 when `proxy_user`),
     /// waits for a line containing `ready`, and keeps it until the pods go.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
         ns: &str,
         proxy_user: bool,
         program: &str,
-        args: &[&str],
+        args: &[String],
         env: &[(&str, &str)],
         ready: &str,
         label: &'static str,
@@ -132,10 +157,15 @@ impl Pods {
 impl Drop for Pods {
     fn drop(&mut self) {
         self.processes.clear();
-        for ns in [&self.client, &self.server] {
+        for ns in [&self.client, &self.server, &self.infra] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// `args` as owned strings.
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
 }
 
 fn run(program: &str, args: &[&str]) {
@@ -174,7 +204,24 @@ fn app(ns: &str, task: &str) -> String {
         .to_string()
 }
 
-fn mesh_yaml(extra: &str) -> String {
+/// The server's Service (a cluster IP, an HTTP and a TCP port); `pod` adds its Pod
+/// (standalone proxies learn endpoints from Pods; with a control plane the server's
+/// sidecar announces it).
+fn mesh_yaml(pod: bool, extra: &str) -> String {
+    let pod = if pod {
+        format!(
+            "---
+apiVersion: v1
+kind: Pod
+metadata: {{name: server-1, namespace: default, labels: {{app: server}}}}
+spec:
+  containers: [{{name: app, image: echo}}]
+status: {{podIP: {SERVER_IP}}}
+"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "apiVersion: v1
 kind: Service
@@ -185,14 +232,7 @@ spec:
   ports:
   - {{name: http, port: {HTTP_PORT}, targetPort: {HTTP_PORT}}}
   - {{name: tcp-echo, port: {TCP_PORT}, targetPort: {TCP_PORT}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: server-1, namespace: default, labels: {{app: server}}}}
-spec:
-  containers: [{{name: app, image: echo}}]
-status: {{podIP: {SERVER_IP}}}
-{extra}"
+{pod}{extra}"
     )
 }
 
@@ -203,6 +243,13 @@ metadata: {name: client, namespace: default}
 spec:
   workloadSelector: {labels: {app: client}}
   outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+";
+
+const STRICT: &str = "---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
 ";
 
 /// The proxy's Prometheus text, read from inside its pod.
@@ -221,26 +268,25 @@ fn series(stats: &str, metric: &str, labels: &[&str]) -> u64 {
         .sum()
 }
 
-#[test]
-fn captured_apps_reach_services_by_cluster_ip_through_both_sidecars() {
-    // Needs root: network namespaces, iptables in them, setpriv to uid 1337.
-    if !is_root() {
-        eprintln!("skipped: capture tests need root (network namespaces and iptables)");
-        return;
-    }
+/// A directory the proxies (uid 1337) can read, holding `mesh.yaml`.
+fn mesh_dir(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mesh = dir.path().join("mesh.yaml");
-    std::fs::write(&mesh, mesh_yaml("")).expect("write mesh");
-    // The proxies run as uid 1337 and read the directory.
+    std::fs::write(&mesh, yaml).expect("write mesh");
     for (path, mode) in [(dir.path(), 0o755), (mesh.as_path(), 0o644)] {
         let mode = std::os::unix::fs::PermissionsExt::from_mode(mode);
         std::fs::set_permissions(path, mode).expect("chmod");
     }
-    let dir_arg = dir.path().display().to_string();
+    (dir, mesh)
+}
 
+/// Two pods with capture programmed (the client excluding [`EXCLUDED_PORT`] and
+/// [`SERVER_EXCLUDED_IP`]'s range) and the server's apps running: HTTP on
+/// [`HTTP_PORT`], TCP echo on [`TCP_PORT`] and on two ports no service names.
+fn pods_with_apps() -> Pods {
     let mut pods = Pods::new();
     let (client, server) = (pods.client.clone(), pods.server.clone());
-    let excluded_range = format!("{}/24", SERVER_EXCLUDED_IP);
+    let excluded_range = format!("{SERVER_EXCLUDED_IP}/24");
     let excluded_port = EXCLUDED_PORT.to_string();
     run(
         "ip",
@@ -263,15 +309,12 @@ fn captured_apps_reach_services_by_cluster_ip_through_both_sidecars() {
         "ip",
         &["netns", "exec", &server, trellis(), "proxy", "init"],
     );
-
-    // The server pod's apps: HTTP on 8080, TCP echo on the TCP port and on two ports
-    // no service names.
     let http_listen = format!("0.0.0.0:{HTTP_PORT}");
     pods.start(
         &server,
         false,
         trellis(),
-        &["echo", "--listen", &http_listen, "--name", "server"],
+        &strings(&["echo", "--listen", &http_listen, "--name", "server"]),
         &[],
         "listening on",
         "[server app] ",
@@ -281,133 +324,122 @@ fn captured_apps_reach_services_by_cluster_ip_through_both_sidecars() {
         &server,
         false,
         &test_binary(),
-        &["helper", "--exact", "--nocapture", "--test-threads=1"],
+        &strings(&["helper", "--exact", "--nocapture", "--test-threads=1"]),
         &[(HELPER_ENV, &echo_task)],
         "RESULT: listening",
         "[server tcp] ",
     );
-    let proxy = |name: &'static str| {
-        vec![
-            "proxy",
-            "--standalone",
-            &dir_arg,
-            "--capture",
-            "--name",
-            name,
-            "--labels",
-            if name == "client" {
-                "app=client"
-            } else {
-                "app=server"
-            },
-            "--admin",
-            "127.0.0.1:15000",
-            "--stats",
-            "0.0.0.0:15020",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<String>>()
-    };
-    let server_args = proxy("server");
-    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    pods
+}
+
+/// The flags every capturing proxy of these tests takes.
+fn proxy_args(app: &str, source: &[&str]) -> Vec<String> {
+    let labels = format!("app={app}");
+    let mut args = strings(&["proxy"]);
+    args.extend(strings(source));
+    args.extend(strings(&[
+        "--capture",
+        "--name",
+        app,
+        "--labels",
+        &labels,
+        "--service-account",
+        app,
+        "--admin",
+        "127.0.0.1:15000",
+        "--stats",
+        "0.0.0.0:15020",
+    ]));
+    args
+}
+
+const TO_SERVER: &str = "destination_service=\"server.default.svc.cluster.local\"";
+
+/// HTTP and raw TCP from the client app to the cluster IP, through both sidecars:
+/// one request and one connection on each side (a recaptured upstream connection
+/// of the proxy would loop and show more, or fail).
+fn assert_meshed(pods: &Pods, server_side: &[&str]) {
+    let (client, server) = (&pods.client, &pods.server);
+    let reply = app(client, &format!("http-get {CLUSTER_IP}:{HTTP_PORT} /hello"));
+    assert!(
+        reply.starts_with("200 ") && reply.contains("\"service\":\"server\""),
+        "{reply}"
+    );
+    // Not HTTP, so the server's sidecar (which sniffs) sees TCP too.
+    let reply = app(client, &format!("tcp-send {CLUSTER_IP}:{TCP_PORT}"));
+    assert_eq!(reply, "echoed", "TCP through both sidecars");
+    let (c, s) = (stats(client), stats(server));
+    let source = ["reporter=\"source\"", TO_SERVER];
+    let mut destination = vec!["reporter=\"destination\"", TO_SERVER];
+    destination.extend(server_side);
+    let ok = "response_code=\"200\"";
+    assert_eq!(
+        series(&c, "istio_requests_total", &[&source[..], &[ok]].concat()),
+        1,
+        "one request at the client's sidecar:\n{c}"
+    );
+    assert_eq!(
+        series(
+            &s,
+            "istio_requests_total",
+            &[&destination[..], &[ok]].concat()
+        ),
+        1,
+        "one request at the server's sidecar:\n{s}"
+    );
+    let opened = "istio_tcp_connections_opened_total";
+    assert_eq!(series(&c, opened, &source), 1, "{c}");
+    assert_eq!(series(&s, opened, &destination), 1, "{s}");
+    // Nothing went through the client's passthrough: its own upstream connections
+    // were not captured again.
+    let unknown = "destination_service=\"unknown\"";
+    assert_eq!(series(&c, opened, &[unknown]), 0, "{c}");
+}
+
+#[test]
+fn captured_apps_reach_services_by_cluster_ip_through_both_sidecars() {
+    // Needs root: network namespaces, iptables in them, setpriv to uid 1337.
+    if !is_root() {
+        eprintln!("skipped: capture tests need root (network namespaces and iptables)");
+        return;
+    }
+    let (dir, mesh) = mesh_dir(&mesh_yaml(true, ""));
+    let dir_arg = dir.path().display().to_string();
+    let mut pods = pods_with_apps();
+    let (client, server) = (pods.client.clone(), pods.server.clone());
+    let standalone = ["--standalone", dir_arg.as_str()];
     pods.start(
         &server,
         true,
         trellis(),
-        &server_args,
+        &proxy_args("server", &standalone),
         &[],
         "admin:",
         "[server proxy] ",
     );
-    let client_args = proxy("client");
-    let client_args: Vec<&str> = client_args.iter().map(String::as_str).collect();
     let client_proxy = pods.start(
         &client,
         true,
         trellis(),
-        &client_args,
+        &proxy_args("client", &standalone),
         &[],
         "admin:",
         "[client proxy] ",
     );
 
-    // HTTP to the cluster IP, which nothing but the mesh knows.
-    let reply = app(
-        &client,
-        &format!("http-get {CLUSTER_IP}:{HTTP_PORT} /hello"),
-    );
-    assert!(
-        reply.starts_with("200 ") && reply.contains("\"service\":\"server\""),
-        "{reply}"
-    );
-    // Raw TCP (not HTTP: the server's sidecar sniffs) to the cluster IP.
-    let reply = app(&client, &format!("tcp-send {CLUSTER_IP}:{TCP_PORT}"));
-    assert_eq!(reply, "echoed", "TCP through both sidecars");
-
-    let (c, s) = (stats(&client), stats(&server));
-    let to_server = "destination_service=\"server.default.svc.cluster.local\"";
-    assert_eq!(
-        series(
-            &c,
-            "istio_requests_total",
-            &["reporter=\"source\"", to_server, "response_code=\"200\""]
-        ),
-        1,
-        "one request at the client's sidecar (no loop):\n{c}"
-    );
-    assert_eq!(
-        series(
-            &s,
-            "istio_requests_total",
-            &["reporter=\"destination\"", "response_code=\"200\""]
-        ),
-        1,
-        "one request at the server's sidecar:\n{s}"
-    );
-    assert_eq!(
-        series(
-            &c,
-            "istio_tcp_connections_opened_total",
-            &["reporter=\"source\"", to_server]
-        ),
-        1,
-        "{c}"
-    );
-    assert_eq!(
-        series(
-            &s,
-            "istio_tcp_connections_opened_total",
-            &["reporter=\"destination\"", to_server]
-        ),
-        1,
-        "{s}"
-    );
-    // The client sidecar's own upstream connections were not captured again: nothing
-    // went through its passthrough (destination unknown).
-    assert_eq!(
-        series(
-            &c,
-            "istio_tcp_connections_opened_total",
-            &["destination_service=\"unknown\""]
-        ),
-        0,
-        "{c}"
-    );
+    assert_meshed(&pods, &[]);
 
     // A destination the mesh does not know: passed through under ALLOW_ANY.
     let unknown = format!("tcp-send {SERVER_IP}:{UNKNOWN_PORT}");
     assert_eq!(app(&client, &unknown), "echoed");
+    let opened = "istio_tcp_connections_opened_total";
+    let passthrough = ["reporter=\"source\"", "destination_service=\"unknown\""];
     let c = stats(&client);
     assert_eq!(
         series(
             &c,
-            "istio_tcp_connections_opened_total",
-            &[
-                "reporter=\"source\"",
-                "destination_service=\"unknown\"",
-                "response_flags=\"-\""
-            ]
+            opened,
+            &[&passthrough[..], &["response_flags=\"-\""]].concat()
         ),
         1,
         "the passthrough is counted:\n{c}"
@@ -415,39 +447,173 @@ fn captured_apps_reach_services_by_cluster_ip_through_both_sidecars() {
 
     // REGISTRY_ONLY for the client: the same destination is refused, while an excluded
     // port and an excluded range never reach the proxy and still work.
-    std::fs::write(&mesh, mesh_yaml(REGISTRY_ONLY)).expect("edit mesh");
+    std::fs::write(&mesh, mesh_yaml(true, REGISTRY_ONLY)).expect("edit mesh");
     wait_for_line(&client_proxy, "reloaded");
+    let refused = app(&client, &unknown);
     assert!(
-        app(&client, &unknown).starts_with("error"),
-        "refused under REGISTRY_ONLY"
+        refused.starts_with("error"),
+        "refused under REGISTRY_ONLY: {refused}"
     );
     let c = stats(&client);
     assert_eq!(
         series(
             &c,
-            "istio_tcp_connections_opened_total",
-            &["destination_service=\"unknown\"", "response_flags=\"NR\""]
+            opened,
+            &[&passthrough[..], &["response_flags=\"NR\""]].concat()
         ),
         1,
         "{c}"
     );
+    let excluded_port = format!("tcp-send {SERVER_IP}:{EXCLUDED_PORT}");
+    assert_eq!(app(&client, &excluded_port), "echoed");
+    let excluded_range = format!("tcp-send {SERVER_EXCLUDED_IP}:{UNKNOWN_PORT}");
+    assert_eq!(app(&client, &excluded_range), "echoed");
+    let c = stats(&client);
     assert_eq!(
-        app(&client, &format!("tcp-send {SERVER_IP}:{EXCLUDED_PORT}")),
-        "echoed"
+        series(&c, opened, &passthrough),
+        2,
+        "excluded traffic bypassed the proxy:\n{c}"
     );
-    assert_eq!(
-        app(
-            &client,
-            &format!("tcp-send {SERVER_EXCLUDED_IP}:{UNKNOWN_PORT}")
-        ),
-        "echoed"
-    );
-    // Mesh services still work.
     let reply = app(
         &client,
         &format!("http-get {CLUSTER_IP}:{HTTP_PORT} /again"),
     );
-    assert!(reply.starts_with("200 "), "{reply}");
+    assert!(
+        reply.starts_with("200 "),
+        "mesh services still work: {reply}"
+    );
+}
+
+#[test]
+fn captured_sidecars_following_a_control_plane_speak_mutual_tls() {
+    // Needs root: network namespaces, iptables in them, setpriv to uid 1337.
+    if !is_root() {
+        eprintln!("skipped: capture tests need root (network namespaces and iptables)");
+        return;
+    }
+    let (dir, _) = mesh_dir(&mesh_yaml(false, STRICT));
+    let state = tempfile::tempdir().expect("state dir");
+    let mut pods = pods_with_apps();
+    let (client, server, infra) = (pods.client.clone(), pods.server.clone(), pods.infra.clone());
+    let grpc = format!("{INFRA_IP}:15012");
+    let config = dir.path().display().to_string();
+    let state_dir = state.path().display().to_string();
+    pods.start(
+        &infra,
+        false,
+        trellis(),
+        &strings(&[
+            "control-plane",
+            "--config",
+            &config,
+            "--grpc",
+            &grpc,
+            "--http",
+            "127.0.0.1:0",
+            "--state-dir",
+            &state_dir,
+        ]),
+        &[],
+        "ready",
+        "[control plane] ",
+    );
+    // What a pod is given: the mesh root and a one-time token, readable by the proxy.
+    let root = dir.path().join("root-cert.pem");
+    std::fs::copy(state.path().join("ca/ca-cert.pem"), &root).expect("the mesh root");
+    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&root, readable).expect("chmod");
+    let tokens =
+        trellis_identity::BootstrapTokens::open(&state.path().join("tokens")).expect("tokens");
+    let root_arg = root.display().to_string();
+    for (ns, name, pod_ip) in [
+        (&server, "server", SERVER_IP),
+        (&client, "client", CLIENT_IP),
+    ] {
+        let who = trellis_identity::WorkloadIdentity::new("default", name).expect("identity");
+        let token = tokens
+            .mint(&who, Duration::from_secs(300))
+            .expect("a token");
+        let file = dir.path().join(format!("{name}.token"));
+        std::fs::write(&file, token.secret()).expect("write token");
+        std::os::unix::fs::chown(&file, Some(1337), Some(1337)).expect("chown");
+        let file = file.display().to_string();
+        let source = [
+            "--control-plane",
+            grpc.as_str(),
+            "--pod-ip",
+            pod_ip,
+            "--ca-root",
+            root_arg.as_str(),
+            "--bootstrap-token-file",
+            file.as_str(),
+        ];
+        let label = if name == "server" {
+            "[server proxy] "
+        } else {
+            "[client proxy] "
+        };
+        pods.start(
+            ns,
+            true,
+            trellis(),
+            &proxy_args(name, &source),
+            &[],
+            "following",
+            label,
+        );
+    }
+    // The proxies start once their first configuration arrives: wait (bounded) for
+    // the client's to route to the server's announced pod.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = app(
+            &client,
+            &format!("http-get {CLUSTER_IP}:{HTTP_PORT} /warmup"),
+        );
+        if reply.starts_with("200 ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served: {reply}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s = stats(&server);
+    let mtls = [
+        "connection_security_policy=\"mutual_tls\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/client\"",
+    ];
+    assert_eq!(
+        series(
+            &s,
+            "istio_requests_total",
+            &[&["reporter=\"destination\""][..], &mtls].concat()
+        ),
+        1,
+        "the warm-up request came over mutual TLS:\n{s}"
+    );
+    // Counted afresh from here: a second run of the same checks.
+    let before_c = stats(&client);
+    let before_s = stats(&server);
+    let reply = app(&client, &format!("tcp-send {CLUSTER_IP}:{TCP_PORT}"));
+    assert_eq!(reply, "echoed", "TCP through both sidecars");
+    let (c, s) = (stats(&client), stats(&server));
+    let opened = "istio_tcp_connections_opened_total";
+    let diff = |after: &str, before: &str, labels: &[&str]| {
+        series(after, opened, labels) - series(before, opened, labels)
+    };
+    assert_eq!(
+        diff(&c, &before_c, &["reporter=\"source\"", TO_SERVER]),
+        1,
+        "{c}"
+    );
+    assert_eq!(
+        diff(
+            &s,
+            &before_s,
+            &[&["reporter=\"destination\"", TO_SERVER][..], &mtls].concat()
+        ),
+        1,
+        "{s}"
+    );
 }
 
 /// The apps, run by the test in a pod's namespace: only when `HELPER_ENV` says what
