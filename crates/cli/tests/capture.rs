@@ -585,7 +585,11 @@ fn captured_sidecars_following_a_control_plane_speak_mutual_tls() {
         series(
             &s,
             "istio_requests_total",
-            &[&["reporter=\"destination\""][..], &mtls].concat()
+            &[
+                &["reporter=\"destination\"", "response_code=\"200\""][..],
+                &mtls
+            ]
+            .concat()
         ),
         1,
         "the warm-up request came over mutual TLS:\n{s}"
