@@ -618,6 +618,14 @@ fn captured_sidecars_following_a_control_plane_speak_mutual_tls() {
         1,
         "{s}"
     );
+    // STRICT holds on ports no service declares too: the client's passthrough is
+    // plaintext, so the server's sidecar refuses it.
+    let unknown = format!("tcp-send {SERVER_IP}:{UNKNOWN_PORT}");
+    let refused = app(&client, &unknown);
+    assert!(
+        refused.starts_with("error"),
+        "plaintext under STRICT: {refused}"
+    );
 }
 
 /// The apps, run by the test in a pod's namespace: only when `HELPER_ENV` says what

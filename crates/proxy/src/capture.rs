@@ -105,6 +105,27 @@ pub async fn serve(shared: Arc<Shared>, listener: Arc<ListenerRt>, stream: TcpSt
             let conn = Arc::new(Connection::new(shared, target, peer, original));
             crate::listener::serve(conn, stream).await;
         }
+        None if capture.passthrough && current.model.direction == Direction::Inbound => {
+            // The workload's mTLS mode for the port holds here too: under STRICT an
+            // undeclared port takes only the mesh's mutual TLS.
+            let mode = snapshot.config.security.mtls.mode_for(original.port());
+            drop(snapshot);
+            let conn = Arc::new(Connection::new(
+                shared.clone(),
+                current.clone(),
+                peer,
+                original,
+            ));
+            match crate::inbound::accept(&conn, stream, mode).await {
+                crate::inbound::Accepted::Plain(s) => {
+                    passthrough(&shared, &current, s, original).await
+                }
+                crate::inbound::Accepted::Mesh(tls, _) => {
+                    passthrough(&shared, &current, *tls, original).await
+                }
+                crate::inbound::Accepted::Refused => {}
+            }
+        }
         None if capture.passthrough => passthrough(&shared, &current, stream, original).await,
         None => {
             tracing::debug!(%peer, %original, "destination outside the mesh's registry: closed (REGISTRY_ONLY)");
@@ -117,14 +138,17 @@ pub async fn serve(shared: Arc<Shared>, listener: Arc<ListenerRt>, stream: TcpSt
     }
 }
 
-/// Carries a connection to where it was going, as opaque TCP. Inbound, the app is
-/// reached on loopback (a connection to the pod's own IP would be captured again).
-async fn passthrough(
+/// Carries a connection to where it was going, as opaque TCP (inbound, after the
+/// mesh's mTLS was terminated when it came so). Inbound, the app is reached on
+/// loopback (a connection to the pod's own IP would be captured again).
+async fn passthrough<S>(
     shared: &Shared,
     listener: &ListenerRt,
-    mut downstream: TcpStream,
+    mut downstream: S,
     original: SocketAddr,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let to = if listener.model.direction == Direction::Inbound {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), original.port())
     } else {

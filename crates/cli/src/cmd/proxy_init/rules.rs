@@ -122,6 +122,9 @@ pub struct Rules {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     V4,
+    /// Written and tested, not applied yet: the proxy's capture listeners take IPv4
+    /// only, so redirecting IPv6 would cut the app's IPv6 off.
+    #[cfg_attr(not(test), allow(dead_code))]
     V6,
 }
 
