@@ -111,6 +111,7 @@ async fn main() {
             version: 0,
             ports: Default::default(),
             admin: String::new(),
+            capture: false,
         };
         fleet.connect(i, grpc.clone(), config, hello);
     }

@@ -78,6 +78,7 @@ pub async fn connect(
                         version: 0,
                         ports: [("http".to_string(), 8080)].into(),
                         admin: String::new(),
+                        capture: false,
                     };
                     fleet.connect(i, grpc.to_string(), config, hello);
                     Ok(identity)
