@@ -129,8 +129,7 @@ pub struct Args {
 /// `trellis proxy` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Subcommand {
-    /// Program iptables in this network namespace so the app's TCP goes through its
-    /// sidecar (run once per pod, as root, before the app starts).
+    /// Install capture rules (iptables) in this network namespace, so the app's TCP goes through its sidecar
     Init(super::proxy_init::Args),
 }
 
