@@ -25,6 +25,9 @@ const INFRA_IP: &str = "10.77.1.254";
 /// A second address of the server pod, in a range the client excludes from capture.
 const SERVER_EXCLUDED_IP: &str = "10.77.2.2";
 const HTTP_PORT: u16 = 8080;
+/// A ServiceEntry host no DNS server but the proxy's knows, and its virtual IP.
+const SERVICE_ENTRY_HOST: &str = "api.mesh-only.test";
+const SERVICE_ENTRY_IP: &str = "240.240.0.1";
 const TCP_PORT: u16 = 7000;
 /// Ports the server pod listens on that no service names.
 const UNKNOWN_PORT: u16 = 9999;
@@ -109,7 +112,21 @@ impl Pods {
             // Everything off-pod (a cluster IP included) leaves by the bridge.
             run("ip", &["-n", ns, "route", "add", "default", "dev", "eth0"]);
         }
+        // The client app's resolver asks an address nothing answers on: only the
+        // proxy's DNS server (its queries redirected) can answer.
+        let etc = pods.netns_etc();
+        std::fs::create_dir_all(&etc).expect("/etc/netns/NAME");
+        std::fs::write(
+            etc.join("resolv.conf"),
+            format!("nameserver {INFRA_IP}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions timeout:1 attempts:1\n"),
+        )
+        .expect("resolv.conf");
         pods
+    }
+
+    /// What `ip netns exec` mounts over /etc in the client pod.
+    fn netns_etc(&self) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns").join(&self.client)
     }
 
     /// Starts `program args` in namespace `ns` (as uid/gid 1337 when `proxy_user`),
@@ -160,6 +177,7 @@ impl Drop for Pods {
         for ns in [&self.client, &self.server, &self.infra] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        let _ = std::fs::remove_dir_all(self.netns_etc());
     }
 }
 
@@ -232,6 +250,17 @@ spec:
   ports:
   - {{name: http, port: {HTTP_PORT}, targetPort: {HTTP_PORT}}}
   - {{name: tcp-echo, port: {TCP_PORT}, targetPort: {TCP_PORT}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{SERVICE_ENTRY_HOST}]
+  addresses: [{SERVICE_ENTRY_IP}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {HTTP_PORT}, name: http, protocol: HTTP}}]
+  endpoints: [{{address: {SERVER_IP}}}]
 {pod}{extra}"
     )
 }
@@ -303,6 +332,7 @@ fn pods_with_apps() -> Pods {
             &excluded_range,
             "--exclude-outbound-ports",
             &excluded_port,
+            "--redirect-dns",
         ],
     );
     run(
@@ -428,6 +458,20 @@ fn captured_apps_reach_services_by_cluster_ip_through_both_sidecars() {
     );
 
     assert_meshed(&pods, &[]);
+
+    // By name: the app's resolver is answered by the client's sidecar, for a
+    // Service (through the search list) and a ServiceEntry host.
+    let reply = app(&client, &format!("resolve-get server:{HTTP_PORT} /by-name"));
+    assert!(reply.starts_with(&format!("{CLUSTER_IP} 200 ")), "{reply}");
+    let reply = app(
+        &client,
+        &format!("resolve-get {SERVICE_ENTRY_HOST}:{HTTP_PORT} /by-name"),
+    );
+    assert!(
+        reply.starts_with(&format!("{SERVICE_ENTRY_IP} 200 "))
+            && reply.contains("\"service\":\"server\""),
+        "{reply}"
+    );
 
     // A destination the mesh does not know: passed through under ALLOW_ANY.
     let unknown = format!("tcp-send {SERVER_IP}:{UNKNOWN_PORT}");
@@ -641,7 +685,19 @@ fn helper() {
         "tcp-send" => println!("RESULT: {}", tcp_send(rest.parse().expect("address"))),
         "http-get" => {
             let (addr, path) = rest.split_once(' ').expect("ADDR PATH");
-            println!("RESULT: {}", http_get(addr.parse().expect("address"), path));
+            let addr: SocketAddr = addr.parse().expect("address");
+            println!("RESULT: {}", http_get(addr, &addr.to_string(), path));
+        }
+        "resolve-get" => {
+            // The app's own resolver (glibc, /etc/resolv.conf), then HTTP by name.
+            let (host, path) = rest.split_once(' ').expect("HOST:PORT PATH");
+            let resolved = std::net::ToSocketAddrs::to_socket_addrs(host)
+                .map(|mut a| a.find(SocketAddr::is_ipv4));
+            match resolved {
+                Ok(Some(addr)) => println!("RESULT: {} {}", addr.ip(), http_get(addr, host, path)),
+                Ok(None) => println!("RESULT: error: no IPv4 address"),
+                Err(e) => println!("RESULT: error: {e}"),
+            }
         }
         other => panic!("unknown helper task {other}"),
     }
@@ -703,13 +759,13 @@ fn tcp_send(addr: SocketAddr) -> String {
 }
 
 /// One HTTP/1.1 GET; `STATUS BODY` on one line (newlines escaped), or `error: …`.
-fn http_get(addr: SocketAddr, path: &str) -> String {
+fn http_get(addr: SocketAddr, host: &str, path: &str) -> String {
     let attempt = || -> std::io::Result<String> {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
         )?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;

@@ -13,12 +13,15 @@ use trellis_model as model;
 
 use crate::mesh::{Mesh, OutboundPolicy, Service, ServicePort};
 use crate::route::{Collected, Scope, destination};
-use crate::sidecar::{Inbound, outbound_policy, visible_services};
+use crate::sidecar::{Inbound, aliases, outbound_policy, visible_services};
 use crate::{Note, ProxyIdentity};
 
 /// Istio's ports: where redirected outbound and inbound connections arrive.
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
 pub const INBOUND_CAPTURE_PORT: u16 = 15006;
+
+/// Where the proxy answers the app's DNS queries (Istio's DNS proxy port).
+pub const DNS_PORT: u16 = 15053;
 
 /// Names of the capture listeners (Istio's, for familiarity).
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
@@ -29,6 +32,9 @@ pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 pub struct CaptureOptions {
     pub outbound: SocketAddr,
     pub inbound: SocketAddr,
+    /// Where the DNS server listens (UDP); the queries `trellis proxy init
+    /// --redirect-dns` redirects arrive at 127.0.0.1.
+    pub dns: Option<SocketAddr>,
 }
 
 impl Default for CaptureOptions {
@@ -37,6 +43,7 @@ impl Default for CaptureOptions {
         CaptureOptions {
             outbound: SocketAddr::new(any, OUTBOUND_CAPTURE_PORT),
             inbound: SocketAddr::new(any, INBOUND_CAPTURE_PORT),
+            dns: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DNS_PORT)),
         }
     }
 }
@@ -123,6 +130,10 @@ pub fn capture(
         model::Capture {
             targets,
             passthrough: outbound_policy(mesh, who) == OutboundPolicy::AllowAny,
+            dns: options.dns.map(|bind| model::Dns {
+                bind,
+                names: dns_names(mesh, who),
+            }),
         },
     ));
     // Inbound ports the mesh does not know reach the app as they are (Istio's
@@ -134,9 +145,35 @@ pub fn capture(
         model::Capture {
             targets: inbound_targets,
             passthrough: true,
+            dns: None,
         },
     ));
     collected.notes
+}
+
+/// The names apps may look up for the services `who` sees (every alias: `reviews`
+/// in its own namespace, `reviews.ns`, `reviews.ns.svc`, the full name; ServiceEntry
+/// hosts as written), with their virtual IPs. The first service to claim a name
+/// keeps it; wildcard hosts are not names.
+fn dns_names(mesh: &Mesh, who: &ProxyIdentity) -> Vec<model::DnsName> {
+    let mut seen = BTreeSet::new();
+    let mut names = Vec::new();
+    for service in visible_services(mesh, who) {
+        if service.addresses.is_empty() {
+            continue;
+        }
+        for name in aliases(service, &who.namespace) {
+            let name = name.to_ascii_lowercase();
+            if name.contains('*') || !seen.insert(name.clone()) {
+                continue;
+            }
+            names.push(model::DnsName {
+                name,
+                addresses: service.addresses.clone(),
+            });
+        }
+    }
+    names
 }
 
 fn capture_listener(

@@ -14,8 +14,8 @@ mod security;
 mod sidecar;
 
 pub use capture::{
-    CaptureOptions, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND,
-    capture, inbound_ports,
+    CaptureOptions, DNS_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, VIRTUAL_INBOUND,
+    VIRTUAL_OUTBOUND, capture, inbound_ports,
 };
 pub use gateway::gateway;
 pub use mesh::{Mesh, OutboundPolicy, Service, ServicePort, Workload, fqdn};

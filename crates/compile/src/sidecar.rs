@@ -430,7 +430,7 @@ fn visible(service: &Service, who: &ProxyIdentity, egress: Option<&[(String, Str
 
 /// The names an app may use for a service: `reviews` (same namespace), `reviews.ns`,
 /// `reviews.ns.svc`, the full name; ServiceEntry hosts as written.
-fn aliases(service: &Service, caller_ns: &str) -> Vec<String> {
+pub(crate) fn aliases(service: &Service, caller_ns: &str) -> Vec<String> {
     let Some(short) = service
         .hostname
         .strip_suffix(&format!(".{}.{DOMAIN}", service.namespace))

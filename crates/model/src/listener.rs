@@ -72,6 +72,28 @@ pub struct Capture {
     /// opaque TCP (Istio's passthrough: `ALLOW_ANY`, and inbound ports the mesh does
     /// not know), or closed (`REGISTRY_ONLY`).
     pub passthrough: bool,
+    /// Answers DNS for the mesh's names (the app's queries redirected here by
+    /// `trellis proxy init --redirect-dns`); other names go to the upstream resolver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+}
+
+/// The proxy's DNS server: where it listens (UDP) and the names it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dns {
+    pub bind: SocketAddr,
+    /// Lowercase, without a trailing dot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<DnsName>,
+}
+
+/// One name and its addresses (A and AAAA records).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsName {
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
 }
 
 /// One original destination a capture listener knows.

@@ -212,6 +212,7 @@ mod tests {
                 },
             ],
             passthrough: false,
+            dns: None,
         };
         let slots = HashMap::from([("any", 0), ("exact", 1)]);
         let rt = CaptureRt::compile(&capture, &slots).expect("compiles");
@@ -227,6 +228,7 @@ mod tests {
                 listener: "gone".into(),
             }],
             passthrough: true,
+            dns: None,
         };
         assert!(CaptureRt::compile(&missing, &slots).is_err());
     }

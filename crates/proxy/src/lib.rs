@@ -12,6 +12,7 @@ mod admin;
 mod balance;
 mod body;
 mod capture;
+mod dns;
 mod downstream;
 mod error;
 mod flags;
@@ -213,6 +214,11 @@ impl Proxy {
                     let _ = t.await;
                 }
             })?);
+        }
+        // Capture mode's DNS server, on a thread of its own (it follows the config).
+        if shared.snapshot.load().dns.bind.is_some() {
+            let shared = shared.clone();
+            threads.push(spawn_thread("trellis-dns", move || dns::run(shared))?);
         }
         let workers = options.workers.max(1);
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();

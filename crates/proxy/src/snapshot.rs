@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub config: Arc<ProxyConfig>,
     pub clusters: HashMap<String, Arc<ClusterRt>>,
     pub listeners: Vec<Arc<ListenerRt>>,
+    /// The names the DNS server answers (capture mode).
+    pub dns: crate::dns::DnsTable,
 }
 
 /// A listener with its direction's metric labels for requests that match no route.
@@ -359,10 +361,17 @@ impl Snapshot {
                 }))
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let dns = config
+            .listeners
+            .iter()
+            .find_map(|l| l.capture.as_ref()?.dns.as_ref())
+            .map(crate::dns::DnsTable::compile)
+            .unwrap_or_default();
         Ok(Snapshot {
             config: Arc::new(config),
             clusters,
             listeners,
+            dns,
         })
     }
 }

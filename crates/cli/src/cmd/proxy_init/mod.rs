@@ -53,6 +53,13 @@ pub struct Args {
     /// Ports never captured inbound.
     #[arg(long, value_name = "CSV", default_value = "")]
     pub exclude_inbound_ports: String,
+    /// Send the app's DNS queries (UDP port 53) to the proxy's DNS server, which
+    /// answers for the mesh's names (on 15053) and asks the resolver for the rest.
+    #[arg(long)]
+    pub redirect_dns: bool,
+    /// The proxy's DNS port, with --redirect-dns.
+    #[arg(long, default_value_t = 15053)]
+    pub dns_port: u16,
     /// Print the iptables-restore input instead of applying it.
     #[arg(long)]
     pub dry_run: bool,
@@ -95,6 +102,7 @@ impl Args {
             include_inbound_ports: parse_selection::<Port>(&self.include_inbound_ports)
                 .map_err(|e| format!("--include-inbound-ports: {e}"))?,
             exclude_inbound_ports: list("exclude-inbound-ports", &self.exclude_inbound_ports)?,
+            redirect_dns: self.redirect_dns.then_some(self.dns_port),
         })
     }
 }
@@ -118,9 +126,13 @@ pub fn run(args: &Args) -> i32 {
         Ok(()) => {
             let _ = writeln!(
                 anstream::stdout(),
-                "{s}capture{s:#}: outbound TCP -> :{}, inbound TCP -> :{} (uid {} exempt)",
+                "{s}capture{s:#}: outbound TCP -> :{}, inbound TCP -> :{}{} (uid {} exempt)",
                 rules.outbound_port,
                 rules.inbound_port,
+                rules
+                    .redirect_dns
+                    .map(|p| format!(", DNS -> :{p}"))
+                    .unwrap_or_default(),
                 rules.proxy_uid,
                 s = output::OK
             );

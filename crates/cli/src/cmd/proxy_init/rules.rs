@@ -18,6 +18,7 @@ pub const INBOUND: &str = "TRELLIS_INBOUND";
 pub const IN_REDIRECT: &str = "TRELLIS_IN_REDIRECT";
 pub const OUTPUT: &str = "TRELLIS_OUTPUT";
 pub const REDIRECT: &str = "TRELLIS_REDIRECT";
+pub const DNS: &str = "TRELLIS_DNS";
 
 /// Which addresses or ports a rule covers: all (`*`) or a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +117,9 @@ pub struct Rules {
     pub exclude_outbound_ports: Vec<Port>,
     pub include_inbound_ports: Selection<Port>,
     pub exclude_inbound_ports: Vec<Port>,
+    /// Where the app's DNS queries (UDP port 53) go, when redirected: the proxy's
+    /// DNS server.
+    pub redirect_dns: Option<u16>,
 }
 
 /// IPv4 or IPv6: which `*tables-restore` the rules are for.
@@ -153,6 +157,9 @@ impl Rules {
         rule("*nat".into());
         for chain in [INBOUND, IN_REDIRECT, OUTPUT, REDIRECT] {
             rule(format!(":{chain} - [0:0]"));
+        }
+        if self.redirect_dns.is_some() {
+            rule(format!(":{DNS} - [0:0]"));
         }
         rule(format!(
             "-A {IN_REDIRECT} -p tcp -j REDIRECT --to-ports {}",
@@ -222,6 +229,19 @@ impl Rules {
                 }
             }
         }
+        // DNS: the app's UDP queries to the proxy, the proxy's own to the resolver.
+        if let Some(port) = self.redirect_dns {
+            rule(format!("-A OUTPUT -p udp --dport 53 -j {DNS}"));
+            rule(format!(
+                "-A {DNS} -m owner --uid-owner {} -j RETURN",
+                self.proxy_uid
+            ));
+            rule(format!(
+                "-A {DNS} -m owner --gid-owner {} -j RETURN",
+                self.proxy_gid
+            ));
+            rule(format!("-A {DNS} -p udp -j REDIRECT --to-ports {port}"));
+        }
         rule("COMMIT".into());
         out
     }
@@ -242,6 +262,7 @@ mod tests {
             exclude_outbound_ports: vec![],
             include_inbound_ports: Selection::All,
             exclude_inbound_ports: vec![],
+            redirect_dns: None,
         }
     }
 
@@ -347,6 +368,24 @@ mod tests {
             "{l:#?}"
         );
         assert!(!l.iter().any(|x| x.starts_with("-A PREROUTING")), "{l:#?}");
+    }
+
+    #[test]
+    fn dns_queries_go_to_the_proxy_except_its_own() {
+        assert!(
+            !lines(&defaults(), Family::V4)
+                .iter()
+                .any(|l| l.contains(DNS))
+        );
+        let mut r = defaults();
+        r.redirect_dns = Some(15053);
+        let l = lines(&r, Family::V4);
+        position(&l, ":TRELLIS_DNS - [0:0]");
+        position(&l, "-A OUTPUT -p udp --dport 53 -j TRELLIS_DNS");
+        let redirect = position(&l, "-A TRELLIS_DNS -p udp -j REDIRECT --to-ports 15053");
+        assert!(position(&l, "-A TRELLIS_DNS -m owner --uid-owner 1337 -j RETURN") < redirect);
+        assert!(position(&l, "-A TRELLIS_DNS -m owner --gid-owner 1337 -j RETURN") < redirect);
+        assert!(redirect < position(&l, "COMMIT"));
     }
 
     #[test]
