@@ -144,6 +144,27 @@ fn cluster_ips_pick_http_routing_or_a_tcp_listener_by_port_protocol() {
         .expect("capture");
     assert!(out.passthrough);
     assert_eq!(out.targets.len(), 4, "{:?}", out.targets);
+    // The DNS server knows every alias of a service with an address.
+    let dns = out.dns.as_ref().expect("a DNS server");
+    assert_eq!(dns.bind.to_string(), "127.0.0.1:15053");
+    let names: Vec<(&str, String)> = dns
+        .names
+        .iter()
+        .map(|n| (n.name.as_str(), format!("{:?}", n.addresses)))
+        .collect();
+    for name in [
+        "reviews",
+        "reviews.default",
+        "reviews.default.svc",
+        "reviews.default.svc.cluster.local",
+    ] {
+        assert!(
+            names.contains(&(name, "[10.96.0.20]".into())),
+            "{name} in {names:?}"
+        );
+    }
+    assert!(names.contains(&("api.example.com", "[240.0.0.1]".into())));
+    assert!(!names.iter().any(|(n, _)| n.starts_with("headless")));
 }
 
 #[test]

@@ -93,7 +93,8 @@ pub struct Args {
     pub service_account: String,
     /// Capture mode (after `trellis proxy init`): take the app's redirected traffic on
     /// 0.0.0.0:15001 (outbound, by original destination) and 0.0.0.0:15006 (inbound);
-    /// inbound ports default to the target ports of the services selecting --labels.
+    /// inbound ports default to the target ports of the services selecting --labels;
+    /// DNS for the mesh's names is answered on 127.0.0.1:15053 (UDP).
     #[arg(long)]
     pub capture: bool,
     /// Sidecar outbound listener (the app's HTTP proxy).
