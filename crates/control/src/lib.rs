@@ -39,3 +39,5 @@ pub const CONFIG_LOG: &str = "trellis_control::config";
 pub use node::ProxySpec;
 pub use plane::{ControlPlane, ProxyStatus};
 pub use server::{Options, Running, StartError, spawn, spawn_with};
+/// What capturing sidecars do with destinations the mesh does not know (MeshConfig).
+pub use trellis_compile::OutboundPolicy;

@@ -55,6 +55,8 @@ struct Inner {
     pub(crate) jwks: crate::jwks::Cache,
     /// The mesh's SPIFFE trust domain (the CA's), for the identities compiled in.
     trust_domain: Mutex<Option<String>>,
+    /// MeshConfig `outboundTrafficPolicy.mode` (cluster mode's ConfigMap).
+    outbound_policy: Mutex<trellis_compile::OutboundPolicy>,
     /// Why proxies are refused for now (a source still reading its first state).
     held: Mutex<Option<String>>,
     /// Called before each compile step, so a test can make one fail.
@@ -95,6 +97,29 @@ impl ControlPlane {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(trust_domain.to_string());
         self.config_changed();
+    }
+
+    /// Sets the mesh-wide `outboundTrafficPolicy` (what capturing sidecars do with
+    /// destinations the mesh does not know); a change recompiles.
+    pub fn set_outbound_policy(&self, policy: trellis_compile::OutboundPolicy) {
+        let mut current = self
+            .inner
+            .outbound_policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *current != policy {
+            *current = policy;
+            drop(current);
+            self.config_changed();
+        }
+    }
+
+    fn outbound_policy(&self) -> trellis_compile::OutboundPolicy {
+        *self
+            .inner
+            .outbound_policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn trust_domain(&self) -> Option<String> {

@@ -132,6 +132,7 @@ impl ControlPlane {
         if let Some(td) = self.trust_domain() {
             mesh.trust_domain = td;
         }
+        mesh.outbound_policy = self.outbound_policy();
         // Proxies that announced a pod IP nobody else knows are workloads too; one
         // that announced a known Pod's IP is that Pod's sidecar (cluster mode: the
         // Pod then takes the mesh's mutual TLS).

@@ -1,7 +1,8 @@
 //! The mesh-wide settings in Istio's ConfigMap (`istio` in the control plane's
 //! namespace, key `mesh`, MeshConfig as YAML): the parts cluster mode reads — the
-//! trust domain, the root namespace, and `discoverySelectors` (which namespaces the
-//! control plane sees at all). Other MeshConfig fields are accepted and ignored.
+//! trust domain, the root namespace, `discoverySelectors` (which namespaces the
+//! control plane sees at all) and `outboundTrafficPolicy` (capture mode). Other
+//! MeshConfig fields are accepted and ignored.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,32 @@ pub struct MeshConfig {
     /// OR'd: a namespace is seen when it matches any; none seen means all are.
     #[serde(default)]
     pub discovery_selectors: Vec<LabelSelector>,
+    /// What capturing sidecars do with destinations the mesh does not know.
+    #[serde(default)]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// MeshConfig `outboundTrafficPolicy`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct OutboundTrafficPolicy {
+    /// `ALLOW_ANY` (Istio's default mesh config) or `REGISTRY_ONLY`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+impl MeshConfig {
+    /// The outbound policy: `REGISTRY_ONLY` when it says so, else Istio's default,
+    /// `ALLOW_ANY`.
+    pub fn outbound_policy(&self) -> trellis_control::OutboundPolicy {
+        match self
+            .outbound_traffic_policy
+            .as_ref()
+            .and_then(|p| p.mode.as_deref())
+        {
+            Some("REGISTRY_ONLY") => trellis_control::OutboundPolicy::RegistryOnly,
+            _ => trellis_control::OutboundPolicy::AllowAny,
+        }
+    }
 }
 
 /// Why the `mesh` key could not be read.
@@ -94,6 +121,28 @@ mod tests {
         assert!(!m.discovers(&labels(&[("team", "c")])));
         assert!(!m.discovers(&labels(&[])));
         assert!(MeshConfig::default().discovers(&labels(&[])));
+    }
+
+    #[test]
+    fn outbound_traffic_policy_defaults_to_allow_any() {
+        use trellis_control::OutboundPolicy;
+        let policy = |text: &str| {
+            MeshConfig::parse("istio-system", text)
+                .expect("valid")
+                .outbound_policy()
+        };
+        assert_eq!(
+            policy("trustDomain: cluster.local\n"),
+            OutboundPolicy::AllowAny
+        );
+        assert_eq!(
+            policy("outboundTrafficPolicy: {mode: ALLOW_ANY}\n"),
+            OutboundPolicy::AllowAny
+        );
+        assert_eq!(
+            policy("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n"),
+            OutboundPolicy::RegistryOnly
+        );
     }
 
     #[test]

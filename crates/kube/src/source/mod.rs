@@ -367,6 +367,7 @@ impl Fold {
         if next.trust_domain != self.mesh.trust_domain && self.synced {
             tracing::warn!(target: trellis_control::CONFIG_LOG, "MeshConfig trustDomain changed; it takes effect when the control plane restarts");
         }
+        self.control.set_outbound_policy(next.outbound_policy());
         let changed = next != self.mesh;
         self.mesh = next;
         changed
