@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use trellis_model as model;
 
-use crate::mesh::{Mesh, OutboundPolicy, Service, ServicePort};
-use crate::route::{Collected, Scope, destination};
+use crate::mesh::{Mesh, OutboundPolicy, Service, ServicePort, exported, fqdn, host_matches};
+use crate::route::{Collected, Scope, bound_here, destination};
 use crate::sidecar::{Inbound, aliases, outbound_policy, visible_services};
 use crate::{Note, ProxyIdentity};
 
@@ -257,6 +257,17 @@ fn tcp_listener(
         }),
     };
     let cluster = destination(&scope, &service.namespace, &dest, out);
+    // The VirtualService's `tcp` rules first, then the service itself.
+    let mut tcp_routes = vs_tcp_routes(&scope, service, port.number, out);
+    tcp_routes.push(model::TcpRoute {
+        name: cluster.clone(),
+        sni: vec![],
+        clusters: vec![model::WeightedCluster {
+            cluster,
+            weight: 100,
+            ..Default::default()
+        }],
+    });
     let sniffed = port.is_http();
     model::Listener {
         name: format!("outbound|{}|{}", port.number, service.hostname),
@@ -268,15 +279,65 @@ fn tcp_listener(
             model::ListenerProtocol::Tcp
         },
         route_table: sniffed.then(|| "outbound".to_string()),
-        tcp_routes: vec![model::TcpRoute {
-            name: cluster.clone(),
-            sni: vec![],
-            clusters: vec![model::WeightedCluster {
-                cluster,
-                weight: 100,
-                ..Default::default()
-            }],
-        }],
+        tcp_routes,
         ..Default::default()
     }
+}
+
+/// The `tcp` rules of the VirtualService for `service` that apply to this sidecar
+/// and port (a rule's matches: port, source labels, source namespace), in order.
+fn vs_tcp_routes(
+    scope: &Scope<'_>,
+    service: &Service,
+    port: u16,
+    out: &mut Collected,
+) -> Vec<model::TcpRoute> {
+    let mesh = scope.mesh;
+    let found = mesh
+        .virtual_services_for(&service.hostname)
+        .iter()
+        .filter_map(|i| mesh.virtual_services.get(*i))
+        .find(|(r, vs)| {
+            let ns = r.meta.namespace_or_default();
+            bound_here(ns, vs, None)
+                && exported(&vs.export_to, ns, scope.node_namespace)
+                && vs
+                    .hosts
+                    .iter()
+                    .any(|h| host_matches(&fqdn(h, ns), &service.hostname))
+        });
+    let Some((r, vs)) = found else {
+        return Vec::new();
+    };
+    let ns = r.meta.namespace_or_default();
+    let applies = |m: &trellis_api::networking::L4MatchAttributes| {
+        (m.port == 0 || m.port == u32::from(port))
+            && m.source_labels
+                .iter()
+                .all(|(k, v)| scope.node_labels.get(k) == Some(v))
+            && (m.source_namespace.is_empty() || m.source_namespace == scope.node_namespace)
+    };
+    vs.tcp
+        .iter()
+        .filter(|rule| rule.match_.is_empty() || rule.match_.iter().any(applies))
+        .map(|rule| model::TcpRoute {
+            name: format!("{ns}/{}", r.meta.name),
+            sni: vec![],
+            clusters: rule
+                .route
+                .iter()
+                .filter_map(|d| {
+                    Some(model::WeightedCluster {
+                        cluster: destination(scope, ns, d.destination.as_ref()?, out),
+                        weight: if rule.route.len() == 1 {
+                            100
+                        } else {
+                            d.weight.max(0) as u32
+                        },
+                        ..Default::default()
+                    })
+                })
+                .collect(),
+        })
+        .collect()
 }

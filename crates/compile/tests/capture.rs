@@ -168,6 +168,48 @@ fn cluster_ips_pick_http_routing_or_a_tcp_listener_by_port_protocol() {
 }
 
 #[test]
+fn a_virtual_services_tcp_rules_route_captured_tcp() {
+    let split = "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-db, namespace: default}
+spec:
+  hosts: [reviews]
+  tcp:
+  - match: [{port: 5432, sourceLabels: {app: other}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{port: 5432}]
+    route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v2}, weight: 20}
+";
+    let mesh = mesh(split);
+    let config = captured(&mesh, &who("productpage"));
+    let name = target(&config, VIRTUAL_OUTBOUND, Some("10.96.0.20"), 5432);
+    let l = config
+        .listeners
+        .iter()
+        .find(|l| l.name == name)
+        .expect("listener");
+    // The sourceLabels rule is not this sidecar's; the 80/20 rule comes first, the
+    // service itself after.
+    assert_eq!(l.tcp_routes.len(), 2, "{:?}", l.tcp_routes);
+    let weights: Vec<(bool, u32)> = l.tcp_routes[0]
+        .clusters
+        .iter()
+        .map(|w| (w.cluster.contains("v1"), w.weight))
+        .collect();
+    assert_eq!(weights, [(true, 80), (false, 20)]);
+}
+
+#[test]
 fn inbound_ports_are_the_target_ports_of_the_selecting_services() {
     let mesh = mesh("");
     let config = captured(&mesh, &who("reviews"));
