@@ -19,6 +19,8 @@ use crate::Shared;
 const TTL_SECONDS: u32 = 30;
 /// How long the upstream resolver may take.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Queries relayed upstream at once; more are answered SERVFAIL at once.
+const MAX_RELAYED: usize = 256;
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
 const CLASS_IN: u16 = 1;
@@ -206,6 +208,7 @@ pub async fn run(shared: Arc<Shared>) {
 
 async fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
     let upstream = upstream();
+    let relays = Arc::new(tokio::sync::Semaphore::new(MAX_RELAYED));
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, client)) = socket.recv_from(&mut buf).await else {
@@ -216,12 +219,16 @@ async fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
             let _ = socket.send_to(&reply, client).await;
             continue;
         }
+        let (Some(up), Ok(permit)) = (upstream, relays.clone().try_acquire_owned()) else {
+            if let Some(reply) = server_failure(&query) {
+                let _ = socket.send_to(&reply, client).await;
+            }
+            continue;
+        };
         let socket = socket.clone();
         tokio::spawn(async move {
-            let reply = match upstream {
-                Some(up) => relay(up, &query).await,
-                None => None,
-            };
+            let reply = relay(up, &query).await;
+            drop(permit);
             if let Some(reply) = reply.or_else(|| server_failure(&query)) {
                 let _ = socket.send_to(&reply, client).await;
             }

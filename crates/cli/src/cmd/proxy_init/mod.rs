@@ -14,7 +14,11 @@ use crate::output;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Lists are comma-separated; `*` means all (Istio's annotations:
+    after_help = "Run once per pod, as root, before the app starts (an injected pod's init
+container does); then run the proxy with --capture as the proxy's uid. IPv4 only for
+now: IPv6 traffic is not redirected.
+
+Lists are comma-separated; `*` means all (Istio's annotations:
 traffic.sidecar.istio.io/includeOutboundIPRanges, excludeOutboundIPRanges,
 excludeOutboundPorts, includeInboundPorts, excludeInboundPorts).
 
@@ -23,7 +27,10 @@ Examples:
   trellis proxy init --proxy-uid 1337 --outbound-port 15001 --inbound-port 15006
 
   # print the rules instead of applying them
-  trellis proxy init --exclude-outbound-ip-ranges 10.0.0.0/8 --dry-run"
+  trellis proxy init --exclude-outbound-ip-ranges 10.0.0.0/8 --dry-run
+
+  # also answer the app's DNS queries for mesh names (the proxy listens on 15053)
+  trellis proxy init --redirect-dns"
 )]
 pub struct Args {
     /// The proxy's user id (and, unless --proxy-gid, group id): its own connections are
