@@ -20,6 +20,10 @@ use common::{Running, output_lines_echoed, wait_for_line};
 const CLUSTER_IP: &str = "10.96.77.10";
 const CLIENT_IP: &str = "10.77.1.1";
 const SERVER_IP: &str = "10.77.1.2";
+/// The pods' IPv6 addresses, and the service's IPv6 cluster IP.
+const CLIENT_IP6: &str = "fd00:77::1";
+const SERVER_IP6: &str = "fd00:77::2";
+const CLUSTER_IP6: &str = "fd00:96::10";
 /// The bridge's own address, where a control plane listens.
 const INFRA_IP: &str = "10.77.1.254";
 /// A second address of the server pod, in a range the client excludes from capture.
@@ -85,13 +89,18 @@ impl Pods {
         );
         run("ip", &["-n", infra, "link", "set", "br0", "up"]);
         for (ns, port, addrs) in [
-            (&pods.client, "client", vec![format!("{CLIENT_IP}/24")]),
+            (
+                &pods.client,
+                "client",
+                vec![format!("{CLIENT_IP}/24"), format!("{CLIENT_IP6}/64")],
+            ),
             (
                 &pods.server,
                 "server",
                 vec![
                     format!("{SERVER_IP}/24"),
                     format!("{SERVER_EXCLUDED_IP}/24"),
+                    format!("{SERVER_IP6}/64"),
                 ],
             ),
         ] {
@@ -106,11 +115,19 @@ impl Pods {
             run("ip", &["-n", infra, "link", "set", port, "master", "br0"]);
             run("ip", &["-n", infra, "link", "set", port, "up"]);
             for addr in &addrs {
-                run("ip", &["-n", ns, "addr", "add", addr, "dev", "eth0"]);
+                // No duplicate-address detection: IPv6 addresses usable at once.
+                run(
+                    "ip",
+                    &["-n", ns, "addr", "add", addr, "dev", "eth0", "nodad"],
+                );
             }
             run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
             // Everything off-pod (a cluster IP included) leaves by the bridge.
             run("ip", &["-n", ns, "route", "add", "default", "dev", "eth0"]);
+            run(
+                "ip",
+                &["-n", ns, "-6", "route", "add", "default", "dev", "eth0"],
+            );
         }
         // The client app's resolver asks an address nothing answers on: only the
         // proxy's DNS server (its queries redirected) can answer.
@@ -246,6 +263,7 @@ kind: Service
 metadata: {{name: server, namespace: default}}
 spec:
   clusterIP: {CLUSTER_IP}
+  clusterIPs: [{CLUSTER_IP}, \"{CLUSTER_IP6}\"]
   selector: {{app: server}}
   ports:
   - {{name: http, port: {HTTP_PORT}, targetPort: {HTTP_PORT}}}
@@ -458,6 +476,16 @@ fn captured_apps_reach_services_by_cluster_ip_through_both_sidecars() {
     );
 
     assert_meshed(&pods, &[]);
+
+    // IPv6: the service's IPv6 cluster IP, captured by the IPv6 rules and listener.
+    let reply = app(
+        &client,
+        &format!("http-get [{CLUSTER_IP6}]:{HTTP_PORT} /v6"),
+    );
+    assert!(
+        reply.starts_with("200 ") && reply.contains("\"service\":\"server\""),
+        "{reply}"
+    );
 
     // By name: the app's resolver is answered by the client's sidecar, for a
     // Service (through the search list) and a ServiceEntry host.

@@ -26,6 +26,10 @@ pub const DNS_PORT: u16 = 15053;
 /// Names of the capture listeners (Istio's, for familiarity).
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+/// The same for IPv6 (a socket of each family, so each reads its own original
+/// destination).
+pub const VIRTUAL_OUTBOUND_V6: &str = "virtualOutbound6";
+pub const VIRTUAL_INBOUND_V6: &str = "virtualInbound6";
 
 /// Where the capture listeners bind.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +39,8 @@ pub struct CaptureOptions {
     /// Where the DNS server listens (UDP); the queries `trellis proxy init
     /// --redirect-dns` redirects arrive at 127.0.0.1.
     pub dns: Option<SocketAddr>,
+    /// Also take IPv6 (`[::]` on the same ports), when the pod has it.
+    pub ipv6: bool,
 }
 
 impl Default for CaptureOptions {
@@ -44,6 +50,7 @@ impl Default for CaptureOptions {
             outbound: SocketAddr::new(any, OUTBOUND_CAPTURE_PORT),
             inbound: SocketAddr::new(any, INBOUND_CAPTURE_PORT),
             dns: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DNS_PORT)),
+            ipv6: false,
         }
     }
 }
@@ -148,6 +155,28 @@ pub fn capture(
             dns: None,
         },
     ));
+    if options.ipv6 {
+        let any6 = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+        let v4: Vec<model::Listener> = config
+            .listeners
+            .iter()
+            .filter(|l| l.name == VIRTUAL_OUTBOUND || l.name == VIRTUAL_INBOUND)
+            .cloned()
+            .collect();
+        for mut l in v4 {
+            l.name = if l.name == VIRTUAL_OUTBOUND {
+                VIRTUAL_OUTBOUND_V6
+            } else {
+                VIRTUAL_INBOUND_V6
+            }
+            .into();
+            l.bind = l.bind.map(|b| SocketAddr::new(any6, b.port()));
+            if let Some(c) = l.capture.as_mut() {
+                c.dns = None;
+            }
+            config.listeners.push(l);
+        }
+    }
     collected.notes
 }
 

@@ -15,7 +15,7 @@ mod sidecar;
 
 pub use capture::{
     CaptureOptions, DNS_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, VIRTUAL_INBOUND,
-    VIRTUAL_OUTBOUND, capture, inbound_ports,
+    VIRTUAL_INBOUND_V6, VIRTUAL_OUTBOUND, VIRTUAL_OUTBOUND_V6, capture, inbound_ports,
 };
 pub use gateway::gateway;
 pub use mesh::{Mesh, OutboundPolicy, Service, ServicePort, Workload, fqdn};

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use trellis_compile::{
-    CaptureOptions, Mesh, ProxyIdentity, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND, capture, inbound_ports,
-    sidecar,
+    CaptureOptions, Mesh, ProxyIdentity, VIRTUAL_INBOUND, VIRTUAL_INBOUND_V6, VIRTUAL_OUTBOUND,
+    VIRTUAL_OUTBOUND_V6, capture, inbound_ports, sidecar,
 };
 use trellis_model::{Direction, ListenerProtocol, ProxyConfig};
 
@@ -207,6 +207,52 @@ spec:
         .map(|w| (w.cluster.contains("v1"), w.weight))
         .collect();
     assert_eq!(weights, [(true, 80), (false, 20)]);
+}
+
+#[test]
+fn ipv6_gets_capture_listeners_of_its_own_with_the_same_targets() {
+    let mesh = mesh("");
+    let who = who("productpage");
+    let (mut config, _) = sidecar(
+        &mesh,
+        &who,
+        "127.0.0.1:15001".parse().expect("addr"),
+        &[],
+        1,
+    );
+    let options = CaptureOptions {
+        ipv6: true,
+        ..Default::default()
+    };
+    capture(&mesh, &who, &mut config, &options);
+    config.check().expect("consistent");
+    let find = |name: &str| {
+        config
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    let (v4, v6) = (find(VIRTUAL_OUTBOUND), find(VIRTUAL_OUTBOUND_V6));
+    assert_eq!(
+        v6.bind.map(|b| b.to_string()).as_deref(),
+        Some("[::]:15001")
+    );
+    assert_eq!(
+        v4.capture.as_ref().map(|c| &c.targets),
+        v6.capture.as_ref().map(|c| &c.targets)
+    );
+    assert!(
+        v6.capture.as_ref().is_some_and(|c| c.dns.is_none()),
+        "one DNS server"
+    );
+    assert_eq!(
+        find(VIRTUAL_INBOUND_V6)
+            .bind
+            .map(|b| b.to_string())
+            .as_deref(),
+        Some("[::]:15006")
+    );
 }
 
 #[test]

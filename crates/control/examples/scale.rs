@@ -112,6 +112,7 @@ async fn main() {
             ports: Default::default(),
             admin: String::new(),
             capture: false,
+            capture_ipv6: false,
         };
         fleet.connect(i, grpc.clone(), config, hello);
     }

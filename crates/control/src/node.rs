@@ -40,6 +40,8 @@ pub struct ProxySpec {
     pub admin: Option<SocketAddr>,
     /// A sidecar in capture mode (see [`trellis_compile::capture`]).
     pub capture: bool,
+    /// In capture mode, IPv6 is captured too.
+    pub capture_ipv6: bool,
 }
 
 impl ProxySpec {
@@ -110,6 +112,7 @@ impl ProxySpec {
             named_ports,
             admin,
             capture: h.capture && role == Role::Sidecar,
+            capture_ipv6: h.capture_ipv6,
             role,
             identity: ProxyIdentity {
                 name: if h.workload.is_empty() {
@@ -178,6 +181,7 @@ impl ProxySpec {
                 .collect(),
             admin: self.admin.map(|a| a.to_string()).unwrap_or_default(),
             capture: self.capture,
+            capture_ipv6: self.capture_ipv6,
         }
     }
 
@@ -217,7 +221,7 @@ impl ProxySpec {
                         mesh,
                         &self.identity,
                         &mut config,
-                        &trellis_compile::CaptureOptions::default(),
+                        &self.capture_options(),
                     ));
                 }
                 crate::resources::units_of(&config)
@@ -250,6 +254,13 @@ impl ProxySpec {
         }
     }
 
+    fn capture_options(&self) -> trellis_compile::CaptureOptions {
+        trellis_compile::CaptureOptions {
+            ipv6: self.capture_ipv6,
+            ..Default::default()
+        }
+    }
+
     fn log_notes(&self, notes: Vec<trellis_compile::Note>) {
         for n in notes {
             tracing::debug!(proxy = %self.id, resource = %n.resource, "{}", n.message);
@@ -269,7 +280,7 @@ impl ProxySpec {
                         mesh,
                         &self.identity,
                         &mut config,
-                        &trellis_compile::CaptureOptions::default(),
+                        &self.capture_options(),
                     ));
                 }
                 (config, notes)

@@ -62,6 +62,7 @@ fn spec(namespace: &str, service_account: &str) -> ProxySpec {
         named_ports: BTreeMap::new(),
         admin: None,
         capture: false,
+        capture_ipv6: false,
     }
 }
 
@@ -320,6 +321,7 @@ fn gateway_spec() -> ProxySpec {
         named_ports: BTreeMap::new(),
         admin: None,
         capture: false,
+        capture_ipv6: false,
     }
 }
 

@@ -116,6 +116,7 @@ fn spec() -> ProxySpec {
         named_ports: BTreeMap::new(),
         admin: None,
         capture: false,
+        capture_ipv6: false,
     }
 }
 

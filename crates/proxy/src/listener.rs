@@ -27,9 +27,11 @@ const SNI_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head accepted (larger gets 431).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Binds a listening socket that other workers can bind too.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = reserve(addr)?;
+/// Binds a listening socket that other workers can bind too; `only_v6` keeps an
+/// IPv6 socket from taking IPv4 (capture listeners bind both families apart, so
+/// each connection's original destination is read at its own level).
+pub fn bind(addr: SocketAddr, only_v6: bool) -> std::io::Result<TcpListener> {
+    let socket = reserve_with(addr, only_v6 && addr.is_ipv6())?;
     socket.set_nonblocking(true)?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
@@ -38,6 +40,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// A socket bound to `addr` (SO_REUSEPORT, so the workers can bind the same port)
 /// but not listening: it holds the port without taking connections.
 pub fn reserve(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    reserve_with(addr, false)
+}
+
+fn reserve_with(addr: SocketAddr, only_v6: bool) -> std::io::Result<socket2::Socket> {
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
     } else {
@@ -46,6 +52,9 @@ pub fn reserve(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    if only_v6 {
+        socket.set_only_v6(true)?;
+    }
     socket.bind(&addr.into())?;
     Ok(socket)
 }
@@ -67,7 +76,7 @@ pub async fn run_worker(shared: Arc<Shared>, bound: std::sync::mpsc::Sender<()>)
             if running.contains_key(&key) {
                 continue;
             }
-            match bind(addr) {
+            match bind(addr, l.model.capture.is_some()) {
                 Ok(socket) => {
                     let handle = tokio::spawn(accept_loop(shared.clone(), l.clone(), socket));
                     running.insert(key, handle);

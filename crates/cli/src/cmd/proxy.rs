@@ -282,6 +282,7 @@ fn spec(args: &Args) -> Result<trellis_control::ProxySpec, String> {
         named_ports: BTreeMap::new(),
         admin: Some(args.admin),
         capture: args.capture,
+        capture_ipv6: args.capture && ipv6_enabled(),
     })
 }
 
@@ -444,6 +445,12 @@ fn identity(args: &Args) -> Result<ProxyIdentity, String> {
     })
 }
 
+/// Whether this network namespace has IPv6 (an interface with an IPv6 address), so
+/// capture mode takes it too.
+pub fn ipv6_enabled() -> bool {
+    std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|t| !t.trim().is_empty())
+}
+
 fn parse_port_map(pairs: &[String]) -> Result<BTreeMap<u16, u16>, String> {
     let mut ports = BTreeMap::new();
     for m in pairs {
@@ -541,12 +548,11 @@ fn compile(args: &Args, version: u64) -> Result<ProxyConfig, String> {
             }
             let (mut config, mut notes) =
                 trellis_compile::sidecar(&mesh, &who, args.listen, &inbound, version);
-            notes.extend(trellis_compile::capture(
-                &mesh,
-                &who,
-                &mut config,
-                &trellis_compile::CaptureOptions::default(),
-            ));
+            let options = trellis_compile::CaptureOptions {
+                ipv6: ipv6_enabled(),
+                ..Default::default()
+            };
+            notes.extend(trellis_compile::capture(&mesh, &who, &mut config, &options));
             (config, notes)
         }
         Role::Sidecar => {

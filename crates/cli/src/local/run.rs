@@ -136,6 +136,7 @@ impl LocalMesh {
                 named_ports: BTreeMap::new(),
                 admin: Some(SocketAddr::new(gateway_ip, 15000)),
                 capture: false,
+                capture_ipv6: false,
             },
             gateway_ip,
         )];
@@ -392,6 +393,7 @@ fn sidecar_spec(pod: &Pod) -> ProxySpec {
         named_ports: pod.named_ports.clone(),
         admin: Some(SocketAddr::new(pod.pod_ip, 15000)),
         capture: false,
+        capture_ipv6: false,
     }
 }
 

@@ -141,6 +141,7 @@ mod tests {
             named_ports: BTreeMap::new(),
             admin: None,
             capture: false,
+            capture_ipv6: false,
         }
     }
 

@@ -79,6 +79,7 @@ pub async fn connect(
                         ports: [("http".to_string(), 8080)].into(),
                         admin: String::new(),
                         capture: false,
+                        capture_ipv6: false,
                     };
                     fleet.connect(i, grpc.to_string(), config, hello);
                     Ok(identity)

@@ -1,7 +1,7 @@
 //! `trellis proxy init`: programs the pod's network namespace so the app's TCP goes
 //! through its sidecar (Istio's init container), by one `iptables-restore --noflush`
 //! of the nat table. The rules themselves are [`rules`], a pure function of the flags.
-//! IPv4 only for now: the proxy's capture listeners do not take IPv6 yet.
+//! IPv6 gets the same rules (`ip6tables-restore`) when the namespace has it.
 
 pub mod rules;
 
@@ -15,8 +15,8 @@ use crate::output;
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     after_help = "Run once per pod, as root, before the app starts (an injected pod's init
-container does); then run the proxy with --capture as the proxy's uid. IPv4 only for
-now: IPv6 traffic is not redirected.
+container does); then run the proxy with --capture as the proxy's uid. IPv6 is
+redirected too (ip6tables-restore) when the namespace has it.
 
 Lists are comma-separated; `*` means all (Istio's annotations:
 traffic.sidecar.istio.io/includeOutboundIPRanges, excludeOutboundIPRanges,
@@ -124,16 +124,28 @@ pub fn run(args: &Args) -> i32 {
             return 2;
         }
     };
+    let ipv6 = super::proxy::ipv6_enabled();
     let input = rules.restore_input(Family::V4);
+    let input6 = ipv6.then(|| rules.restore_input(Family::V6));
     if args.dry_run {
         let _ = write!(anstream::stdout(), "{input}");
+        if let Some(input6) = &input6 {
+            let _ = write!(
+                anstream::stdout(),
+                "# ip6tables-restore --noflush\n{input6}"
+            );
+        }
         return 0;
     }
-    match restore("iptables-restore", &input) {
+    let applied = restore("iptables-restore", &input).and_then(|()| match &input6 {
+        Some(input6) => restore("ip6tables-restore", input6),
+        None => Ok(()),
+    });
+    match applied {
         Ok(()) => {
             let _ = writeln!(
                 anstream::stdout(),
-                "{s}capture{s:#}: outbound TCP -> :{}, inbound TCP -> :{}{} (uid {} exempt)",
+                "{s}capture{s:#}: outbound TCP -> :{}, inbound TCP -> :{}{} (uid {} exempt; {})",
                 rules.outbound_port,
                 rules.inbound_port,
                 rules
@@ -141,6 +153,7 @@ pub fn run(args: &Args) -> i32 {
                     .map(|p| format!(", DNS -> :{p}"))
                     .unwrap_or_default(),
                 rules.proxy_uid,
+                if ipv6 { "IPv4 and IPv6" } else { "IPv4" },
                 s = output::OK
             );
             0

@@ -126,9 +126,6 @@ pub struct Rules {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     V4,
-    /// Written and tested, not applied yet: the proxy's capture listeners take IPv4
-    /// only, so redirecting IPv6 would cut the app's IPv6 off.
-    #[cfg_attr(not(test), allow(dead_code))]
     V6,
 }
 
@@ -158,7 +155,7 @@ impl Rules {
         for chain in [INBOUND, IN_REDIRECT, OUTPUT, REDIRECT] {
             rule(format!(":{chain} - [0:0]"));
         }
-        if self.redirect_dns.is_some() {
+        if self.redirect_dns.is_some() && family == Family::V4 {
             rule(format!(":{DNS} - [0:0]"));
         }
         rule(format!(
@@ -230,7 +227,8 @@ impl Rules {
             }
         }
         // DNS: the app's UDP queries to the proxy, the proxy's own to the resolver.
-        if let Some(port) = self.redirect_dns {
+        // (IPv4 only: the DNS server listens on 127.0.0.1.)
+        if let Some(port) = self.redirect_dns.filter(|_| family == Family::V4) {
             rule(format!("-A OUTPUT -p udp --dport 53 -j {DNS}"));
             rule(format!(
                 "-A {DNS} -m owner --uid-owner {} -j RETURN",
@@ -386,6 +384,8 @@ mod tests {
         assert!(position(&l, "-A TRELLIS_DNS -m owner --uid-owner 1337 -j RETURN") < redirect);
         assert!(position(&l, "-A TRELLIS_DNS -m owner --gid-owner 1337 -j RETURN") < redirect);
         assert!(redirect < position(&l, "COMMIT"));
+        // The DNS server listens on IPv4 only: IPv6 queries are left alone.
+        assert!(!lines(&r, Family::V6).iter().any(|l| l.contains(DNS)));
     }
 
     #[test]
