@@ -262,7 +262,8 @@ where
             handle(conn.clone(), req)
         })
     };
-    let mut connection = std::pin::pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    let mut connection =
+        std::pin::pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let draining = async {
         drain.started().await;
         // Shutting down a connection before its first request is read would lose it.
