@@ -400,3 +400,136 @@ fn a_proxy_is_not_ready_until_the_control_plane_configures_it() {
     });
     assert_eq!(readiness(status), Some((200, "LIVE\n".to_string())));
 }
+
+/// Starts `trellis echo` answering as `name`: the process and its address.
+fn echo_named(name: &str) -> (Running, SocketAddr) {
+    let (echo, ready, _) = spawn(
+        &["echo", "--listen", "127.0.0.1:0", "--name", name],
+        "listening on http://",
+    );
+    (echo, common::address_after(&ready, "listening on http://"))
+}
+
+#[test]
+fn a_sidecar_stopped_under_load_fails_no_request() {
+    let block = address_block();
+    let ip = |host: u8| format!("127.{}.0.{host}", block.block);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoints = [ip(1), ip(2)];
+    std::fs::write(dir.path().join("mesh.yaml"), mesh_yaml(9080, &endpoints)).expect("write");
+    let mesh = dir.path().to_str().expect("path");
+    // Two replicas, each an echo behind its own sidecar's inbound listener.
+    let mut sidecars = Vec::new();
+    let mut echoes = Vec::new();
+    for (pod, name) in endpoints.iter().zip(["echo-a", "echo-b"]) {
+        let (echo, app) = echo_named(name);
+        echoes.push(echo);
+        let inbound = format!("{pod}:9080={app}");
+        let any = format!("{pod}:0");
+        let (sidecar, _, _) = spawn_proxy(&[
+            "proxy",
+            "--standalone",
+            mesh,
+            "--role",
+            "sidecar",
+            "--name",
+            name,
+            "--listen",
+            &any,
+            "--inbound",
+            &inbound,
+            "--admin",
+            &any,
+            "--stats",
+            &any,
+        ]);
+        sidecars.push(sidecar);
+    }
+    let (_gateway, addrs, _) = spawn_proxy(&[
+        "proxy",
+        "--standalone",
+        mesh,
+        "--role",
+        "gateway",
+        "--bind",
+        &ip(3),
+        "--port-map",
+        "8080=0",
+        "--admin",
+        "127.0.0.1:0",
+        "--stats",
+        "127.0.0.1:0",
+    ]);
+    let gateway = addrs.listener();
+
+    // A bounded load: a few clients, each until its count or the time is up.
+    const CLIENTS: usize = 3;
+    const REQUESTS: usize = 300;
+    let stop_at = Instant::now() + Duration::from_secs(15);
+    let (tx, answers) = std::sync::mpsc::channel();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for _ in 0..REQUESTS {
+                    if Instant::now() > stop_at {
+                        break;
+                    }
+                    let _ = tx.send(http_get(gateway, "app", "/delay/20"));
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut tally = Tally::default();
+    // Some traffic reaches both replicas, then B's sidecar gets SIGTERM mid-load.
+    while tally.a < 20 || tally.b < 20 {
+        let answer = answers
+            .recv_timeout(Duration::from_secs(5))
+            .expect("answers keep coming");
+        tally.record(answer);
+    }
+    let mut b = sidecars.pop().expect("B");
+    terminate(&b);
+    let before = tally.total;
+    for answer in answers.iter() {
+        tally.record(answer);
+    }
+    for c in clients {
+        c.join().expect("client");
+    }
+    let Tally {
+        total, failures, ..
+    } = tally;
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        total - before >= 100,
+        "load went on after the signal: {total} in all, {before} before"
+    );
+    let (code, _) = wait_exit(&mut b, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "B's sidecar drained and exited 0");
+}
+
+/// Answers by replica, and the failures as they came.
+#[derive(Default)]
+struct Tally {
+    a: usize,
+    b: usize,
+    total: usize,
+    failures: Vec<Result<(u16, String), String>>,
+}
+
+impl Tally {
+    fn record(&mut self, answer: Result<(u16, String), String>) {
+        self.total += 1;
+        match answer {
+            Ok((200, body)) if body.contains("\"service\":\"echo-b\"") => self.b += 1,
+            Ok((200, _)) => self.a += 1,
+            other => self.failures.push(other),
+        }
+    }
+}
