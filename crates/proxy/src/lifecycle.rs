@@ -4,10 +4,11 @@
 //! turns readiness off for good, closes the listeners and asks every open downstream
 //! connection to finish, counted until none is left.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// What a readiness probe is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +149,55 @@ impl Drop for Open {
     }
 }
 
+/// One HTTP connection's requests, as far as its drain needs them: how many have
+/// started, and how many still await their response.
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    started: AtomicU64,
+    waiting: AtomicUsize,
+    notify: Notify,
+}
+
+impl Requests {
+    /// A request has started; it awaits its response until the guard drops.
+    pub(crate) fn start(self: &Arc<Self>) -> Waiting {
+        self.started.fetch_add(1, Ordering::AcqRel);
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_one();
+        Waiting(self.clone())
+    }
+
+    /// Resolves once the drain has begun and the connection can be shut down without
+    /// losing a request: at once if one awaits its response (which will then say
+    /// `Connection: close`), else when the next request starts or after `grace` of
+    /// quiet. Closing an idle HTTP/1.1 connection at once would race a client that is
+    /// just reusing it, and lose that request.
+    pub(crate) async fn shutdown_point(&self, drain: &Drain, grace: Duration) {
+        drain.started().await;
+        let seen = self.started.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.waiting.load(Ordering::Acquire) == 0
+            && self.started.load(Ordering::Acquire) == seen
+        {
+            // A permit left by an earlier request only costs another look.
+            let notified = tokio::time::timeout_at(deadline, self.notify.notified()).await;
+            if notified.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A request awaiting its response (see [`Requests::start`]).
+#[derive(Debug)]
+pub(crate) struct Waiting(Arc<Requests>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +230,42 @@ mod tests {
         assert_eq!(drain.open(), 1);
         drop(b);
         assert_eq!(drain.open(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_shut_down_at_its_next_request_or_after_the_grace() {
+        let grace = Duration::from_millis(500);
+        let drain = Arc::new(Drain::default());
+        drain.start();
+        // A request awaiting its response: at once.
+        let requests = Arc::new(Requests::default());
+        let waiting = requests.start();
+        let at_once = tokio::time::timeout(
+            Duration::from_millis(1),
+            requests.shutdown_point(&drain, grace),
+        );
+        assert!(at_once.await.is_ok());
+        drop(waiting);
+        // Idle (an earlier request answered): when the next one starts.
+        let point = tokio::spawn({
+            let (requests, drain) = (requests.clone(), drain.clone());
+            async move { requests.shutdown_point(&drain, grace).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !point.is_finished(),
+            "an earlier request's wake-up is not the next request"
+        );
+        let _next = requests.start();
+        tokio::time::timeout(Duration::from_millis(1), point)
+            .await
+            .expect("at the next request")
+            .expect("joined");
+        // Quiet: after the grace.
+        let idle = Arc::new(Requests::default());
+        let started = tokio::time::Instant::now();
+        idle.shutdown_point(&drain, grace).await;
+        assert_eq!(started.elapsed(), grace);
     }
 
     #[tokio::test]

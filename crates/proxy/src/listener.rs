@@ -29,9 +29,9 @@ const SNI_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head accepted (larger gets 431).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// How long a connection accepted just before a drain may take to send its first
-/// request, which is then served (with `Connection: close`) rather than cut off.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// How long an idle HTTP connection is kept open once a drain begins: a request that
+/// comes within it is served (with `Connection: close`) rather than cut off.
+const IDLE_GRACE: Duration = Duration::from_millis(500);
 
 /// Binds a listening socket that other workers can bind too.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -254,21 +254,22 @@ where
     // HTTP/1 framing is followed on the raw bytes (known HTTP/2 is only passed on).
     let io = crate::framing::Guarded::new(io, conn.framing.clone(), h2 != Some(true));
     let drain = conn.shared.drain.clone();
-    let first_request = Arc::new(tokio::sync::Notify::new());
+    let requests = Arc::new(crate::lifecycle::Requests::default());
     let service = {
-        let first_request = first_request.clone();
+        let requests = requests.clone();
         hyper::service::service_fn(move |req| {
-            first_request.notify_one();
-            handle(conn.clone(), req)
+            let waiting = requests.start();
+            let response = handle(conn.clone(), req);
+            async move {
+                let response = response.await;
+                drop(waiting);
+                response
+            }
         })
     };
     let mut connection =
         std::pin::pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
-    let draining = async {
-        drain.started().await;
-        // Shutting down a connection before its first request is read would lose it.
-        let _ = tokio::time::timeout(FIRST_REQUEST_GRACE, first_request.notified()).await;
-    };
+    let draining = requests.shutdown_point(&drain, IDLE_GRACE);
     let ended = tokio::select! {
         ended = connection.as_mut() => Some(ended),
         () = draining => None,
