@@ -358,7 +358,7 @@ fn a_proxy_is_not_ready_until_the_control_plane_configures_it() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, token.secret()).expect("write");
     let pod = ip(2);
-    let (_proxy, _, out) = spawn(
+    let (mut proxy, _, out) = spawn(
         &[
             "proxy",
             "--control-plane",
@@ -401,6 +401,12 @@ fn a_proxy_is_not_ready_until_the_control_plane_configures_it() {
         readiness(status).is_some_and(|(code, _)| code == 200)
     });
     assert_eq!(readiness(status), Some((200, "LIVE\n".to_string())));
+
+    // Following a control plane, SIGTERM leaves it and drains (nothing open: at once).
+    terminate(&proxy);
+    let (code, took) = wait_exit(&mut proxy, Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
 /// Starts `trellis echo` answering as `name`: the process and its address.
