@@ -6,6 +6,7 @@ pub mod demo;
 pub mod install;
 pub mod manifest;
 pub mod proxy;
+pub mod proxy_lifecycle;
 pub mod up;
 pub mod validate;
 pub mod x;

@@ -13,9 +13,13 @@ use trellis_control::security::client::{ClientIdentity, FirstCredential};
 
 use trellis_compile::{Inbound, Mesh, ProxyIdentity};
 use trellis_model::ProxyConfig;
-use trellis_proxy::{Health, Options, Proxy, StatusServer};
+use trellis_proxy::{Health, Options, Proxy};
 
 use crate::output;
+
+use super::proxy_lifecycle::{
+    StatusPort, drain, parse_duration, parse_status_port, print_status, start_status,
+};
 
 /// Which side of the mesh this proxy serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -121,9 +125,11 @@ pub struct Args {
     #[arg(long, value_name = "PORT|off", value_parser = parse_status_port)]
     pub status_port: Option<StatusPort>,
     /// On SIGTERM, how long open connections may take to finish before the proxy
-    /// exits (Istio's terminationDrainDuration).
-    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
-    pub drain_duration: Duration,
+    /// exits. Default: `terminationDrainDuration` of Istio's proxy config in the
+    /// PROXY_CONFIG environment variable (where Istio's injector puts the mesh's
+    /// defaultConfig merged with the pod's `proxy.istio.io/config`), else 5s.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_duration: Option<Duration>,
     /// Log every request to standard output.
     #[arg(long)]
     pub access_log: bool,
@@ -140,94 +146,27 @@ pub enum AccessLogEncoding {
     Json,
 }
 
-/// `--status-port`: a port, or none (`off`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusPort(Option<u16>);
-
-fn parse_status_port(text: &str) -> Result<StatusPort, String> {
-    if text == "off" {
-        return Ok(StatusPort(None));
-    }
-    text.parse()
-        .map(|p| StatusPort(Some(p)))
-        .map_err(|_| format!("`{text}` is neither a port nor `off`"))
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    trellis_api::values::Duration::parse(text)
-        .map(|d| d.get())
-        .map_err(|e| e.to_string())
-}
-
-/// Istio's status port, where a sidecar's readiness probe goes.
-const STATUS_PORT: u16 = 15021;
-
 impl Args {
     fn access_log(&self) -> (bool, bool) {
         let json = self.access_log_encoding == AccessLogEncoding::Json;
         (self.access_log || json, json)
     }
-
-    /// Where the status port listens, if anywhere.
-    fn status_addr(&self) -> Option<SocketAddr> {
-        let port = match self.status_port {
-            Some(StatusPort(port)) => port,
-            None => self.control_plane.is_some().then_some(STATUS_PORT),
-        }?;
-        Some(SocketAddr::new(self.pod_ip.unwrap_or(self.bind), port))
-    }
-}
-
-/// Starts the status port (if any) before the proxy, so probes see 503 until it is
-/// ready; returns where it listens.
-fn start_status(
-    args: &Args,
-    health: &std::sync::Arc<Health>,
-) -> Result<Option<SocketAddr>, String> {
-    let Some(addr) = args.status_addr() else {
-        return Ok(None);
-    };
-    let server = StatusServer::start(addr, health.clone())
-        .map_err(|e| format!("the status port (--status-port): {e}"))?;
-    Ok(Some(server.addr()))
-}
-
-fn print_status(addr: Option<SocketAddr>) {
-    if let Some(addr) = addr {
-        let _ = writeln!(anstream::stdout(), "  status: http://{addr}/healthz/ready");
-    }
-}
-
-/// Drains `proxy` after `signal` and says how it went; the process then exits 0.
-fn drain(proxy: &Proxy, signal: crate::signals::Stop, within: Duration) -> i32 {
-    let mut out = anstream::stdout();
-    let _ = writeln!(
-        out,
-        "{}: draining (new connections refused; up to {within:?} for open ones)",
-        signal.name()
-    );
-    let started = std::time::Instant::now();
-    match proxy.drain(within) {
-        0 => {
-            let _ = writeln!(out, "drained in {:?}", started.elapsed());
-        }
-        open => {
-            let _ = writeln!(
-                out,
-                "drain time is up: {open} connections still open are closed"
-            );
-        }
-    }
-    0
 }
 
 /// Starts the proxy and runs until killed.
 pub fn run(args: &Args) -> i32 {
     init_logging();
+    let drain_duration = match args.drain_duration() {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
+            return 2;
+        }
+    };
     let signals = crate::signals::drain_signals();
     let health = Health::new();
     if let Some(address) = &args.control_plane {
-        return follow(args, address, signals, health);
+        return follow(args, address, signals, health, drain_duration);
     }
     let mut err = anstream::stderr();
     let first = match initial_config(args, 1) {
@@ -297,7 +236,7 @@ pub fn run(args: &Args) -> i32 {
         signals.recv().ok()
     };
     match signal {
-        Some(signal) => drain(&proxy, signal, args.drain_duration),
+        Some(signal) => drain(&proxy, signal, drain_duration),
         // No signal handlers: run until killed.
         None => {
             proxy.wait();
@@ -385,6 +324,7 @@ fn follow(
     address: &str,
     signals: std::sync::mpsc::Receiver<crate::signals::Stop>,
     health: std::sync::Arc<Health>,
+    drain_duration: Duration,
 ) -> i32 {
     let spec = match spec(args) {
         Ok(s) => s,
@@ -494,7 +434,7 @@ fn follow(
         }
     });
     match (signal, &follower.proxy) {
-        (Some(signal), Some(proxy)) => drain(proxy, signal, args.drain_duration),
+        (Some(signal), Some(proxy)) => drain(proxy, signal, drain_duration),
         // Stopped before the first config: nothing to drain.
         _ => 0,
     }
