@@ -81,6 +81,9 @@ fn rbac(ns: &str) -> Vec<Value> {
         // The registry: what proxies route to and who they are.
         {"apiGroups": [""], "resources": ["namespaces", "services", "pods", "serviceaccounts"],
          "verbs": ["get", "list", "watch"]},
+        // Endpoints of Services without a selector.
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+         "verbs": ["get", "list", "watch"]},
         // Gateway and DestinationRule credentials, watched one name at a time.
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
         // The mesh root published in every namespace (istio-ca-root-cert).
