@@ -69,6 +69,8 @@ enum Command {
     Echo(apps::echo::Args),
     /// Run one service of the bookstore demo application (productpage, details, reviews, ratings).
     Bookinfo(apps::bookinfo::Args),
+    /// Run the httpbin endpoints Istio's samples call (/get, /headers, /status/418, /delay/N).
+    Httpbin(apps::httpbin::Args),
 }
 
 fn main() {
@@ -92,6 +94,7 @@ fn main() {
         Command::X(args) => cmd::x::run(args),
         Command::Echo(args) => apps::echo::run(args),
         Command::Bookinfo(args) => apps::bookinfo::run(args),
+        Command::Httpbin(args) => apps::httpbin::run(args),
     };
     std::process::exit(code);
 }
