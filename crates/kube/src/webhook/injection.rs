@@ -124,6 +124,11 @@ pub fn mutating_webhook_configuration(
                     "sidecar-injector".to_string(),
                 ),
                 ("istio.io/rev".to_string(), revision.to_string()),
+                // Istio's name, Trellis's object: precheck must not take it for Istio's.
+                (
+                    crate::install::MANAGED_BY.0.to_string(),
+                    crate::install::MANAGED_BY.1.to_string(),
+                ),
             ])),
             ..ObjectMeta::default()
         },
