@@ -127,7 +127,9 @@ fn pods_and_templates_get_the_native_sidecar_and_the_rest_passes_through() {
 
     let reviews = pod_spec(&after[0]);
     assert_eq!(running_containers(reviews), ["istio-proxy", "reviews"]);
-    let init = reviews["initContainers"].as_array().expect("init containers");
+    let init = reviews["initContainers"]
+        .as_array()
+        .expect("init containers");
     assert_eq!(init[0]["name"], "istio-init");
     assert_eq!(init[0]["args"][0], "proxy");
     assert_eq!(init[0]["args"][1], "init");
@@ -147,7 +149,10 @@ fn pods_and_templates_get_the_native_sidecar_and_the_rest_passes_through() {
     );
 
     assert_eq!(after[1], before[1], "the opted-out Deployment is untouched");
-    assert_eq!(running_containers(pod_spec(&after[2])), ["curl", "istio-proxy"]);
+    assert_eq!(
+        running_containers(pod_spec(&after[2])),
+        ["curl", "istio-proxy"]
+    );
     assert_eq!(after[3], before[3], "a Service passes through");
     assert_eq!(
         running_containers(pod_spec(&after[4])),

@@ -18,10 +18,10 @@ use kube::api::{Api, PostParams};
 use trellis_control::ControlPlane;
 
 use crate::ca_secret::{self, CaFiles};
+use crate::inject::InjectSettings;
 use crate::leader::{self, Election, LeaderOptions};
 use crate::source::{self, ClusterSource, SourceOptions};
 use crate::status::{StatusOptions, StatusWriter};
-use crate::inject::InjectSettings;
 use crate::webhook::{
     ConfigurationOptions, INJECTOR_CONFIGURATION, Injector, WebhookClient, WebhookConfiguration,
     WebhookOptions, WebhookServer, configuration_name, keep_ca_bundle_of,
@@ -286,7 +286,11 @@ pub async fn serve(
 /// already), and points one that calls a URL at this leader's (a Service reaches
 /// every replica; a URL only the one that wrote it). Its caBundle is kept by
 /// `keep_ca_bundle_of`.
-async fn ensure_configuration<K: WebhookConfiguration>(client: &kube::Client, name: &str, mut wanted: K) {
+async fn ensure_configuration<K: WebhookConfiguration>(
+    client: &kube::Client,
+    name: &str,
+    mut wanted: K,
+) {
     let api: Api<K> = Api::all(client.clone());
     let url = |c: &K| c.client_configs().first().and_then(|c| c.url.clone());
     let result = match api.get_opt(name).await {

@@ -95,7 +95,8 @@ async fn start_webhook(cluster: &Cluster) -> Webhook {
 }
 
 async fn configure(cluster: &Cluster, webhook: &Webhook) {
-    let mut options = ConfigurationOptions::at_url(INJECTOR_CONFIGURATION, &webhook.server.inject_url());
+    let mut options =
+        ConfigurationOptions::at_url(INJECTOR_CONFIGURATION, &webhook.server.inject_url());
     options.ca_bundle = Some(webhook.ca.root_pem());
     let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client().await);
     api.create(

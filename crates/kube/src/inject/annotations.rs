@@ -52,7 +52,11 @@ impl Overrides {
             match get(key) {
                 None => Ok(None),
                 Some(v) if is_quantity(v) => Ok(Some(v.to_string())),
-                Some(v) => Err(bad(key, v, "a Kubernetes quantity (such as 100m, 0.5, 128Mi)")),
+                Some(v) => Err(bad(
+                    key,
+                    v,
+                    "a Kubernetes quantity (such as 100m, 0.5, 128Mi)",
+                )),
             }
         };
         let list = |key: &'static str,
@@ -250,7 +254,9 @@ mod tests {
 
     #[test]
     fn quantities_follow_kubernetes() {
-        for ok in ["100m", "0.5", ".5", "2", "128Mi", "1Gi", "1e3", "1E-2", "+1k"] {
+        for ok in [
+            "100m", "0.5", ".5", "2", "128Mi", "1Gi", "1e3", "1E-2", "+1k",
+        ] {
             assert!(is_quantity(ok), "{ok}");
         }
         for no in ["", "m", "1.2.3", "1Qi", "1e", "abc", "1 Mi"] {

@@ -48,13 +48,19 @@ fn visit(
     }
     let pointer = match kind.as_str() {
         "Pod" => "",
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController"
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "ReplicationController"
         | "Job" => "/spec/template",
         "CronJob" => "/spec/jobTemplate/spec/template",
         _ => return Ok(()),
     };
     let Some(pod) = object.pointer_mut(pointer) else {
-        return Err(InjectError::Shape(format!("{at}: no pod template at {pointer}")));
+        return Err(InjectError::Shape(format!(
+            "{at}: no pod template at {pointer}"
+        )));
     };
     let decision = decide(pod, Scope::Manual, &settings.revision);
     if decision == Decision::Inject {
@@ -98,7 +104,10 @@ mod tests {
         assert_eq!(report[0].object, "Deployment/reviews-v1");
         assert_eq!(report[0].decision, Decision::Inject);
         let template = &after["spec"]["template"];
-        assert_eq!(template["spec"]["containers"], before["spec"]["template"]["spec"]["containers"]);
+        assert_eq!(
+            template["spec"]["containers"],
+            before["spec"]["template"]["spec"]["containers"]
+        );
         assert_eq!(template["spec"]["initContainers"][1]["name"], "istio-proxy");
         assert_eq!(
             template["metadata"]["labels"]["service.istio.io/canonical-name"],
@@ -126,7 +135,8 @@ mod tests {
         let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
             "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {"spec": {
                 "restartPolicy": "Never", "containers": [{"name": "job", "image": "job"}]}}}}}});
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": [cron, deployment(json!({}))]});
+        let list =
+            json!({"apiVersion": "v1", "kind": "List", "items": [cron, deployment(json!({}))]});
         let (after, report) = inject_document(&list, &settings()).expect("injects");
         assert_eq!(report.len(), 2);
         assert_eq!(

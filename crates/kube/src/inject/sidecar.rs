@@ -61,8 +61,12 @@ pub fn inject_pod(
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
-    let canonical_name = label(&["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"])
-        .unwrap_or_else(|| workload.clone());
+    let canonical_name = label(&[
+        "service.istio.io/canonical-name",
+        "app.kubernetes.io/name",
+        "app",
+    ])
+    .unwrap_or_else(|| workload.clone());
     let canonical_revision = label(&[
         "service.istio.io/canonical-revision",
         "app.kubernetes.io/version",
@@ -89,10 +93,14 @@ pub fn inject_pod(
         .entry("volumes")
         .or_insert_with(|| Value::Array(Vec::new()));
     if let Value::Array(volumes) = volumes {
-        volumes.push(json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+        volumes.push(
+            json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
             "audience": crate::token_review::ISTIO_CA_AUDIENCE,
-            "expirationSeconds": 43200, "path": "istio-token"}}]}}));
-        volumes.push(json!({"name": ROOT_VOLUME, "configMap": {"name": crate::root_cert::CONFIG_MAP}}));
+            "expirationSeconds": 43200, "path": "istio-token"}}]}}),
+        );
+        volumes.push(
+            json!({"name": ROOT_VOLUME, "configMap": {"name": crate::root_cert::CONFIG_MAP}}),
+        );
     }
 
     let meta = object(&mut out, "metadata")?;
@@ -145,10 +153,10 @@ pub fn workload_name(metadata: &Value) -> String {
         .map(|g| g.trim_end_matches('-'))
         .filter(|g| !g.is_empty());
     if let Some(generated) = generated {
-        if let Some(hash) = metadata["labels"]["pod-template-hash"].as_str() {
-            if let Some(name) = generated.strip_suffix(&format!("-{hash}")) {
-                return name.to_string();
-            }
+        if let Some(hash) = metadata["labels"]["pod-template-hash"].as_str()
+            && let Some(name) = generated.strip_suffix(&format!("-{hash}"))
+        {
+            return name.to_string();
         }
         return generated.to_string();
     }
@@ -178,7 +186,10 @@ fn init_container(image: &str, o: &Overrides) -> Value {
     };
     args.extend(["--exclude-inbound-ports".into(), exclude_inbound]);
     for (flag, value) in [
-        ("--exclude-outbound-ip-ranges", &o.exclude_outbound_ip_ranges),
+        (
+            "--exclude-outbound-ip-ranges",
+            &o.exclude_outbound_ip_ranges,
+        ),
         ("--exclude-outbound-ports", &o.exclude_outbound_ports),
     ] {
         if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
@@ -262,10 +273,16 @@ fn proxy_container(
     }
     let mut requests = Map::new();
     requests.insert("cpu".into(), json!(o.cpu.as_deref().unwrap_or("100m")));
-    requests.insert("memory".into(), json!(o.memory.as_deref().unwrap_or("128Mi")));
+    requests.insert(
+        "memory".into(),
+        json!(o.memory.as_deref().unwrap_or("128Mi")),
+    );
     let mut limits = Map::new();
     limits.insert("cpu".into(), json!(o.cpu_limit.as_deref().unwrap_or("2")));
-    limits.insert("memory".into(), json!(o.memory_limit.as_deref().unwrap_or("1Gi")));
+    limits.insert(
+        "memory".into(),
+        json!(o.memory_limit.as_deref().unwrap_or("1Gi")),
+    );
     let probe = |period: u32, failures: u32| {
         json!({"httpGet": {"path": "/healthz/ready", "port": HEALTH_PORT},
             "periodSeconds": period, "timeoutSeconds": 3, "failureThreshold": failures})

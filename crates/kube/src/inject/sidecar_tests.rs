@@ -58,7 +58,8 @@ fn the_proxy_is_a_native_sidecar_after_capture_and_before_the_apps_init() {
         .collect();
     assert_eq!(init, ["istio-init", "istio-proxy", "migrate"]);
     assert_eq!(
-        out["spec"]["containers"], pod()["spec"]["containers"],
+        out["spec"]["containers"],
+        pod()["spec"]["containers"],
         "the app's containers are untouched"
     );
     let proxy = container(&out, "istio-proxy");
@@ -186,8 +187,14 @@ fn a_pod_names_its_own_image_and_a_bare_pod_its_workload() {
         "annotations": {"sidecar.istio.io/proxyImage": "example.org/other:2"}},
         "spec": {"containers": [{"name": "curl", "image": "curl"}]}});
     let out = inject_pod(&p, None, &settings()).expect("injects");
-    assert_eq!(container(&out, "istio-proxy")["image"], "example.org/other:2");
-    assert_eq!(container(&out, "istio-init")["image"], "example.org/other:2");
+    assert_eq!(
+        container(&out, "istio-proxy")["image"],
+        "example.org/other:2"
+    );
+    assert_eq!(
+        container(&out, "istio-init")["image"],
+        "example.org/other:2"
+    );
     assert_eq!(
         out["metadata"]["labels"]["service.istio.io/canonical-name"],
         "curl"

@@ -63,8 +63,8 @@ pub fn objects(values: &Values) -> Vec<Value> {
         name: INJECTOR_CONFIGURATION.into(),
         ..ConfigurationOptions::in_cluster(ns, CONTROL_PLANE)
     };
-    let mut injector =
-        serde_json::to_value(mutating_webhook_configuration(&injector, "default")).unwrap_or(Value::Null);
+    let mut injector = serde_json::to_value(mutating_webhook_configuration(&injector, "default"))
+        .unwrap_or(Value::Null);
     if injector.is_object() {
         injector["apiVersion"] = json!("admissionregistration.k8s.io/v1");
         injector["kind"] = json!("MutatingWebhookConfiguration");

@@ -38,7 +38,11 @@ pub trait WebhookConfiguration:
 
 impl WebhookConfiguration for ValidatingWebhookConfiguration {
     fn client_configs(&self) -> Vec<&WebhookClientConfig> {
-        self.webhooks.iter().flatten().map(|w| &w.client_config).collect()
+        self.webhooks
+            .iter()
+            .flatten()
+            .map(|w| &w.client_config)
+            .collect()
     }
     fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig> {
         self.webhooks
@@ -51,7 +55,11 @@ impl WebhookConfiguration for ValidatingWebhookConfiguration {
 
 impl WebhookConfiguration for MutatingWebhookConfiguration {
     fn client_configs(&self) -> Vec<&WebhookClientConfig> {
-        self.webhooks.iter().flatten().map(|w| &w.client_config).collect()
+        self.webhooks
+            .iter()
+            .flatten()
+            .map(|w| &w.client_config)
+            .collect()
     }
     fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig> {
         self.webhooks
