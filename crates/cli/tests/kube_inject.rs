@@ -210,6 +210,71 @@ fn files_in_and_out_with_another_hub_and_tag() {
 }
 
 #[test]
+fn a_mesh_config_file_sets_the_discovery_address_and_trust_domain() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "trustDomain: example.org\ndefaultConfig:\n  discoveryAddress: istiod-canary.mesh.svc:15012\n",
+    )
+    .expect("write");
+    let out = trellis(
+        &[
+            "kube-inject",
+            "-f",
+            "-",
+            "--meshConfigFile",
+            &mesh.display().to_string(),
+        ],
+        Some(MANIFESTS),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = documents(&String::from_utf8_lossy(&out.stdout));
+    let proxy = &pod_spec(&after[0])["initContainers"][1];
+    let args: Vec<&str> = proxy["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--control-plane", "istiod-canary.mesh.svc:15012"]),
+        "{args:?}"
+    );
+    assert!(
+        proxy["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .any(|e| e["name"] == "TRUST_DOMAIN" && e["value"] == "example.org"),
+        "{proxy}"
+    );
+    std::fs::write(&mesh, "trustDomain: [a, b]\n").expect("write");
+    let bad = trellis(
+        &[
+            "kube-inject",
+            "-f",
+            "-",
+            "--mesh-config-file",
+            &mesh.display().to_string(),
+        ],
+        Some(MANIFESTS),
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("trustDomain: [\"a\",\"b\"] is not a non-empty string"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[test]
 fn a_bad_annotation_is_an_error_naming_it_and_the_document() {
     let bad = MANIFESTS.replace(
         "metadata: {labels: {app: reviews, version: v1}}",

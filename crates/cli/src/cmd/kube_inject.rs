@@ -21,6 +21,10 @@ use crate::output;
   # from stdin, with the proxy image of another registry and tag
   kubectl get deployment reviews-v1 -o yaml | trellis kube-inject -f - --hub example.org/mesh --tag 1.2.3
 
+  # proxies following the discovery address and trust domain of a MeshConfig
+  kubectl -n istio-system get configmap istio -o jsonpath='{.data.mesh}' > mesh.yaml
+  trellis kube-inject -f deployment.yaml --mesh-config-file mesh.yaml
+
 Pods and the pod templates of Deployments, StatefulSets, DaemonSets, ReplicaSets,
 ReplicationControllers, Jobs and CronJobs get the `istio-init` capture container and the
 `istio-proxy` native sidecar (an init container with restartPolicy Always, Kubernetes
@@ -49,6 +53,38 @@ pub struct Args {
     /// The mesh's trust domain.
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
+    /// A MeshConfig file (the `mesh` key of the `istio` ConfigMap): its `trustDomain` and
+    /// `defaultConfig.discoveryAddress` are used.
+    #[arg(long, alias = "meshConfigFile", value_name = "FILE")]
+    pub mesh_config_file: Option<PathBuf>,
+}
+
+/// `trustDomain` and `defaultConfig.discoveryAddress` from a MeshConfig file.
+fn mesh_config(settings: &mut InjectSettings, path: &std::path::Path) -> Result<(), String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    let docs = trellis_api::yaml::parse(&text)
+        .map_err(|e| format!("{shown}:{}: {}", e.line, e.message))?;
+    let Some(mesh) = docs.first().map(|d| d.root.to_json()) else {
+        return Ok(());
+    };
+    let text_at = |pointer: &str| -> Result<Option<String>, String> {
+        match mesh.pointer(pointer) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "{shown}: {}: {other} is not a non-empty string",
+                pointer.trim_start_matches('/').replace('/', ".")
+            )),
+        }
+    };
+    if let Some(domain) = text_at("/trustDomain")? {
+        settings.trust_domain = domain;
+    }
+    if let Some(address) = text_at("/defaultConfig/discoveryAddress")? {
+        settings.control_plane = address;
+    }
+    Ok(())
 }
 
 pub fn run(args: &Args) -> i32 {
@@ -74,7 +110,7 @@ pub fn run(args: &Args) -> i32 {
         Ok(d) => d,
         Err(e) => return fail(2, format!("{name}:{}: {}", e.line, e.message)),
     };
-    let settings = InjectSettings {
+    let mut settings = InjectSettings {
         revision: args.revision.clone(),
         trust_domain: args.trust_domain.clone(),
         ..InjectSettings::for_control_plane(
@@ -83,6 +119,11 @@ pub fn run(args: &Args) -> i32 {
             &format!("{}/trellis:{}", args.hub.trim_end_matches('/'), args.tag),
         )
     };
+    if let Some(path) = &args.mesh_config_file
+        && let Err(e) = mesh_config(&mut settings, path)
+    {
+        return fail(2, e);
+    }
     let mut out = Vec::with_capacity(documents.len());
     for document in &documents {
         match inject_document(&document.root.to_json(), &settings) {
