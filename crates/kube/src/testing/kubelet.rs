@@ -55,6 +55,14 @@ pub enum Runner {
     /// The Pod spec is run as written, each Pod in a network namespace of its own,
     /// with kube-proxy's and cluster DNS's parts played too (see `runtime/`).
     Containers(ContainerRuntime),
+    /// Pods that `in_node` picks by the test's processes in the node's namespace (a
+    /// control plane that reaches the API server on the node's loopback), every other
+    /// Pod by the container runtime.
+    Both {
+        runtime: ContainerRuntime,
+        processes: PodRunner,
+        in_node: Arc<dyn Fn(&Pod) -> bool + Send + Sync>,
+    },
 }
 
 impl From<PodRunner> for Runner {
@@ -121,7 +129,7 @@ impl Kubelet {
         let dir = cluster.dir().join("pods");
         let table = SharedTable::default();
         let registry = Registry::default();
-        let services = matches!(runner, Runner::Containers(_)).then(|| {
+        let services = (!matches!(runner, Runner::Processes(_))).then(|| {
             tokio::spawn(super::runtime::serve_services(
                 client.clone(),
                 table.clone(),
@@ -273,7 +281,14 @@ async fn run(
         {
             continue;
         }
-        if let Runner::Containers(runtime) = &runner {
+        let runtime = match &runner {
+            Runner::Containers(runtime) => Some(runtime),
+            Runner::Both {
+                runtime, in_node, ..
+            } if !in_node(&pod) => Some(runtime),
+            _ => None,
+        };
+        if let Some(runtime) = runtime {
             let network = match PodNetwork::create() {
                 Ok(network) => network,
                 Err(e) => panic!("the test kubelet cannot make {key}'s network: {e}"),
@@ -308,7 +323,11 @@ async fn run(
             });
             continue;
         }
-        let Runner::Processes(runner) = &runner else {
+        let (Runner::Processes(runner)
+        | Runner::Both {
+            processes: runner, ..
+        }) = &runner
+        else {
             continue;
         };
         let ip = next_ip();

@@ -163,9 +163,10 @@ impl ContainerRuntime {
             }
         };
         let start = |container: &Container| -> Result<Child, String> {
+            let env = spec::env(container, &pod, ip);
             let process = spec::Process {
-                argv: spec::argv(container, &self.trellis)?,
-                env: spec::env(container, &pod, ip),
+                argv: spec::expand(spec::argv(container, &self.trellis)?, &env),
+                env,
                 uid: spec::user(container, &pod).0,
                 gid: spec::user(container, &pod).1,
                 mounts: spec::mounts(container, &volumes),

@@ -55,6 +55,38 @@ pub fn argv(container: &Container, trellis: &Path) -> Result<Vec<String>, String
     Ok(argv)
 }
 
+/// `$(NAME)` in arguments replaced by the container's variable, as the kubelet does
+/// (`$$` escapes; an unknown name stays as written).
+pub fn expand(argv: Vec<String>, env: &[(String, String)]) -> Vec<String> {
+    argv.into_iter()
+        .map(|arg| {
+            let mut out = String::new();
+            let mut rest = arg.as_str();
+            while let Some(at) = rest.find('$') {
+                out.push_str(&rest[..at]);
+                let after = &rest[at + 1..];
+                if let Some(tail) = after.strip_prefix('$') {
+                    out.push('$');
+                    rest = tail;
+                } else if let Some((name, tail)) =
+                    after.strip_prefix('(').and_then(|a| a.split_once(')'))
+                {
+                    match env.iter().rev().find(|(k, _)| k == name) {
+                        Some((_, value)) => out.push_str(value),
+                        None => out.push_str(&format!("$({name})")),
+                    }
+                    rest = tail;
+                } else {
+                    out.push('$');
+                    rest = after;
+                }
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
+}
+
 /// The environment: plain values and the downward API's fields.
 pub fn env(container: &Container, pod: &Pod, ip: Ipv4Addr) -> Vec<(String, String)> {
     let meta = &pod.metadata;
@@ -335,4 +367,27 @@ pub fn probe(probe: &Probe, container: &Container, ip: Ipv4Addr) -> bool {
         });
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn arguments_expand_variables_as_the_kubelet_does() {
+        let env = vec![
+            ("POD_NAME".to_string(), "web-1".to_string()),
+            ("POD_NAMESPACE".to_string(), "shop".to_string()),
+        ];
+        let out = expand(
+            vec![
+                "$(POD_NAME).$(POD_NAMESPACE)".into(),
+                "$$(POD_NAME)".into(),
+                "$(UNKNOWN)".into(),
+                "cost: $5".into(),
+            ],
+            &env,
+        );
+        assert_eq!(out, ["web-1.shop", "$(POD_NAME)", "$(UNKNOWN)", "cost: $5"]);
+    }
 }
