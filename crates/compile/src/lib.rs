@@ -6,6 +6,7 @@
 //! security policies that apply to its workload.
 
 mod cluster;
+mod endpoint_slices;
 mod gateway;
 mod mesh;
 mod route;

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod control;
 pub mod demo;
 pub mod install;
+pub mod kube_inject;
 pub mod manifest;
 pub mod proxy;
 pub mod proxy_lifecycle;

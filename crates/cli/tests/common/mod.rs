@@ -208,6 +208,8 @@ pub struct LocalMesh {
     pub lines: mpsc::Receiver<String>,
     /// Where the apps' output and the mesh's state are (`app logs:` in the summary).
     pub log_dir: Option<std::path::PathBuf>,
+    /// What it printed up to the ready summary's last line.
+    pub printed: Vec<String>,
     child: Child,
 }
 
@@ -251,6 +253,7 @@ impl LocalMesh {
             block,
             lines,
             log_dir,
+            printed: seen,
             child,
         }
     }
