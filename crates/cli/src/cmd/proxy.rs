@@ -120,8 +120,8 @@ pub struct Args {
     pub stats: SocketAddr,
     /// Readiness probes' port (Istio's status port): `/healthz/ready` answers 200 once
     /// the proxy has its config, certificate and listeners, 503 before and while
-    /// draining; on --pod-ip, else --bind. Default: 15021 with --control-plane, else
-    /// off. 0 lets the OS pick (printed).
+    /// draining; on --pod-ip, else --bind. Default: 15021 with --control-plane (unless
+    /// --stats is on 15021, which answers the same), else off. 0 lets the OS pick.
     #[arg(long, value_name = "PORT|off", value_parser = parse_status_port)]
     pub status_port: Option<StatusPort>,
     /// On SIGTERM, how long open connections may take to finish before the proxy
@@ -156,13 +156,7 @@ impl Args {
 /// Starts the proxy and runs until killed.
 pub fn run(args: &Args) -> i32 {
     init_logging();
-    let drain_duration = match args.drain_duration() {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = writeln!(anstream::stderr(), "{s}error{s:#}: {e}", s = output::ERROR);
-            return 2;
-        }
-    };
+    let drain_duration = args.drain_duration();
     let signals = crate::signals::drain_signals();
     let health = Health::new();
     if let Some(address) = &args.control_plane {

@@ -54,24 +54,36 @@ fn proxy_config_drain(text: &str) -> Result<Option<Duration>, String> {
 }
 
 impl Args {
-    /// How long a drain may take: the flag, else PROXY_CONFIG, else Istio's 5 s.
-    pub(super) fn drain_duration(&self) -> Result<Duration, String> {
+    /// How long a drain may take: the flag, else PROXY_CONFIG, else Istio's 5 s. A
+    /// PROXY_CONFIG the proxy cannot read is warned about, not fatal: it comes from
+    /// the pod's annotations, and a sidecar that never starts is worse.
+    pub(super) fn drain_duration(&self) -> Duration {
         if let Some(d) = self.drain_duration {
-            return Ok(d);
+            return d;
         }
         let Ok(text) = std::env::var("PROXY_CONFIG") else {
-            return Ok(DRAIN_DURATION);
+            return DRAIN_DURATION;
         };
-        proxy_config_drain(&text)
-            .map(|d| d.unwrap_or(DRAIN_DURATION))
-            .map_err(|e| format!("PROXY_CONFIG: {e}"))
+        match proxy_config_drain(&text) {
+            Ok(d) => d.unwrap_or(DRAIN_DURATION),
+            Err(e) => {
+                let _ = writeln!(
+                    anstream::stderr(),
+                    "{s}warning{s:#}: PROXY_CONFIG: {e}; draining for {DRAIN_DURATION:?}",
+                    s = crate::output::WARNING
+                );
+                DRAIN_DURATION
+            }
+        }
     }
 
-    /// Where the status port listens, if anywhere.
+    /// Where the status port listens, if anywhere. By default, under a control plane,
+    /// unless `--stats` is already there (it answers `/healthz/ready` the same way).
     fn status_addr(&self) -> Option<SocketAddr> {
         let port = match self.status_port {
             Some(StatusPort(port)) => port,
-            None => self.control_plane.is_some().then_some(STATUS_PORT),
+            None => (self.control_plane.is_some() && self.stats.port() != STATUS_PORT)
+                .then_some(STATUS_PORT),
         }?;
         Some(SocketAddr::new(self.pod_ip.unwrap_or(self.bind), port))
     }

@@ -18,9 +18,11 @@ pub const PROXY_UID: i64 = 1337;
 /// Where captured outbound and inbound connections are redirected.
 pub const OUTBOUND_PORT: u16 = 15001;
 pub const INBOUND_PORT: u16 = 15006;
-/// Istio's health port: `/healthz/ready` for the probes. The proxy serves readiness
-/// and metrics on one port today, so its stats listener is put here.
+/// Istio's health port: `/healthz/ready` for the probes, served by the proxy's status
+/// port from before its first config (503 until ready, and again while draining).
 pub const HEALTH_PORT: u16 = 15021;
+/// Istio's merged metrics port (the proxy's `/stats/prometheus`).
+pub const STATS_PORT: u16 = 15020;
 /// Marks an injected pod, naming what was added (Istio's key).
 pub const STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
 
@@ -179,7 +181,7 @@ fn init_container(image: &str, o: &Overrides) -> Value {
         "--include-inbound-ports".into(),
         o.include_inbound_ports.clone().unwrap_or("*".into()),
     ];
-    let own = format!("15020,{HEALTH_PORT}");
+    let own = format!("{STATS_PORT},{HEALTH_PORT}");
     let exclude_inbound = match &o.exclude_inbound_ports {
         Some(p) if !p.is_empty() => format!("{own},{p}"),
         _ => own,
@@ -267,7 +269,8 @@ fn proxy_container(
     .to_vec();
     // Captured outbound connections arrive here (REDIRECT of locally made packets).
     args.extend(["--listen".into(), format!("127.0.0.1:{OUTBOUND_PORT}")]);
-    args.extend(["--stats".into(), format!("0.0.0.0:{HEALTH_PORT}")]);
+    args.extend(["--stats".into(), format!("0.0.0.0:{STATS_PORT}")]);
+    args.extend(["--status-port".into(), HEALTH_PORT.to_string()]);
     if !label_list.is_empty() {
         args.extend(["--labels".into(), label_list.join(",")]);
     }
