@@ -1,6 +1,6 @@
 //! Istio's per-pod injection settings, read from the pod's annotations and checked:
-//! the proxy's resources, image and log level (`sidecar.istio.io/*`) and what capture
-//! leaves out (`traffic.sidecar.istio.io/*`). A value the annotation cannot take is an
+//! the proxy's resources, image and log level (`sidecar.istio.io/*`), its proxy config
+//! (`proxy.istio.io/config`) and what capture leaves out (`traffic.sidecar.istio.io/*`). A value the annotation cannot take is an
 //! [`InjectError::Annotation`] naming it, so the pod is refused with a reason instead of
 //! running with a setting silently dropped.
 
@@ -19,6 +19,7 @@ pub const EXCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/excludeOu
 pub const EXCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
 pub const INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
 pub const EXCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
+pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
 
 /// What a pod's annotations change about its sidecar (each `None`: the default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +38,9 @@ pub struct Overrides {
     /// `*` or ports, comma-separated.
     pub include_inbound_ports: Option<String>,
     pub exclude_inbound_ports: Option<String>,
+    /// Istio's ProxyConfig (YAML) for this pod, handed to the proxy as the
+    /// `PROXY_CONFIG` variable (it reads `terminationDrainDuration`).
+    pub proxy_config: Option<String>,
 }
 
 impl Overrides {
@@ -98,7 +102,19 @@ impl Overrides {
                     .to_string(),
             ),
         };
+        let proxy_config = match get(PROXY_CONFIG) {
+            None => None,
+            Some(v) if proxy_config_is_valid(v) => Some(v.to_string()),
+            Some(v) => {
+                return Err(bad(
+                    PROXY_CONFIG,
+                    v,
+                    "Istio's ProxyConfig as YAML, e.g. `terminationDrainDuration: 10s`",
+                ));
+            }
+        };
         Ok(Overrides {
+            proxy_config,
             cpu: quantity(PROXY_CPU)?,
             memory: quantity(PROXY_MEMORY)?,
             cpu_limit: quantity(PROXY_CPU_LIMIT)?,
@@ -158,6 +174,26 @@ fn log_filter(level: &str) -> Option<&'static str> {
         "off" => "off",
         _ => return None,
     })
+}
+
+/// A YAML mapping whose `terminationDrainDuration`, if any, is a duration (the one
+/// field the proxy reads; the others are Istio's to define).
+fn proxy_config_is_valid(text: &str) -> bool {
+    let Ok(docs) = trellis_api::yaml::parse(text) else {
+        return false;
+    };
+    let [doc] = docs.as_slice() else {
+        return false;
+    };
+    let json = doc.root.to_json();
+    let Some(map) = json.as_object() else {
+        return false;
+    };
+    match map.get("terminationDrainDuration") {
+        None => true,
+        Some(Value::String(d)) => trellis_api::values::Duration::parse(d).is_ok(),
+        Some(_) => false,
+    }
 }
 
 fn is_port(s: &str) -> bool {
@@ -229,6 +265,9 @@ mod tests {
         assert_eq!(o.exclude_outbound_ports.as_deref(), Some("3306,5432"));
         assert_eq!(o.include_inbound_ports.as_deref(), Some("*"));
         assert_eq!(read(json!({})).expect("none"), Overrides::default());
+        let drain = "terminationDrainDuration: 20s\nholdApplicationUntilProxyStarts: true";
+        let o = read(json!({ PROXY_CONFIG: drain })).expect("valid");
+        assert_eq!(o.proxy_config.as_deref(), Some(drain));
     }
 
     #[test]
@@ -243,6 +282,8 @@ mod tests {
             (EXCLUDE_OUTBOUND_PORTS, "http"),
             (INCLUDE_INBOUND_PORTS, "70000"),
             (EXCLUDE_INBOUND_PORTS, "0"),
+            (PROXY_CONFIG, "terminationDrainDuration: soon"),
+            (PROXY_CONFIG, "[not, a, map]"),
         ] {
             let e = read(json!({ key: value })).expect_err(value);
             assert!(

@@ -235,6 +235,9 @@ fn proxy_container(
     if let Some(level) = &o.log_level {
         env.push(json!({"name": "TRELLIS_LOG", "value": level}));
     }
+    if let Some(config) = &o.proxy_config {
+        env.push(json!({"name": "PROXY_CONFIG", "value": config}));
+    }
     let mut label_list: Vec<String> = labels
         .as_object()
         .map(|m| {

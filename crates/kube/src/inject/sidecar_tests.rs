@@ -14,7 +14,8 @@ fn pod() -> Value {
         "metadata": {"generateName": "reviews-v1-5d8f7c9b4-", "namespace": "shop",
             "labels": {"app": "reviews", "version": "v1", "pod-template-hash": "5d8f7c9b4"},
             "annotations": {"traffic.sidecar.istio.io/excludeOutboundPorts": "5432",
-                "sidecar.istio.io/proxyMemory": "64Mi", "sidecar.istio.io/logLevel": "debug"}},
+                "sidecar.istio.io/proxyMemory": "64Mi", "sidecar.istio.io/logLevel": "debug",
+                "proxy.istio.io/config": "terminationDrainDuration: 20s"}},
         "spec": {
             "serviceAccountName": "bookinfo-reviews",
             "initContainers": [{"name": "migrate", "image": "migrate:1"}],
@@ -88,10 +89,23 @@ fn the_proxy_is_a_native_sidecar_after_capture_and_before_the_apps_init() {
         "INSTANCE_IP",
         "SERVICE_ACCOUNT",
         "TRELLIS_LOG",
+        "PROXY_CONFIG",
     ] {
         assert!(env.contains(&var), "{var} in {env:?}");
     }
+    let proxy_config = proxy["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "PROXY_CONFIG");
+    assert_eq!(
+        proxy_config.map(|e| &e["value"]),
+        Some(&json!("terminationDrainDuration: 20s"))
+    );
     let a = args(proxy);
+    // Readiness on Istio's status port, metrics on its merged-metrics port.
+    assert_eq!(flag(&a, "--status-port"), Some("15021"));
+    assert_eq!(flag(&a, "--stats"), Some("0.0.0.0:15020"));
     assert_eq!(
         flag(&a, "--control-plane"),
         Some("istiod.istio-system.svc:15012")
