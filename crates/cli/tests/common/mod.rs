@@ -5,6 +5,9 @@
 //! binary uses a subset.)
 #![allow(dead_code)]
 
+pub mod install_pods;
+pub mod traffic;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;

@@ -150,6 +150,18 @@ impl Kubelet {
         running.get(&format!("{namespace}/{name}")).map(|p| p.ip)
     }
 
+    /// The network namespace the container runtime gave `namespace/name`, for
+    /// `ip netns exec` (none for Pods run as the test's processes).
+    pub fn netns_of(&self, namespace: &str, name: &str) -> Option<String> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = running
+            .get(&format!("{namespace}/{name}"))?
+            .processes
+            .clone()?;
+        let processes = slot.lock().unwrap_or_else(|e| e.into_inner());
+        processes.as_ref().map(|p| p.network.name.clone())
+    }
+
     /// Kills a Pod's processes at once (as a crash would), leaving the Pod object.
     pub fn kill(&self, namespace: &str, name: &str) -> bool {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
