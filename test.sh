@@ -20,11 +20,14 @@ step "test fixtures"
 # Cluster-mode tests run against a real kube-apiserver, controller-manager and etcd,
 # built from their Go modules (about 7 minutes the first time, cached by version in
 # ~/.cache/trellis-fixtures), in network namespaces of their own (unshare, ip).
-for tool in unshare ip openssl setpriv iptables-restore; do
+# Pods of the injection and capture tests get network namespaces of their own,
+# programmed with iptables (as Istio's init container and kube-proxy do) and reached
+# with curl.
+for tool in unshare ip openssl iptables-restore setpriv curl; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "installing what provides $tool"
     apt-get update -q >/dev/null
-    apt-get install -y -q iproute2 util-linux openssl iptables >/dev/null
+    apt-get install -y -q iproute2 util-linux openssl iptables curl >/dev/null
     break
   fi
 done

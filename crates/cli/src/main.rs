@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
   trellis analyze -f manifests/           check how resources fit together (Istio's IST0xxx codes)
   trellis demo                            run the bookstore demo mesh with live traffic (Ctrl-C stops)
   trellis manifest generate               what cluster mode installs (| kubectl apply -f -)
+  trellis kube-inject -f deployment.yaml  add the sidecar to pod templates (| kubectl apply -f -)
   trellis x precheck                      is the current cluster ready for an install?
   trellis echo --listen 127.0.0.1:8080    a test workload that echoes requests as JSON
   trellis bookinfo productpage            one service of the bookstore demo application"
@@ -61,6 +62,8 @@ enum Command {
     Install(cmd::install::InstallArgs),
     /// Remove what `trellis install` put into a cluster (the CRDs too with --purge).
     Uninstall(cmd::install::UninstallArgs),
+    /// Add the sidecar to the pods and pod templates of Kubernetes YAML, as the injection webhook would.
+    KubeInject(cmd::kube_inject::Args),
     /// Print what `trellis install` applies, to review or pipe into `kubectl apply -f -`.
     Manifest(cmd::manifest::Args),
     /// Run experimental commands (istioctl's `x`): precheck, before an install.
@@ -69,6 +72,8 @@ enum Command {
     Echo(apps::echo::Args),
     /// Run one service of the bookstore demo application (productpage, details, reviews, ratings).
     Bookinfo(apps::bookinfo::Args),
+    /// Run the httpbin endpoints Istio's samples call (/get, /headers, /status/418, /delay/N).
+    Httpbin(apps::httpbin::Args),
 }
 
 fn main() {
@@ -89,9 +94,11 @@ fn main() {
         Command::Install(args) => cmd::install::install(args),
         Command::Uninstall(args) => cmd::install::uninstall(args),
         Command::Manifest(args) => cmd::manifest::run(args),
+        Command::KubeInject(args) => cmd::kube_inject::run(args),
         Command::X(args) => cmd::x::run(args),
         Command::Echo(args) => apps::echo::run(args),
         Command::Bookinfo(args) => apps::bookinfo::run(args),
+        Command::Httpbin(args) => apps::httpbin::run(args),
     };
     std::process::exit(code);
 }

@@ -125,7 +125,7 @@ fn the_admin_passes_and_an_istiod_not_installed_by_trellis_is_reported() {
             assert_eq!(c["status"], "pass", "{c:#}");
         }
         assert_eq!(json["version"]["minor"], 34, "{json:#}");
-        assert_eq!(json["permissions"]["checked"], 24, "{json:#}");
+        assert_eq!(json["permissions"]["checked"], 26, "{json:#}");
         assert_eq!(json["permissions"]["missing"], serde_json::json!([]));
 
         let yaml = precheck(&cluster.kubeconfig, &["-o", "yaml"]);
@@ -263,7 +263,7 @@ fn a_user_without_rights_fails_the_permission_check() {
         // Anyone may read /version: that check still passes.
         assert!(text.contains("✔ Kubernetes API server"), "{text}");
         assert!(
-            text.contains("✘ permissions: 24 of the 24 that `trellis install` needs are missing"),
+            text.contains("✘ permissions: 26 of the 26 that `trellis install` needs are missing"),
             "{text}"
         );
         for missing in [
@@ -273,6 +273,7 @@ fn a_user_without_rights_fails_the_permission_check() {
             "missing: create, patch deployments.apps in istio-system",
             "missing: create, patch poddisruptionbudgets.policy in istio-system",
             "missing: create, patch validatingwebhookconfigurations.admissionregistration.k8s.io cluster-wide",
+            "missing: create, patch mutatingwebhookconfigurations.admissionregistration.k8s.io cluster-wide",
         ] {
             assert!(text.contains(missing), "no {missing:?} in:\n{text}");
         }
@@ -293,7 +294,7 @@ fn a_user_without_rights_fails_the_permission_check() {
         assert_eq!(json["passed"], false);
         assert_eq!(check(&json, "permissions")["status"], "fail");
         let missing = json["permissions"]["missing"].as_array().expect("missing");
-        assert_eq!(missing.len(), 24, "{json:#}");
+        assert_eq!(missing.len(), 26, "{json:#}");
         assert!(
             missing.contains(&serde_json::json!({
                 "verb": "create", "group": "apps", "resource": "deployments", "namespace": "istio-system"

@@ -7,6 +7,7 @@
 
 mod capture;
 mod cluster;
+mod endpoint_slices;
 mod gateway;
 mod mesh;
 mod route;

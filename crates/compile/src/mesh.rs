@@ -29,7 +29,8 @@ pub struct Service {
     pub namespace: String,
     pub ports: Vec<ServicePort>,
     pub selector: Option<BTreeMap<String, String>>,
-    /// Listed endpoints (ServiceEntry `endpoints`).
+    /// Listed endpoints (ServiceEntry `endpoints`; a selector-less Service's
+    /// EndpointSlices).
     pub endpoints: Vec<Workload>,
     pub external: bool,
     /// Namespaces that may see this service (`exportTo`); empty means all.
@@ -341,6 +342,7 @@ impl Mesh {
         crate::security::sort_by_age(&mut mesh.authorization_policies);
         crate::security::sort_by_age(&mut mesh.request_authentications);
         mesh.workloads.extend(extra);
+        crate::endpoint_slices::add(&mut mesh, resources);
         mesh.reindex();
         mesh
     }

@@ -54,6 +54,12 @@ pub fn hosts(
             }
             Spec::DestinationRule(dr) => add(fqdn(&dr.host, ns))?,
             Spec::Service(_) => add(fqdn(&r.meta.name, ns))?,
+            // A slice shapes only the Service it names (none without the label).
+            Spec::EndpointSlice(_) => {
+                if let Some(service) = r.meta.labels.get(trellis_api::kube::SERVICE_NAME_LABEL) {
+                    add(fqdn(service, ns))?;
+                }
+            }
             Spec::ServiceEntry(se) => {
                 for h in &se.hosts {
                     add(h.clone())?;

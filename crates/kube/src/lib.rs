@@ -9,6 +9,7 @@ pub mod api_proxy;
 pub mod ca_secret;
 pub mod connect;
 pub mod crd;
+pub mod inject;
 pub mod install;
 pub mod leader;
 pub mod mode;

@@ -1,26 +1,31 @@
 //! Cluster mode put together for `trellis control-plane --kubernetes`: before the
 //! control plane starts, the shared CA is read from (or stored in) its Secret and the
-//! watches begin; once it runs, every replica serves the validating webhook, and the
-//! replica holding the Lease does the singleton duties — the webhook configuration and
-//! its caBundle, the mesh root published in every namespace, and analysis written back
-//! as status. Leadership moves with the Lease.
+//! watches begin; once it runs, every replica serves the webhooks (validation, and
+//! sidecar injection when configured), and the replica holding the Lease does the
+//! singleton duties — the webhook configurations and their caBundles, the mesh root
+//! published in every namespace, and analysis written back as status. Leadership
+//! moves with the Lease.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use kube::api::{Api, PostParams};
 use trellis_control::ControlPlane;
 
 use crate::ca_secret::{self, CaFiles};
+use crate::inject::InjectSettings;
 use crate::leader::{self, Election, LeaderOptions};
 use crate::source::{self, ClusterSource, SourceOptions};
 use crate::status::{StatusOptions, StatusWriter};
 use crate::webhook::{
-    ConfigurationOptions, WebhookClient, WebhookOptions, WebhookServer, configuration_name,
-    keep_ca_bundle, validating_webhook_configuration,
+    ConfigurationOptions, INJECTOR_CONFIGURATION, Injector, WebhookClient, WebhookConfiguration,
+    WebhookOptions, WebhookServer, configuration_name, keep_ca_bundle_of,
+    mutating_webhook_configuration, validating_webhook_configuration,
 };
 
 /// How cluster mode runs.
@@ -39,6 +44,9 @@ pub struct ClusterOptions {
     pub webhook_url: Option<String>,
     /// How long the Lease holds without renewal.
     pub lease_duration: Duration,
+    /// Sidecar injection on the webhook's port (`/inject`) with these settings, and
+    /// the leader keeps `istio-sidecar-injector`; `None`: no injection.
+    pub inject: Option<InjectSettings>,
 }
 
 impl ClusterOptions {
@@ -50,6 +58,7 @@ impl ClusterOptions {
             webhook: None,
             webhook_url: None,
             lease_duration: Duration::from_secs(15),
+            inject: None,
         }
     }
 }
@@ -156,6 +165,10 @@ pub async fn serve(
                 .await
                 .map_err(|source| ClusterError::Listen { address, source })?;
             let mut names = WebhookOptions::for_service(&options.namespace, &options.service);
+            names.injector = options
+                .inject
+                .clone()
+                .map(|settings| Injector::new(client.clone(), settings));
             names.ip_addresses.push(
                 listener
                     .local_addr()
@@ -176,6 +189,29 @@ pub async fn serve(
             (None, true) => ConfigurationOptions::in_cluster(&options.namespace, &options.service),
         }
     });
+    // The injector's configuration: the same client, another path and name.
+    let injection = webhook
+        .as_ref()
+        .zip(options.inject.as_ref())
+        .zip(configuration.as_ref())
+        .map(|((w, settings), validating)| {
+            let client = match &validating.client {
+                WebhookClient::Url(_) => WebhookClient::Url(
+                    options
+                        .webhook_url
+                        .as_deref()
+                        .map(|u| u.replace(crate::webhook::PATH, crate::webhook::INJECT_PATH))
+                        .unwrap_or_else(|| w.inject_url()),
+                ),
+                service => service.clone(),
+            };
+            let options = ConfigurationOptions {
+                name: INJECTOR_CONFIGURATION.into(),
+                client,
+                ..validating.clone()
+            };
+            mutating_webhook_configuration(&options, &settings.revision)
+        });
     let certificates = webhook.as_ref().map(WebhookServer::certificates);
     let election = leader::start(
         client.clone(),
@@ -195,12 +231,29 @@ pub async fn serve(
             }
             let mut tasks = Vec::new();
             if let (Some(configuration), Some(certificates)) = (&configuration, &certificates) {
-                ensure_configuration(&client, configuration).await;
-                tasks.push(tokio::spawn(keep_ca_bundle(
+                ensure_configuration(
+                    &client,
+                    &configuration.name,
+                    validating_webhook_configuration(configuration),
+                )
+                .await;
+                tasks.push(tokio::spawn(keep_ca_bundle_of::<
+                    ValidatingWebhookConfiguration,
+                >(
                     client.clone(),
                     configuration.name.clone(),
                     certificates.clone(),
                 )));
+                if let Some(injection) = &injection {
+                    ensure_configuration(&client, INJECTOR_CONFIGURATION, injection.clone()).await;
+                    tasks.push(tokio::spawn(keep_ca_bundle_of::<
+                        MutatingWebhookConfiguration,
+                    >(
+                        client.clone(),
+                        INJECTOR_CONFIGURATION.into(),
+                        certificates.clone(),
+                    )));
+                }
             }
             let control = control.clone();
             let snapshots = crate::status::poll_snapshots(Duration::from_millis(500), move || {
@@ -229,28 +282,26 @@ pub async fn serve(
     })
 }
 
-/// Creates the webhook configuration when it is missing (an install may have made
-/// it already), and points one that calls a URL at this leader's (a Service reaches
+/// Creates a webhook configuration when it is missing (an install may have made it
+/// already), and points one that calls a URL at this leader's (a Service reaches
 /// every replica; a URL only the one that wrote it). Its caBundle is kept by
-/// `keep_ca_bundle`.
-async fn ensure_configuration(client: &kube::Client, options: &ConfigurationOptions) {
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let mut wanted = validating_webhook_configuration(options);
-    let result = match api.get_opt(&options.name).await {
+/// `keep_ca_bundle_of`.
+async fn ensure_configuration<K: WebhookConfiguration>(
+    client: &kube::Client,
+    name: &str,
+    mut wanted: K,
+) {
+    let api: Api<K> = Api::all(client.clone());
+    let url = |c: &K| c.client_configs().first().and_then(|c| c.url.clone());
+    let result = match api.get_opt(name).await {
         Ok(None) => api
             .create(&PostParams::default(), &wanted)
             .await
             .map(|_| ()),
         Ok(Some(existing)) => {
-            let url = |c: &ValidatingWebhookConfiguration| {
-                c.webhooks
-                    .as_ref()
-                    .and_then(|w| w.first())
-                    .and_then(|w| w.client_config.url.clone())
-            };
-            if matches!(options.client, WebhookClient::Url(_)) && url(&existing) != url(&wanted) {
-                wanted.metadata.resource_version = existing.metadata.resource_version;
-                api.replace(&options.name, &PostParams::default(), &wanted)
+            if url(&wanted).is_some() && url(&existing) != url(&wanted) {
+                wanted.meta_mut().resource_version = existing.meta().resource_version.clone();
+                api.replace(name, &PostParams::default(), &wanted)
                     .await
                     .map(|_| ())
             } else {
@@ -263,7 +314,7 @@ async fn ensure_configuration(client: &kube::Client, options: &ConfigurationOpti
         Ok(()) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => {
-            tracing::warn!(name = %options.name, error = %e, "cannot write the validating webhook configuration")
+            tracing::warn!(%name, error = %e, "cannot write the webhook configuration")
         }
     }
 }

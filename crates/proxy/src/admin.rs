@@ -1,7 +1,7 @@
 //! The admin endpoint (Envoy's :15000 habits: /config_dump, /clusters, /listeners,
-//! /ready) and the merged stats port (:15020 /stats/prometheus, :15021-style
-//! /healthz/ready). It runs on its own thread so that a scrape never competes with
-//! the data plane's event loop.
+//! /ready) and the merged stats port (:15020 /stats/prometheus, /healthz/ready); both
+//! readiness paths give the status port's answer (status.rs). It runs on its own
+//! thread so that a scrape never competes with the data plane's event loop.
 
 use std::convert::Infallible;
 use std::fmt::Write;
@@ -56,15 +56,8 @@ async fn answer(
             shared.metrics.render(),
         ),
         "/ready" | "/healthz/ready" => {
-            if shared.ready.load(Ordering::Acquire) {
-                (StatusCode::OK, "text/plain", "LIVE\n".to_string())
-            } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "PRE_INITIALIZING\n".to_string(),
-                )
-            }
+            let (status, body) = crate::status::readiness(&shared.health);
+            (status, "text/plain", body)
         }
         "/config_dump" if admin => {
             let snapshot = shared.snapshot.load();

@@ -19,6 +19,7 @@ mod flags;
 mod framing;
 mod http;
 mod inbound;
+mod lifecycle;
 mod listener;
 mod matcher;
 mod metrics;
@@ -28,13 +29,13 @@ mod rand;
 mod snapshot;
 mod sni;
 mod state;
+mod status;
 mod tcp;
 mod tls;
 mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -42,7 +43,9 @@ use tokio::sync::watch;
 use trellis_model::ProxyConfig;
 
 pub use flags::Flags;
+pub use lifecycle::{Health, Readiness};
 pub use listener::looks_like_http;
+pub use status::StatusServer;
 
 use crate::snapshot::Snapshot;
 
@@ -80,7 +83,10 @@ pub struct Shared {
     access_log: bool,
     access_log_json: bool,
     header_read_timeout: std::time::Duration,
-    ready: AtomicBool,
+    /// Readiness, shared with the status port.
+    health: Arc<Health>,
+    /// The drain on shutdown: its signal and the connections still open.
+    drain: Arc<lifecycle::Drain>,
     /// Listeners asked to bind port 0: the port the OS gave each, held by a bound
     /// (not listening) socket so that it stays this proxy's while the listener lives.
     ports: Mutex<HashMap<(String, SocketAddr), (SocketAddr, socket2::Socket)>>,
@@ -109,6 +115,9 @@ pub struct Options {
     /// The workload certificate (kept current by the proxy's certificate manager) for
     /// mesh mutual TLS; none: the proxy has no mesh identity (standalone).
     pub mesh_identity: Option<trellis_identity::CurrentCredentials>,
+    /// Readiness, made before the proxy when a status port answers probes before the
+    /// first config arrives; none: the proxy keeps its own.
+    pub health: Option<Arc<Health>>,
 }
 
 impl Default for Options {
@@ -121,6 +130,7 @@ impl Default for Options {
             access_log_json: false,
             header_read_timeout: std::time::Duration::from_secs(30),
             mesh_identity: None,
+            health: None,
         }
     }
 }
@@ -131,6 +141,7 @@ pub struct Proxy {
     threads: Vec<std::thread::JoinHandle<()>>,
     admin: Option<SocketAddr>,
     stats: Option<SocketAddr>,
+    workers: usize,
 }
 
 impl Proxy {
@@ -164,7 +175,8 @@ impl Proxy {
             access_log: options.access_log,
             access_log_json: options.access_log_json,
             header_read_timeout: options.header_read_timeout,
-            ready: AtomicBool::new(false),
+            health: options.health.clone().unwrap_or_default(),
+            drain: Arc::default(),
             ports: Mutex::new(ports),
             inbound_tls: match &options.mesh_identity {
                 Some(creds) => Some(tokio_rustls::TlsAcceptor::from(
@@ -238,12 +250,13 @@ impl Proxy {
                 break;
             }
         }
-        shared.ready.store(true, Ordering::Release);
+        shared.health.set_listening(shared.mesh_identity.as_ref());
         Ok(Proxy {
             shared,
             threads,
             admin: admin_addr,
             stats: stats_addr,
+            workers,
         })
     }
 
@@ -336,6 +349,38 @@ impl Proxy {
     /// Where metrics and readiness are served.
     pub fn stats_addr(&self) -> Option<SocketAddr> {
         self.stats
+    }
+
+    /// Readiness as the probes see it.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.shared.health
+    }
+
+    /// Drains the proxy for a shutdown: readiness turns 503 for good, every listener
+    /// closes (new connections are refused), and open connections are asked to finish
+    /// — HTTP/2 ones get GOAWAY, HTTP/1.1 ones close when idle or after the response in
+    /// flight (which says `Connection: close`), opaque TCP runs on. Returns once none is
+    /// left or `within` has passed, with how many were still open.
+    pub fn drain(&self, within: std::time::Duration) -> usize {
+        let deadline = std::time::Instant::now() + within;
+        self.shared.health.set_draining();
+        self.shared.drain.start();
+        let tick = std::time::Duration::from_millis(10);
+        // Every worker closes its listeners first: from then on no connection is
+        // accepted, and each accepted one is counted.
+        while self.shared.drain.workers_closed() < self.workers
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(tick);
+        }
+        loop {
+            let open = self.shared.drain.open();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if open == 0 || left.is_zero() {
+                return open;
+            }
+            std::thread::sleep(tick.min(left));
+        }
     }
 
     /// Blocks until every thread ends (normally never).

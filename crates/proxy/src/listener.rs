@@ -1,6 +1,8 @@
 //! Listeners: accepting connections, telling HTTP from opaque TCP, and serving HTTP/1.1
 //! and HTTP/2 (prior knowledge) on one port. Each worker thread binds its own socket
 //! (SO_REUSEPORT) and follows config changes: new listeners start, removed ones stop.
+//! On a drain (lifecycle.rs) every listener closes and each connection is shut down
+//! gracefully: GOAWAY on HTTP/2, `Connection: close` and no keep-alive on HTTP/1.1.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +28,10 @@ const SNI_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest request head accepted (larger gets 431).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// How long an idle HTTP connection is kept open once a drain begins: a request that
+/// comes within it is served (with `Connection: close`) rather than cut off.
+const IDLE_GRACE: Duration = Duration::from_millis(500);
 
 /// Binds a listening socket that other workers can bind too; `only_v6` keeps an
 /// IPv6 socket from taking IPv4 (capture listeners bind both families apart, so
@@ -59,8 +65,8 @@ fn reserve_with(addr: SocketAddr, only_v6: bool) -> std::io::Result<socket2::Soc
     Ok(socket)
 }
 
-/// Keeps this worker's listeners in line with the config, until the process ends;
-/// `bound` hears once the first config's sockets are listening.
+/// Keeps this worker's listeners in line with the config, until the process ends or
+/// the proxy drains; `bound` hears once the first config's sockets are listening.
 pub async fn run_worker(shared: Arc<Shared>, bound: std::sync::mpsc::Sender<()>) {
     let mut bound = Some(bound);
     // Keyed by TLS-ness too, so a listener turning TLS on or off restarts its loop.
@@ -96,10 +102,22 @@ pub async fn run_worker(shared: Arc<Shared>, bound: std::sync::mpsc::Sender<()>)
         if let Some(tx) = bound.take() {
             let _ = tx.send(());
         }
-        if changes.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() {
+                return;
+            },
+            () = shared.drain.started() => break,
         }
     }
+    // Draining: the listening sockets close with their accept loops (new connections
+    // are refused); the connections already accepted run on this thread's runtime,
+    // which must live until the process ends.
+    for (_, accepting) in running.drain() {
+        accepting.abort();
+        let _ = accepting.await;
+    }
+    shared.drain.listeners_closed();
+    std::future::pending::<()>().await;
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: TcpListener) {
@@ -112,6 +130,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: Tcp
                 continue;
             }
         };
+        // Counted from the accept on, so a drain waits for it.
+        let open = shared.drain.track();
         let _ = stream.set_nodelay(true);
         if listener.capture.is_some() {
             tokio::spawn(crate::capture::serve(
@@ -128,7 +148,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerRt>, socket: Tcp
             peer,
             local,
         ));
-        tokio::spawn(serve(conn, stream));
+        tokio::spawn(async move {
+            serve(conn, stream).await;
+            drop(open);
+        });
     }
 }
 
@@ -248,11 +271,35 @@ where
     };
     // HTTP/1 framing is followed on the raw bytes (known HTTP/2 is only passed on).
     let io = crate::framing::Guarded::new(io, conn.framing.clone(), h2 != Some(true));
-    let service = hyper::service::service_fn(move |req| handle(conn.clone(), req));
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .await
-    {
+    let drain = conn.shared.drain.clone();
+    let requests = Arc::new(crate::lifecycle::Requests::default());
+    let service = {
+        let requests = requests.clone();
+        hyper::service::service_fn(move |req| {
+            let waiting = requests.start();
+            let response = handle(conn.clone(), req);
+            async move {
+                let response = response.await;
+                drop(waiting);
+                response
+            }
+        })
+    };
+    let mut connection =
+        std::pin::pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    let draining = requests.shutdown_point(&drain, IDLE_GRACE);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => Some(ended),
+        () = draining => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "downstream connection ended with an error");
     }
 }

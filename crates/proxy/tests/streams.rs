@@ -128,6 +128,55 @@ async fn upgraded_connections_are_tunnelled_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_waits_for_open_tunnels_until_its_deadline() {
+    let upstream = upgrading_upstream().await;
+    let (proxy, addr) = start(
+        config(
+            0,
+            vec![Route {
+                action: forward(&[("ws", 100)]),
+                ..Default::default()
+            }],
+            vec![cluster("ws", vec![endpoint(upstream, "v1")])],
+        ),
+        false,
+    )
+    .await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nhost: reviews\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let head = read_some(&mut s, 12).await;
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+
+    // The tunnel is open: the drain runs to its deadline and counts it as left open.
+    let started = std::time::Instant::now();
+    let (proxy, left) = tokio::task::spawn_blocking(move || {
+        let left = proxy.drain(Duration::from_millis(300));
+        (proxy, left)
+    })
+    .await
+    .expect("joined");
+    assert_eq!(left, 1, "the tunnel");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+    // It still carries bytes; once it closes, nothing is left open.
+    s.write_all(b"still here").await.expect("write");
+    let echoed = read_some(&mut s, 10).await;
+    assert!(echoed.ends_with(b"still here"), "{echoed:?}");
+    drop(s);
+    let left = tokio::task::spawn_blocking(move || proxy.drain(Duration::from_secs(5)))
+        .await
+        .expect("joined");
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_listeners_proxy_opaque_bytes_by_weight() {
     let a = tcp_echo("a:").await;
     let b = tcp_echo("b:").await;

@@ -1,5 +1,5 @@
-//! The Kubernetes objects the mesh reads: Namespace, Service, Deployment, Pod,
-//! ServiceAccount and Secret, a module each, plus the pieces they share.
+//! The Kubernetes objects the mesh reads: Namespace, Service, EndpointSlice,
+//! Deployment, Pod, ServiceAccount and Secret, a module each, plus the pieces they share.
 //!
 //! Only the fields the mesh uses are typed. Kubernetes objects carry many more
 //! (and the API server adds its own), so unknown fields are accepted and dropped
@@ -9,6 +9,7 @@
 
 mod base64;
 mod deployment;
+mod endpoint_slice;
 mod namespace;
 mod pod;
 mod secret;
@@ -17,6 +18,7 @@ mod service_account;
 
 pub use self::base64::*;
 pub use deployment::*;
+pub use endpoint_slice::*;
 pub use namespace::*;
 pub use pod::*;
 pub use secret::*;

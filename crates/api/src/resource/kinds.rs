@@ -105,6 +105,7 @@ static KINDS: &[KindEntry] = &[
     kube_kind!("", ServiceAccount),
     kube_kind!("", Secret),
     kube_kind!("apps", Deployment),
+    kube_kind!("discovery.k8s.io", EndpointSlice),
     ignored("networking.istio.io", &["v1alpha3"], "EnvoyFilter"),
     ignored("networking.istio.io", NETWORKING, "WorkloadGroup"),
     ignored("networking.istio.io", &["v1beta1"], "ProxyConfig"),

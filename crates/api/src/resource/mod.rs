@@ -65,6 +65,7 @@ pub enum Spec {
     Telemetry(Arc<telemetry::Telemetry>),
     Namespace(Arc<kube::Namespace>),
     Service(Arc<kube::Service>),
+    EndpointSlice(Arc<kube::EndpointSlice>),
     Deployment(Arc<kube::Deployment>),
     Pod(Arc<kube::Pod>),
     ServiceAccount(Arc<kube::ServiceAccount>),
@@ -111,6 +112,7 @@ impl Resource {
                 Spec::Telemetry(s) => s.validate(meta, c),
                 Spec::Namespace(_)
                 | Spec::Service(_)
+                | Spec::EndpointSlice(_)
                 | Spec::Deployment(_)
                 | Spec::Pod(_)
                 | Spec::ServiceAccount(_)

@@ -1,5 +1,6 @@
-//! The sample workloads that ship inside `trellis`: an echo server and a small
-//! bookstore (`bookinfo`), so a demo or a test needs nothing but the binary.
+//! The sample workloads that ship inside `trellis`: an echo server, a small
+//! bookstore (`bookinfo`) and httpbin's common endpoints, so a demo or a test needs
+//! nothing but the binary (and `trellis up` runs Istio's sample images with them).
 //!
 //! They are ordinary HTTP servers that know nothing about the mesh; the one idea
 //! to hold is that each answers with `x-trellis-service` and `x-trellis-version`,
@@ -7,6 +8,7 @@
 
 pub mod bookinfo;
 pub mod echo;
+pub mod httpbin;
 
 mod body;
 mod grpc;

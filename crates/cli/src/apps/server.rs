@@ -75,6 +75,10 @@ pub fn run(app: impl Future<Output = anyhow::Result<()>>) -> i32 {
     }
 }
 
+/// The connection's remote address, in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
 /// Binds `addr`, prints `NAME listening on http://ADDR`, and serves `handler` until a
 /// shutdown signal.
 pub async fn serve<H, F>(name: &str, addr: SocketAddr, handler: H) -> anyhow::Result<()>
@@ -101,8 +105,8 @@ where
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     // Out of file descriptors and the like: back off rather than spin.
                     Err(_) => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -114,7 +118,8 @@ where
                 let builder = builder.clone();
                 let mut stopped = stopped.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |request| {
+                    let service = service_fn(move |mut request: Request<Incoming>| {
+                        request.extensions_mut().insert(Peer(peer));
                         let response = handler(request);
                         async move { Ok::<_, Infallible>(response.await) }
                     });

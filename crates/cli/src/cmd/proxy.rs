@@ -1,6 +1,8 @@
 //! `trellis proxy`: run the data plane. Standalone, it compiles a directory of Istio
 //! and Kubernetes YAML itself (no control plane) and follows edits to it; a rejected
-//! edit leaves the running config in force.
+//! edit leaves the running config in force. SIGTERM drains it (listeners closed,
+//! open connections finished, up to `--drain-duration`); the status port answers
+//! readiness probes from before the first config until the drain.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -11,9 +13,13 @@ use trellis_control::security::client::{ClientIdentity, FirstCredential};
 
 use trellis_compile::{Inbound, Mesh, ProxyIdentity};
 use trellis_model::ProxyConfig;
-use trellis_proxy::{Options, Proxy};
+use trellis_proxy::{Health, Options, Proxy};
 
 use crate::output;
+
+use super::proxy_lifecycle::{
+    StatusPort, drain, parse_duration, parse_status_port, print_status, start_status,
+};
 
 /// Which side of the mesh this proxy serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,7 +40,10 @@ pub enum Role {
   trellis proxy --standalone ./mesh --role sidecar --inbound 127.0.0.1:15006=127.0.0.1:9080
 
 Endpoints come from Pods with status.podIP, WorkloadEntries and ServiceEntry endpoints.
-Admin: http://127.0.0.1:15000/config_dump, /clusters; metrics: :15020/stats/prometheus.")]
+Admin: http://127.0.0.1:15000/config_dump, /clusters; metrics: :15020/stats/prometheus;
+readiness: :15021/healthz/ready (with --control-plane, or --status-port).
+SIGTERM drains (new connections refused, open ones finished, then exit 0); a second
+SIGTERM or Ctrl-C exits at once.")]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
     #[command(subcommand)]
@@ -118,6 +127,18 @@ pub struct Args {
     /// Prometheus metrics and readiness.
     #[arg(long, default_value = "127.0.0.1:15020")]
     pub stats: SocketAddr,
+    /// Readiness probes' port (Istio's status port): `/healthz/ready` answers 200 once
+    /// the proxy has its config, certificate and listeners, 503 before and while
+    /// draining; on --pod-ip, else --bind. Default: 15021 with --control-plane (unless
+    /// --stats is on 15021, which answers the same), else off. 0 lets the OS pick.
+    #[arg(long, value_name = "PORT|off", value_parser = parse_status_port)]
+    pub status_port: Option<StatusPort>,
+    /// On SIGTERM, how long open connections may take to finish before the proxy
+    /// exits. Default: `terminationDrainDuration` of Istio's proxy config in the
+    /// PROXY_CONFIG environment variable (where Istio's injector puts the mesh's
+    /// defaultConfig merged with the pod's `proxy.istio.io/config`), else 5s.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_duration: Option<Duration>,
     /// Log every request to standard output.
     #[arg(long)]
     pub access_log: bool,
@@ -154,8 +175,11 @@ pub fn run(args: &Args) -> i32 {
         return super::proxy_init::run(init);
     }
     init_logging();
+    let drain_duration = args.drain_duration();
+    let signals = crate::signals::drain_signals();
+    let health = Health::new();
     if let Some(address) = &args.control_plane {
-        return follow(args, address);
+        return follow(args, address, signals, health, drain_duration);
     }
     let mut err = anstream::stderr();
     let first = match initial_config(args, 1) {
@@ -185,7 +209,15 @@ pub fn run(args: &Args) -> i32 {
         access_log: args.access_log().0,
         access_log_json: args.access_log().1,
         mesh_identity,
+        health: Some(health.clone()),
         ..Options::default()
+    };
+    let status = match start_status(args, &health) {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = writeln!(err, "{s}error{s:#}: {e}", s = output::ERROR);
+            return 1;
+        }
     };
     let proxy = match Proxy::start(first, options) {
         Ok(p) => p,
@@ -210,11 +242,20 @@ pub fn run(args: &Args) -> i32 {
         proxy.admin_addr().unwrap_or(args.admin),
         proxy.stats_addr().unwrap_or(args.stats)
     );
-    if args.standalone.is_some() {
-        watch(args, &proxy);
+    print_status(status);
+    let signal = if args.standalone.is_some() {
+        watch(args, &proxy, &signals)
+    } else {
+        signals.recv().ok()
+    };
+    match signal {
+        Some(signal) => drain(&proxy, signal, drain_duration),
+        // No signal handlers: run until killed.
+        None => {
+            proxy.wait();
+            0
+        }
     }
-    proxy.wait();
-    0
 }
 
 /// Applies pushes from a control plane: the first starts the proxy, later ones swap
@@ -291,8 +332,15 @@ const ISTIO_TOKEN: &str = "/var/run/secrets/tokens/istio-token";
 /// Where it mounts the mesh root (the `istio-ca-root-cert` ConfigMap).
 const ISTIO_ROOT: &str = "/var/run/secrets/istio/root-cert.pem";
 
-/// `trellis proxy --control-plane`: runs until killed, reconnecting as needed.
-fn follow(args: &Args, address: &str) -> i32 {
+/// `trellis proxy --control-plane`: runs until a signal, reconnecting as needed; then
+/// leaves the control plane (which takes its endpoints out of the mesh) and drains.
+fn follow(
+    args: &Args,
+    address: &str,
+    signals: std::sync::mpsc::Receiver<crate::signals::Stop>,
+    health: std::sync::Arc<Health>,
+    drain_duration: Duration,
+) -> i32 {
     let spec = match spec(args) {
         Ok(s) => s,
         Err(e) => {
@@ -375,6 +423,7 @@ fn follow(args: &Args, address: &str) -> i32 {
             access_log: args.access_log().0,
             access_log_json: args.access_log().1,
             mesh_identity: Some(identity.manager.credentials()),
+            health: Some(health.clone()),
             ..Options::default()
         },
         proxy: None,
@@ -388,13 +437,22 @@ fn follow(args: &Args, address: &str) -> i32 {
         args.admin,
         s = output::OK
     );
-    runtime.block_on(trellis_control::client::follow(
-        address,
-        spec,
-        &identity,
-        &mut follower,
-    ));
-    0
+    match start_status(args, &health) {
+        Ok(status) => print_status(status),
+        Err(e) => return fail(e),
+    }
+    let signal = runtime.block_on(async {
+        let signal = tokio::task::spawn_blocking(move || signals.recv());
+        tokio::select! {
+            () = trellis_control::client::follow(address, spec, &identity, &mut follower) => None,
+            signal = signal => signal.ok().and_then(Result::ok),
+        }
+    });
+    match (signal, &follower.proxy) {
+        (Some(signal), Some(proxy)) => drain(proxy, signal, drain_duration),
+        // Stopped before the first config: nothing to drain.
+        _ => 0,
+    }
 }
 
 /// The mesh identity `--identity-cert/-key/-roots` give, checked (the key matches
@@ -583,12 +641,26 @@ fn parse_pairs(text: &str, sep: char) -> Result<BTreeMap<String, String>, String
         .collect()
 }
 
-/// Re-reads the directory when it changes; a bad edit is reported and ignored.
-fn watch(args: &Args, proxy: &Proxy) {
+/// Re-reads the directory when it changes (a bad edit is reported and ignored), until
+/// a signal asks the proxy to stop (none: no handlers, so until killed).
+fn watch(
+    args: &Args,
+    proxy: &Proxy,
+    signals: &std::sync::mpsc::Receiver<crate::signals::Stop>,
+) -> Option<crate::signals::Stop> {
     let mut seen = fingerprint(args);
     let mut version = 1;
+    let mut handled = true;
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        if handled {
+            match signals.recv_timeout(Duration::from_millis(500)) {
+                Ok(signal) => return Some(signal),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => handled = false,
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let now = fingerprint(args);
         if now == seen {
             continue;

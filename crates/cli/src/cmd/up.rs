@@ -187,6 +187,25 @@ pub fn run(args: &Args) -> i32 {
     0
 }
 
+/// Says which pods run a bundled program in place of their container image (Istio's
+/// samples), one line per Deployment.
+fn print_stand_ins(out: &mut impl Write, plan: &crate::local::plan::Plan) {
+    let mut said = std::collections::BTreeSet::new();
+    let mut first = true;
+    for p in &plan.pods {
+        let Some(stand_in) = &p.stand_in else {
+            continue;
+        };
+        if !said.insert((&p.namespace, &p.deployment)) {
+            continue;
+        }
+        if std::mem::take(&mut first) {
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out, "  {}: {stand_in}", p.deployment);
+    }
+}
+
 /// Says which pods run without a sidecar and why, as the seed's "Sidecar not injected"
 /// troubleshooting entry would have a user check.
 fn print_without_sidecars(out: &mut impl Write, plan: &crate::local::plan::Plan) {
@@ -268,6 +287,7 @@ pub fn print_summary(mesh: &LocalMesh, took: Duration) {
             ports.join(",")
         );
     }
+    print_stand_ins(&mut out, &mesh.plan);
     print_without_sidecars(&mut out, &mesh.plan);
     if let Some(p) = mesh.plan.pods.iter().find(|p| p.injection.sidecar) {
         let _ = writeln!(

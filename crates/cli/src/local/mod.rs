@@ -3,6 +3,7 @@
 //! in-process sidecar in front of it; an ingress gateway serves a host port.
 
 mod control;
+pub mod images;
 pub mod plan;
 mod run;
 

@@ -34,6 +34,8 @@ pub struct Pod {
     pub env: Vec<(String, String)>,
     /// Whether it gets a sidecar, by Istio's injection rules, and why.
     pub injection: Injection,
+    /// What runs in place of the container's image, when it gave no command.
+    pub stand_in: Option<String>,
 }
 
 /// Whether a pod gets a sidecar, decided as Istio's injector decides it.
@@ -122,22 +124,44 @@ pub fn plan(resources: &[Resource], block: u8) -> Result<Plan, String> {
             .chain(container.args.iter())
             .cloned()
             .collect();
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut stand_in = None;
         if command.is_empty() {
-            return Err(format!(
-                "Deployment {}: container {} has no `command`; local mode runs commands, not images",
-                r.meta.name, container.name
-            ));
+            let image = container.image.as_deref().unwrap_or_default();
+            let found = super::images::stand_in(image).map_err(|e| {
+                format!(
+                    "Deployment {}: container {}: {e}",
+                    r.meta.name, container.name
+                )
+            })?;
+            let Some(found) = found else {
+                return Err(format!(
+                    "Deployment {}: container {} has no `command`, and local mode has no stand-in for its image {}; \
+                     local mode runs commands, not images: add `command:` (and `args:`) with the program to start",
+                    r.meta.name,
+                    container.name,
+                    if image.is_empty() {
+                        "(none given)"
+                    } else {
+                        image
+                    },
+                ));
+            };
+            command = found.command;
+            env = found.env;
+            stand_in = Some(format!("image {image} runs as {}", found.says));
         }
         if command[0] == "trellis" {
             command[0] = std::env::current_exe()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| "trellis".into());
         }
-        let env: Vec<(String, String)> = container
-            .env
-            .iter()
-            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-            .collect();
+        env.extend(
+            container
+                .env
+                .iter()
+                .filter_map(|e| Some((e.name.clone(), e.value.clone()?))),
+        );
         let ports: Vec<u16> = container
             .ports
             .iter()
@@ -174,6 +198,7 @@ pub fn plan(resources: &[Resource], block: u8) -> Result<Plan, String> {
                 command: command.clone(),
                 env: env.clone(),
                 injection,
+                stand_in: stand_in.clone(),
             });
         }
     }

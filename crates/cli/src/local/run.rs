@@ -80,7 +80,7 @@ impl LocalMesh {
             .map_err(|e| format!("{}: {e}", options.log_dir.display()))?;
         let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let (reserved, http_port, https_port) = gateway_ports(options.gateway_port)?;
-        let port_map = BTreeMap::from([(80, http_port), (443, https_port)]);
+        let port_map = gateway_port_map(resources, http_port, https_port);
         // Whether the gateway will serve port 80 at all, for the summary and readiness.
         let mesh = Mesh::new(resources, plan.workloads());
         let (gw_config, _) = trellis_compile::gateway(&mesh, &gateway_identity(), &port_map, 1);
@@ -336,6 +336,33 @@ impl Identities {
             ),
         )
     }
+}
+
+/// Which Gateway server ports the host ports serve: 80 and 443, or, where no Gateway
+/// uses those and one uses 8080 or 8443, those instead. Istio's ingress gateway
+/// Service sends its 80 and 443 to the pod's 8080 and 8443, so Istio's current samples
+/// (bookinfo-gateway.yaml listens on 8080) write those.
+fn gateway_port_map(resources: &[Resource], http: u16, https: u16) -> BTreeMap<u16, u16> {
+    let used: std::collections::BTreeSet<u32> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            trellis_api::Spec::Gateway(g) => Some(
+                g.servers
+                    .iter()
+                    .filter_map(|s| Some(s.port.as_ref()?.number)),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let pick = |standard: u16, container: u16| {
+        if !used.contains(&u32::from(standard)) && used.contains(&u32::from(container)) {
+            container
+        } else {
+            standard
+        }
+    };
+    BTreeMap::from([(pick(80, 8080), http), (pick(443, 8443), https)])
 }
 
 /// The host ports for the gateway's 80 and 443: `port` and `port` + 363, or for port 0

@@ -5,6 +5,9 @@
 //! binary uses a subset.)
 #![allow(dead_code)]
 
+pub mod install_pods;
+pub mod traffic;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -208,6 +211,8 @@ pub struct LocalMesh {
     pub lines: mpsc::Receiver<String>,
     /// Where the apps' output and the mesh's state are (`app logs:` in the summary).
     pub log_dir: Option<std::path::PathBuf>,
+    /// What it printed up to the ready summary's last line.
+    pub printed: Vec<String>,
     child: Child,
 }
 
@@ -251,6 +256,7 @@ impl LocalMesh {
             block,
             lines,
             log_dir,
+            printed: seen,
             child,
         }
     }

@@ -2,13 +2,17 @@
 //! shapes: the namespace, the mesh ConfigMap, least-privilege RBAC (a ClusterRole
 //! listing exactly what the control plane watches and writes, a Role for what it
 //! writes in its own namespace), the control plane (Deployment, `istiod` Service,
-//! PodDisruptionBudget), the validating webhook's configuration, and the gateways.
+//! PodDisruptionBudget), the webhook configurations (validation, and sidecar
+//! injection as Istio's `istio-sidecar-injector`), and the gateways.
 //! The CRDs come first, from `crate::crd`.
 
 use serde_json::{Value, json};
 
 use super::profile::{Profile, Values};
-use crate::webhook::{ConfigurationOptions, validating_webhook_configuration};
+use crate::webhook::{
+    ConfigurationOptions, INJECTOR_CONFIGURATION, mutating_webhook_configuration,
+    validating_webhook_configuration,
+};
 
 /// The control plane's service account (proxies pin its SPIFFE id).
 pub const CONTROL_PLANE_ACCOUNT: &str = trellis_identity::ca::CONTROL_PLANE_SERVICE_ACCOUNT;
@@ -55,6 +59,18 @@ pub fn objects(values: &Values) -> Vec<Value> {
         webhook["metadata"]["labels"][MANAGED_BY.0] = json!(MANAGED_BY.1);
         out.push(webhook);
     }
+    let injector = ConfigurationOptions {
+        name: INJECTOR_CONFIGURATION.into(),
+        ..ConfigurationOptions::in_cluster(ns, CONTROL_PLANE)
+    };
+    let mut injector = serde_json::to_value(mutating_webhook_configuration(&injector, "default"))
+        .unwrap_or(Value::Null);
+    if injector.is_object() {
+        injector["apiVersion"] = json!("admissionregistration.k8s.io/v1");
+        injector["kind"] = json!("MutatingWebhookConfiguration");
+        injector["metadata"]["labels"][MANAGED_BY.0] = json!(MANAGED_BY.1);
+        out.push(injector);
+    }
     match values.profile {
         Profile::Default => out.extend(gateway(values, "ingress")),
         Profile::Demo => {
@@ -81,6 +97,9 @@ fn rbac(ns: &str) -> Vec<Value> {
         // The registry: what proxies route to and who they are.
         {"apiGroups": [""], "resources": ["namespaces", "services", "pods", "serviceaccounts"],
          "verbs": ["get", "list", "watch"]},
+        // Endpoints of Services without a selector.
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+         "verbs": ["get", "list", "watch"]},
         // Gateway and DestinationRule credentials, watched one name at a time.
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
         // The mesh root published in every namespace (istio-ca-root-cert).
@@ -90,8 +109,9 @@ fn rbac(ns: &str) -> Vec<Value> {
         {"apiGroups": groups, "resources": statuses, "verbs": ["get", "patch", "update"]},
         // Pods' service-account tokens checked for their first certificate.
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-        // The validating webhook's configuration and its caBundle.
-        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+        // The webhook configurations (validation, injection) and their caBundles.
+        {"apiGroups": ["admissionregistration.k8s.io"],
+         "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
          "verbs": ["get", "list", "watch", "create", "update"]},
     ]);
     let own_rules = json!([
@@ -159,7 +179,8 @@ fn control_plane(values: &Values) -> Vec<Value> {
                         "args": ["control-plane", "--kubernetes", "--namespace", ns,
                             "--grpc", "0.0.0.0:15012", "--http", "0.0.0.0:15014",
                             "--webhook", "0.0.0.0:15017", "--service", CONTROL_PLANE,
-                            "--state-dir", "/var/lib/trellis", "--trust-domain", values.trust_domain],
+                            "--state-dir", "/var/lib/trellis", "--trust-domain", values.trust_domain,
+                            "--inject", "--proxy-image", values.image()],
                         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                         "ports": [
                             {"name": "grpc-xds", "containerPort": 15012, "protocol": "TCP"},
@@ -287,6 +308,7 @@ mod tests {
             "Service/istiod",
             "PodDisruptionBudget/istiod",
             "ValidatingWebhookConfiguration/trellis-validator-istio-system",
+            "MutatingWebhookConfiguration/istio-sidecar-injector",
             "Deployment/istio-ingressgateway",
             "Service/istio-ingressgateway",
             "ClusterRole/trellis-control-plane-istio-system",

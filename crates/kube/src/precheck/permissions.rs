@@ -52,6 +52,11 @@ pub const WRITTEN: &[Written] = &[
         "validatingwebhookconfigurations",
         false,
     ),
+    written(
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        false,
+    ),
 ];
 
 /// The verbs a server-side apply needs: `create` for a new object, `patch` for both.

@@ -16,6 +16,8 @@ pub struct WatchedKind {
     pub resource: ApiResource,
     /// Istio's kinds live in CRDs, which a cluster may not have (yet).
     pub custom: bool,
+    /// Only objects with these labels (a label selector), when set.
+    pub labels: Option<&'static str>,
 }
 
 fn kind(group: &str, version: &str, kind: &str, plural: &str, custom: bool) -> WatchedKind {
@@ -25,8 +27,13 @@ fn kind(group: &str, version: &str, kind: &str, plural: &str, custom: bool) -> W
             plural,
         ),
         custom,
+        labels: None,
     }
 }
+
+/// EndpointSlices not made by Kubernetes from a Service's selector.
+const HAND_WRITTEN_SLICES: &str =
+    "endpointslice.kubernetes.io/managed-by!=endpointslice-controller.k8s.io";
 
 /// Every kind the control plane reads from a cluster (Secrets are watched one by
 /// one, only those gateways name: see `secrets.rs`).
@@ -38,6 +45,18 @@ pub fn watched() -> Vec<WatchedKind> {
         kind("", "v1", "Service", "services", false),
         kind("", "v1", "Pod", "pods", false),
         kind("", "v1", "ServiceAccount", "serviceaccounts", false),
+        // Only slices written by hand or by another controller: those Kubernetes makes
+        // from a selector list the Pods the mesh already reads, labels and all.
+        WatchedKind {
+            labels: Some(HAND_WRITTEN_SLICES),
+            ..kind(
+                "discovery.k8s.io",
+                "v1",
+                "EndpointSlice",
+                "endpointslices",
+                false,
+            )
+        },
         kind(net, "v1", "Gateway", "gateways", true),
         kind(net, "v1", "VirtualService", "virtualservices", true),
         kind(net, "v1", "DestinationRule", "destinationrules", true),
@@ -170,6 +189,7 @@ fn slim_for_mesh(kind: &WatchedKind, map: &mut Map<String, Value>) {
         "Service" => {
             map.remove("status");
         }
+        "EndpointSlice" => slim_endpoint_slice(map),
         _ => {}
     }
 }
@@ -206,6 +226,24 @@ fn slim_metadata(meta: &mut Map<String, Value>) {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
         if annotations.is_empty() {
             meta.remove("annotations");
+        }
+    }
+}
+
+/// An EndpointSlice as the mesh reads it: its ready addresses and its ports, so a
+/// change of node, zone or hints, or of an endpoint that is not ready, is no change.
+fn slim_endpoint_slice(map: &mut Map<String, Value>) {
+    if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+        meta.remove("ownerReferences");
+    }
+    if let Some(Value::Array(endpoints)) = map.get_mut("endpoints") {
+        endpoints.retain(|e| {
+            e.pointer("/conditions/ready")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+        });
+        for e in endpoints.iter_mut().filter_map(Value::as_object_mut) {
+            e.retain(|k, _| k == "addresses");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The cluster as a source of the control plane's store: a watch per kind (Istio's
-//! kinds, Namespaces, Services, Pods, ServiceAccounts), the mesh ConfigMap, and one
-//! watch per Secret a Gateway names. Events are folded into one map and handed to
+//! kinds, Namespaces, Services, Pods, ServiceAccounts, hand-written EndpointSlices),
+//! the mesh ConfigMap, and one watch per Secret a Gateway names. Events are folded into one map and handed to
 //! [`ControlPlane::set_cluster`] after a short quiet period, whole; the store finds an
 //! unchanged map no change, so a restarted watch (410 Gone, relist) pushes nothing.
 //! Proxies are refused until every watch has listed once, so none is sent a partial mesh.
@@ -115,12 +115,11 @@ pub fn start(client: kube::Client, control: ControlPlane, options: SourceOptions
     let mut tasks = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
-        tasks.push(spawn_watch(
-            WatchId::Kind(i),
-            api,
-            watcher::Config::default(),
-            tx.clone(),
-        ));
+        let config = match kind.labels {
+            Some(selector) => watcher::Config::default().labels(selector),
+            None => watcher::Config::default(),
+        };
+        tasks.push(spawn_watch(WatchId::Kind(i), api, config, tx.clone()));
     }
     let config_maps = kube::core::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
     let api: Api<DynamicObject> =

@@ -20,6 +20,7 @@ pub fn kind() -> WatchedKind {
     WatchedKind {
         resource: ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
         custom: false,
+        labels: None,
     }
 }
 

@@ -44,9 +44,13 @@ pub struct ReadError {
 pub async fn read(client: &kube::Client, istio_namespace: &str) -> Result<Snapshot, ReadError> {
     let mut kinds = watched();
     kinds.push(core_kind::<k8s_openapi::api::apps::v1::Deployment>());
-    let lists = kinds
-        .iter()
-        .map(|kind| list(client, kind, None, ListParams::default()));
+    let lists = kinds.iter().map(|kind| {
+        let params = match kind.labels {
+            Some(selector) => ListParams::default().labels(selector),
+            None => ListParams::default(),
+        };
+        list(client, kind, None, params)
+    });
     let config_maps = core_kind::<k8s_openapi::api::core::v1::ConfigMap>();
     let istio = list(
         client,
@@ -124,6 +128,7 @@ fn core_kind<K: kube::Resource<DynamicType = ()>>() -> WatchedKind {
     WatchedKind {
         resource: ApiResource::erase::<K>(&()),
         custom: false,
+        labels: None,
     }
 }
 

@@ -19,6 +19,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 
 use super::Cluster;
+use super::runtime::{ContainerRuntime, PodNetwork, PodProcesses, SharedTable};
+
+/// A Pod's processes under the container runtime, filled in as they start.
+type Slot = Arc<Mutex<Option<PodProcesses>>>;
+use super::runtime::Registry;
 
 /// The node every test pod runs on.
 pub const NODE: &str = "trellis-test-node";
@@ -41,6 +46,37 @@ pub struct PodInfo {
 /// Starts a Pod's processes; the Pod is reported Ready when the future ends.
 pub type PodRunner = Arc<dyn Fn(PodInfo) -> BoxFuture<'static, Vec<Child>> + Send + Sync>;
 
+/// How the kubelet runs Pods.
+#[derive(Clone)]
+pub enum Runner {
+    /// The test starts each Pod's processes itself, on a loopback address of the
+    /// node's namespace ([`PodRunner`]).
+    Processes(PodRunner),
+    /// The Pod spec is run as written, each Pod in a network namespace of its own,
+    /// with kube-proxy's and cluster DNS's parts played too (see `runtime/`).
+    Containers(ContainerRuntime),
+    /// Pods that `in_node` picks by the test's processes in the node's namespace (a
+    /// control plane that reaches the API server on the node's loopback), every other
+    /// Pod by the container runtime.
+    Both {
+        runtime: ContainerRuntime,
+        processes: PodRunner,
+        in_node: Arc<dyn Fn(&Pod) -> bool + Send + Sync>,
+    },
+}
+
+impl From<PodRunner> for Runner {
+    fn from(runner: PodRunner) -> Runner {
+        Runner::Processes(runner)
+    }
+}
+
+impl From<ContainerRuntime> for Runner {
+    fn from(runtime: ContainerRuntime) -> Runner {
+        Runner::Containers(runtime)
+    }
+}
+
 /// Each kubelet in this process hands out addresses from one counter.
 static NEXT_IP: AtomicU32 = AtomicU32::new(1);
 
@@ -52,17 +88,21 @@ fn next_ip() -> Ipv4Addr {
 /// Runs until dropped, stopping every process it started.
 pub struct Kubelet {
     task: tokio::task::JoinHandle<()>,
+    services: Option<tokio::task::JoinHandle<()>>,
     running: Arc<Mutex<HashMap<String, RunningPod>>>,
 }
 
 struct RunningPod {
     children: Vec<Child>,
     ip: Ipv4Addr,
+    /// Under the container runtime: its processes and network.
+    processes: Option<Slot>,
 }
 
 impl Kubelet {
     /// Registers the node and starts playing its kubelet.
-    pub async fn start(cluster: &Cluster, runner: PodRunner) -> Kubelet {
+    pub async fn start(cluster: &Cluster, runner: impl Into<Runner>) -> Kubelet {
+        let runner = runner.into();
         let client = cluster.client().await;
         let nodes: Api<Node> = Api::all(client.clone());
         let node: Node = serde_json::from_value(serde_json::json!({
@@ -87,14 +127,39 @@ impl Kubelet {
             .expect("the test node's status");
         let running: Arc<Mutex<HashMap<String, RunningPod>>> = Arc::default();
         let dir = cluster.dir().join("pods");
-        let task = tokio::spawn(run(client, runner, running.clone(), dir));
-        Kubelet { task, running }
+        let table = SharedTable::default();
+        let registry = Registry::default();
+        let services = (!matches!(runner, Runner::Processes(_))).then(|| {
+            tokio::spawn(super::runtime::serve_services(
+                client.clone(),
+                table.clone(),
+                registry.clone(),
+            ))
+        });
+        let task = tokio::spawn(run(client, runner, running.clone(), dir, table, registry));
+        Kubelet {
+            task,
+            services,
+            running,
+        }
     }
 
     /// The pod IP the kubelet gave `namespace/name`, once it has.
     pub fn ip_of(&self, namespace: &str, name: &str) -> Option<Ipv4Addr> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.get(&format!("{namespace}/{name}")).map(|p| p.ip)
+    }
+
+    /// The network namespace the container runtime gave `namespace/name`, for
+    /// `ip netns exec` (none for Pods run as the test's processes).
+    pub fn netns_of(&self, namespace: &str, name: &str) -> Option<String> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = running
+            .get(&format!("{namespace}/{name}"))?
+            .processes
+            .clone()?;
+        let processes = slot.lock().unwrap_or_else(|e| e.into_inner());
+        processes.as_ref().map(|p| p.network.name.clone())
     }
 
     /// Kills a Pod's processes at once (as a crash would), leaving the Pod object.
@@ -106,6 +171,15 @@ impl Kubelet {
                     let _ = child.kill();
                     let _ = child.wait();
                 }
+                if let Some(p) = pod
+                    .processes
+                    .as_ref()
+                    .and_then(|slot| slot.lock().ok())
+                    .as_mut()
+                    .and_then(|guard| guard.as_mut())
+                {
+                    p.kill();
+                }
                 true
             }
             None => false,
@@ -116,11 +190,18 @@ impl Kubelet {
 impl Drop for Kubelet {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(services) = &self.services {
+            services.abort();
+        }
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         for (_, mut pod) in running.drain() {
             for child in &mut pod.children {
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+            if let Some(slot) = pod.processes {
+                // Killed, and the network namespace removed.
+                drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
             }
         }
     }
@@ -132,9 +213,11 @@ fn now() -> String {
 
 async fn run(
     client: kube::Client,
-    runner: PodRunner,
+    runner: Runner,
     running: Arc<Mutex<HashMap<String, RunningPod>>>,
     dir: PathBuf,
+    table: SharedTable,
+    registry: Registry,
 ) {
     let pods: Api<Pod> = Api::all(client.clone());
     let mut events = std::pin::pin!(watcher(pods, watcher::Config::default()));
@@ -142,7 +225,9 @@ async fn run(
         let pod = match event {
             Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
             Ok(watcher::Event::Delete(pod)) => {
-                stop(&running, &pod);
+                if let Some(processes) = stop(&running, &pod) {
+                    tokio::task::spawn_blocking(move || processes.terminate());
+                }
                 continue;
             }
             Ok(_) => continue,
@@ -158,10 +243,16 @@ async fn run(
         };
         let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         if pod.metadata.deletion_timestamp.is_some() {
-            stop(&running, &pod);
-            let _ = api
-                .delete(&name, &DeleteParams::default().grace_period(0))
-                .await;
+            let stopping = stop(&running, &pod);
+            tokio::spawn(async move {
+                // Containers, then sidecars, each within the grace period.
+                if let Some(processes) = stopping {
+                    let _ = tokio::task::spawn_blocking(move || processes.terminate()).await;
+                }
+                let _ = api
+                    .delete(&name, &DeleteParams::default().grace_period(0))
+                    .await;
+            });
             continue;
         }
         let spec = pod.spec.clone().unwrap_or_default();
@@ -202,12 +293,62 @@ async fn run(
         {
             continue;
         }
+        let runtime = match &runner {
+            Runner::Containers(runtime) => Some(runtime),
+            Runner::Both {
+                runtime, in_node, ..
+            } if !in_node(&pod) => Some(runtime),
+            _ => None,
+        };
+        if let Some(runtime) = runtime {
+            let network = match PodNetwork::create() {
+                Ok(network) => network,
+                Err(e) => panic!("the test kubelet cannot make {key}'s network: {e}"),
+            };
+            let slot: Slot = Arc::default();
+            registry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((namespace.clone(), Arc::downgrade(&slot)));
+            running.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                key.clone(),
+                RunningPod {
+                    children: Vec::new(),
+                    ip: network.ip,
+                    processes: Some(slot.clone()),
+                },
+            );
+            let hosts = table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .hosts_for(&namespace);
+            let (runtime, client, pod_dir) = (
+                runtime.clone(),
+                client.clone(),
+                dir.join(&namespace).join(&name),
+            );
+            let _ = std::fs::create_dir_all(&pod_dir);
+            tokio::spawn(async move {
+                runtime
+                    .run(client, pod, pod_dir, network, hosts, slot)
+                    .await;
+            });
+            continue;
+        }
+        let (Runner::Processes(runner)
+        | Runner::Both {
+            processes: runner, ..
+        }) = &runner
+        else {
+            continue;
+        };
         let ip = next_ip();
         running.lock().unwrap_or_else(|e| e.into_inner()).insert(
             key.clone(),
             RunningPod {
                 children: Vec::new(),
                 ip,
+                processes: None,
             },
         );
         let service_account = spec
@@ -277,7 +418,9 @@ async fn run(
     }
 }
 
-fn stop(running: &Mutex<HashMap<String, RunningPod>>, pod: &Pod) {
+/// Kills a Pod's own processes; under the container runtime, hands back its
+/// processes to stop gracefully.
+fn stop(running: &Mutex<HashMap<String, RunningPod>>, pod: &Pod) -> Option<PodProcesses> {
     let key = format!(
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -292,7 +435,11 @@ fn stop(running: &Mutex<HashMap<String, RunningPod>>, pod: &Pod) {
             let _ = child.kill();
             let _ = child.wait();
         }
+        return p
+            .processes
+            .and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
+    None
 }
 
 /// A token for the Pod's service account with `audience`, bound to the Pod (the

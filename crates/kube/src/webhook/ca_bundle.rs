@@ -2,13 +2,16 @@
 //! certificate chains to: at start, whenever the certificate brings other roots,
 //! and whenever the configuration is written by someone else (an install that
 //! resets it). A leader's duty: one task per cluster, started by whoever leads.
+//! Validating and mutating configurations alike ([`WebhookConfiguration`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -17,6 +20,55 @@ use trellis_identity::Credentials;
 
 /// Checked again this often even when nothing was heard of.
 const RESYNC: Duration = Duration::from_secs(300);
+
+/// A webhook configuration kind: its webhooks' client configs.
+pub trait WebhookConfiguration:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    fn client_configs(&self) -> Vec<&WebhookClientConfig>;
+    fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig>;
+}
+
+impl WebhookConfiguration for ValidatingWebhookConfiguration {
+    fn client_configs(&self) -> Vec<&WebhookClientConfig> {
+        self.webhooks
+            .iter()
+            .flatten()
+            .map(|w| &w.client_config)
+            .collect()
+    }
+    fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig> {
+        self.webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config)
+            .collect()
+    }
+}
+
+impl WebhookConfiguration for MutatingWebhookConfiguration {
+    fn client_configs(&self) -> Vec<&WebhookClientConfig> {
+        self.webhooks
+            .iter()
+            .flatten()
+            .map(|w| &w.client_config)
+            .collect()
+    }
+    fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig> {
+        self.webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config)
+            .collect()
+    }
+}
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,20 +84,20 @@ pub enum BundleUpdate {
 /// Sets every webhook's `caBundle` in configuration `name` to `roots_pem`, if it is
 /// not that already (read, change, replace at the version read; a conflict is an error
 /// the caller retries).
-pub async fn set_ca_bundle(
+pub async fn set_ca_bundle<K: WebhookConfiguration>(
     client: &Client,
     name: &str,
     roots_pem: &str,
 ) -> Result<BundleUpdate, kube::Error> {
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let api: Api<K> = Api::all(client.clone());
     let Some(mut config) = api.get_opt(name).await? else {
         return Ok(BundleUpdate::Missing);
     };
     let bundle = ByteString(roots_pem.as_bytes().to_vec());
     let mut changed = false;
-    for hook in config.webhooks.iter_mut().flatten() {
-        if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-            hook.client_config.ca_bundle = Some(bundle.clone());
+    for client_config in config.client_configs_mut() {
+        if client_config.ca_bundle.as_ref() != Some(&bundle) {
+            client_config.ca_bundle = Some(bundle.clone());
             changed = true;
         }
     }
@@ -63,9 +115,18 @@ pub async fn set_ca_bundle(
 pub async fn keep_ca_bundle(
     client: Client,
     name: String,
+    certificates: watch::Receiver<Option<Arc<Credentials>>>,
+) {
+    keep_ca_bundle_of::<ValidatingWebhookConfiguration>(client, name, certificates).await
+}
+
+/// [`keep_ca_bundle`] for a configuration of kind `K` (the injector's, say).
+pub async fn keep_ca_bundle_of<K: WebhookConfiguration>(
+    client: Client,
+    name: String,
     mut certificates: watch::Receiver<Option<Arc<Credentials>>>,
 ) {
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let api: Api<K> = Api::all(client.clone());
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut writes = std::pin::pin!(watcher(api, config).default_backoff());
     let mut failures: u32 = 0;
@@ -76,7 +137,7 @@ pub async fn keep_ca_bundle(
             .map(|c| c.trust().roots_pem());
         let mut wait = RESYNC;
         if let Some(roots) = roots {
-            match set_ca_bundle(&client, &name, &roots).await {
+            match set_ca_bundle::<K>(&client, &name, &roots).await {
                 Ok(update) => {
                     failures = 0;
                     match update {

@@ -102,6 +102,45 @@ pub fn validated_resources() -> Vec<(String, String)> {
         .collect()
 }
 
+/// How `options` reach the webhook: its Service at `path`, or its URL as given.
+pub(super) fn client_config(options: &ConfigurationOptions, path: &str) -> WebhookClientConfig {
+    let client_config = match &options.client {
+        WebhookClient::Service {
+            namespace,
+            name,
+            port,
+        } => WebhookClientConfig {
+            service: Some(ServiceReference {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                path: Some(path.into()),
+                port: Some(port.unwrap_or(443)),
+            }),
+            ..WebhookClientConfig::default()
+        },
+        WebhookClient::Url(url) => WebhookClientConfig {
+            url: Some(url.clone()),
+            ..WebhookClientConfig::default()
+        },
+    };
+    WebhookClientConfig {
+        ca_bundle: options
+            .ca_bundle
+            .as_ref()
+            .map(|pem| ByteString(pem.as_bytes().to_vec())),
+        ..client_config
+    }
+}
+
+/// `Fail` or `Ignore`, as the API takes it.
+pub(super) fn failure_policy(policy: FailurePolicy) -> String {
+    match policy {
+        FailurePolicy::Fail => "Fail",
+        FailurePolicy::Ignore => "Ignore",
+    }
+    .into()
+}
+
 /// The configuration object (create it, or server-side apply it, as it is).
 pub fn validating_webhook_configuration(
     options: &ConfigurationOptions,
@@ -121,32 +160,7 @@ pub fn validating_webhook_configuration(
             scope: Some("*".into()),
         })
         .collect();
-    let client_config = match &options.client {
-        WebhookClient::Service {
-            namespace,
-            name,
-            port,
-        } => WebhookClientConfig {
-            service: Some(ServiceReference {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                path: Some(PATH.into()),
-                port: Some(port.unwrap_or(443)),
-            }),
-            ..WebhookClientConfig::default()
-        },
-        WebhookClient::Url(url) => WebhookClientConfig {
-            url: Some(url.clone()),
-            ..WebhookClientConfig::default()
-        },
-    };
-    let client_config = WebhookClientConfig {
-        ca_bundle: options
-            .ca_bundle
-            .as_ref()
-            .map(|pem| ByteString(pem.as_bytes().to_vec())),
-        ..client_config
-    };
+    let client_config = client_config(options, PATH);
     ValidatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(options.name.clone()),
@@ -163,13 +177,7 @@ pub fn validating_webhook_configuration(
             name: WEBHOOK_NAME.into(),
             admission_review_versions: vec!["v1".into()],
             client_config,
-            failure_policy: Some(
-                match options.failure_policy {
-                    FailurePolicy::Fail => "Fail",
-                    FailurePolicy::Ignore => "Ignore",
-                }
-                .into(),
-            ),
+            failure_policy: Some(failure_policy(options.failure_policy)),
             match_policy: Some("Equivalent".into()),
             side_effects: "None".into(),
             timeout_seconds: Some(options.timeout_seconds),

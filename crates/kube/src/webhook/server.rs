@@ -1,8 +1,9 @@
 //! The webhook's HTTPS server: a certificate the mesh CA issues for the webhook's
 //! Service names (and IPs), renewed at half-life by a [`CertificateManager`] that
 //! every handshake reads (no restart on rotation); HTTP/1.1 and HTTP/2 by ALPN.
-//! `POST /validate` answers admission reviews, `GET /ready` probes. Dropping the
-//! [`WebhookServer`] closes the port and every open connection.
+//! `POST /validate` answers admission reviews, `POST /inject` (with an [`Injector`])
+//! injects sidecars, `GET /ready` probes. Dropping the [`WebhookServer`] closes the
+//! port and every open connection.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use trellis_identity::{Ca, CaSigner, CertificateManager, Credentials, RenewalPolicy};
 
 use super::configuration::PATH;
+use super::inject::{INJECT_PATH, Injector};
 
 /// The largest review accepted (an object is at most ~1.5 MiB in etcd; a review
 /// carries it twice on UPDATE).
@@ -37,6 +39,8 @@ pub struct WebhookOptions {
     pub ip_addresses: Vec<IpAddr>,
     /// How long each certificate lives (renewed at about half of it).
     pub lifetime: Duration,
+    /// Serves `POST /inject` (sidecar injection) when set.
+    pub injector: Option<Injector>,
 }
 
 impl WebhookOptions {
@@ -53,6 +57,7 @@ impl WebhookOptions {
             dns_names,
             ip_addresses: Vec::new(),
             lifetime: Duration::from_secs(24 * 3600),
+            injector: None,
         }
     }
 }
@@ -100,8 +105,8 @@ impl WebhookServer {
             &[b"h2", b"http/1.1"],
         )?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let task = tokio::spawn(serve(listener, acceptor));
-        tracing::info!(%address, names = ?options.dns_names, "validation webhook serving");
+        let task = tokio::spawn(serve(listener, acceptor, options.injector.clone()));
+        tracing::info!(%address, names = ?options.dns_names, inject = options.injector.is_some(), "webhook serving");
         Ok(WebhookServer {
             address,
             certificate,
@@ -118,6 +123,11 @@ impl WebhookServer {
         format!("https://{}{PATH}", self.address)
     }
 
+    /// `https://ADDRESS/inject`, for an injection configuration that calls it by URL.
+    pub fn inject_url(&self) -> String {
+        format!("https://{}{INJECT_PATH}", self.address)
+    }
+
     /// Each certificate it serves with (its roots are what the API server must
     /// trust: hand this to [`super::keep_ca_bundle`]).
     pub fn certificates(&self) -> watch::Receiver<Option<Arc<Credentials>>> {
@@ -132,13 +142,17 @@ impl Drop for WebhookServer {
     }
 }
 
-async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
+async fn serve(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    injector: Option<Injector>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
-                connections.spawn(connection(stream, peer, acceptor.clone()));
+                connections.spawn(connection(stream, peer, acceptor.clone(), injector.clone()));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -149,6 +163,7 @@ async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
+    injector: Option<Injector>,
 ) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
@@ -158,41 +173,57 @@ async fn connection(
         }
         Err(_) => return,
     };
-    let service = hyper::service::service_fn(answer);
+    let service = hyper::service::service_fn(move |req| answer(req, injector.clone()));
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
         tracing::debug!(%peer, %error, "webhook connection ended");
     }
 }
 
-async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = match (req.method(), req.uri().path()) {
-        (&Method::POST, PATH) => match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(body) => {
-                let review = super::admit::review(&body.to_bytes());
-                match serde_json::to_vec(&review) {
-                    Ok(json) => reply(StatusCode::OK, "application/json", json),
-                    Err(e) => reply(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "text/plain",
-                        e.to_string().into_bytes(),
-                    ),
-                }
-            }
-            Err(e) => reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "text/plain",
-                format!("cannot read the review: {e}").into_bytes(),
-            ),
+async fn answer(
+    req: Request<Incoming>,
+    injector: Option<Injector>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = match (req.method(), req.uri().path(), &injector) {
+        (&Method::POST, PATH, _) => match read(req).await {
+            Ok(body) => json_reply(serde_json::to_vec(&super::admit::review(&body))),
+            Err(refused) => refused,
         },
-        (&Method::GET, "/ready") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        (&Method::POST, INJECT_PATH, Some(injector)) => match read(req).await {
+            Ok(body) => json_reply(serde_json::to_vec(&injector.review(&body).await)),
+            Err(refused) => refused,
+        },
+        (&Method::GET, "/ready", _) => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            format!("the webhook serves POST {PATH}\n").into_bytes(),
+            format!("the webhook serves POST {PATH} and POST {INJECT_PATH}\n").into_bytes(),
         ),
     };
     Ok(response)
+}
+
+/// The review's body, or the answer refusing it.
+async fn read(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) => Err(reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text/plain",
+            format!("cannot read the review: {e}").into_bytes(),
+        )),
+    }
+}
+
+fn json_reply(json: Result<Vec<u8>, serde_json::Error>) -> Response<Full<Bytes>> {
+    match json {
+        Ok(json) => reply(StatusCode::OK, "application/json", json),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            e.to_string().into_bytes(),
+        ),
+    }
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {

@@ -114,12 +114,14 @@ async fn pipeline(ctx: &mut RequestContext, mut req: Request<Incoming>) -> Respo
     if let Some(bytes) = body.replayable() {
         mirror::send(route, &parts, bytes);
     }
+    // A tunnel outlives its HTTP connection: a drain counts it on its own.
+    let tunnel = downstream_upgrade.map(|d| (d, ctx.conn.shared.drain.track()));
     let mut response = match retry::forward(ctx, route, &cluster, parts, body).await {
         Ok(response) => response,
         Err(reply) => return reply,
     };
-    if let Some(downstream) = downstream_upgrade {
-        upgrade::tunnel(downstream, &mut response);
+    if let Some((downstream, open)) = tunnel {
+        upgrade::tunnel(downstream, &mut response, open);
     }
     headers::prepare_response(response, route, weighted, &cluster, cors_origin)
 }

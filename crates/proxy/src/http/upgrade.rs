@@ -12,8 +12,13 @@ pub fn requested(req: &mut Request<Incoming>) -> Option<OnUpgrade> {
         .then(|| hyper::upgrade::on(req))
 }
 
-/// Joins the two sides once the upstream switched protocols.
-pub fn tunnel(downstream: OnUpgrade, response: &mut Response<Incoming>) {
+/// Joins the two sides once the upstream switched protocols; `open` counts the
+/// tunnel as an open connection (a drain waits for it, up to its deadline).
+pub fn tunnel(
+    downstream: OnUpgrade,
+    response: &mut Response<Incoming>,
+    open: crate::lifecycle::Open,
+) {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
@@ -24,5 +29,6 @@ pub fn tunnel(downstream: OnUpgrade, response: &mut Response<Incoming>) {
             let mut up = hyper_util::rt::TokioIo::new(up);
             let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
         }
+        drop(open);
     });
 }

@@ -314,6 +314,7 @@ pub async fn start(config: ProxyConfig, stats: bool) -> (Proxy, SocketAddr) {
         access_log_json: false,
         header_read_timeout: Duration::from_millis(500),
         mesh_identity: None,
+        health: None,
     };
     let proxy = Proxy::start(config, options).expect("proxy starts");
     let addr = proxy.listener_addr(&name).expect("the listener is bound");

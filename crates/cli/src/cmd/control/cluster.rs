@@ -43,6 +43,16 @@ pub struct ClusterArgs {
     /// the host name and process id).
     #[arg(long, value_name = "NAME")]
     pub replica: Option<String>,
+    /// With cluster mode: inject sidecars into pods that ask for one (namespace label
+    /// `istio-injection=enabled` or `istio.io/rev=default`, pod label
+    /// `sidecar.istio.io/inject=true`) through the webhook's `/inject`; the leader keeps
+    /// the `istio-sidecar-injector` configuration.
+    #[arg(long)]
+    pub inject: bool,
+    /// With --inject: the image injected sidecars run (a pod's
+    /// `sidecar.istio.io/proxyImage` annotation overrides it).
+    #[arg(long, value_name = "IMAGE", default_value = concat!("ghcr.io/trellis-mesh/trellis:", env!("CARGO_PKG_VERSION")))]
+    pub proxy_image: String,
     /// How long the leader's Lease holds without renewal.
     #[arg(long, default_value = "15s", value_parser = super::control_plane::parse_lifetime, hide = true)]
     pub lease_duration: Duration,
@@ -115,7 +125,17 @@ pub fn prepare(
             args.context.as_deref(),
         ))
         .map_err(|e| e.to_string())?;
-    let options = args.options();
+    let mut options = args.options();
+    if args.inject {
+        options.inject = Some(trellis_kube::inject::InjectSettings {
+            trust_domain: trust_domain.to_string(),
+            ..trellis_kube::inject::InjectSettings::for_control_plane(
+                &args.namespace,
+                &args.service,
+                &args.proxy_image,
+            )
+        });
+    }
     let prepared = runtime
         .block_on(trellis_kube::mode::prepare(
             &client,
