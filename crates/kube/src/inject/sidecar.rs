@@ -270,7 +270,10 @@ fn proxy_container(
     ]
     .map(str::to_string)
     .to_vec();
-    // Captured outbound connections arrive here (REDIRECT of locally made packets).
+    // The init container's rules send the app's traffic to the capture listeners
+    // (15001 outbound, 15006 inbound), which read each connection's original
+    // destination; the explicit HTTP-proxy listener is not bound then.
+    args.push("--capture".into());
     args.extend(["--listen".into(), format!("127.0.0.1:{OUTBOUND_PORT}")]);
     args.extend(["--stats".into(), format!("0.0.0.0:{STATS_PORT}")]);
     args.extend(["--status-port".into(), HEALTH_PORT.to_string()]);

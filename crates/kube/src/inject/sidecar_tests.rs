@@ -105,6 +105,8 @@ fn the_proxy_is_a_native_sidecar_after_capture_and_before_the_apps_init() {
     let a = args(proxy);
     // Readiness on Istio's status port, metrics on its merged-metrics port.
     assert_eq!(flag(&a, "--status-port"), Some("15021"));
+    // Capture mode: the init container's redirects land on its capture listeners.
+    assert!(a.contains(&"--capture"), "{a:?}");
     assert_eq!(flag(&a, "--stats"), Some("0.0.0.0:15020"));
     assert_eq!(
         flag(&a, "--control-plane"),
