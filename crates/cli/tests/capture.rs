@@ -1,21 +1,23 @@
 //! Transparent capture, as a pod runs it: two "pods", each a network namespace this
-//! test creates (joined by a veth pair), each with `trellis proxy init` applied and a
+//! test creates (joined by a bridge, `capture/pods.rs`), each with `trellis proxy init` applied and a
 //! `trellis proxy --capture` running as uid 1337. The client app knows nothing about
 //! the mesh: it connects to the service's cluster IP, a virtual address only the mesh
 //! knows, and reaches the server app through both sidecars.
 //!
 //! Needs root (network namespaces, iptables, setpriv); it skips, saying so, without.
-//! The apps are this test binary run again in a namespace (`helper`): a TCP echo
-//! server, and HTTP and TCP clients that print one `RESULT:` line.
+//! The apps are this test binary run again in a namespace (`helper`, `capture/apps.rs`):
+//! a TCP echo server, and HTTP and TCP clients that print one `RESULT:` line.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Running, output_lines_echoed, wait_for_line};
+use common::wait_for_line;
+#[path = "capture/apps.rs"]
+mod apps;
+#[path = "capture/pods.rs"]
+mod pods;
+use pods::{Pods, is_root, run, strings};
 
 const CLUSTER_IP: &str = "10.96.77.10";
 const CLIENT_IP: &str = "10.77.1.1";
@@ -37,179 +39,6 @@ const TCP_PORT: u16 = 7000;
 const UNKNOWN_PORT: u16 = 9999;
 const EXCLUDED_PORT: u16 = 9998;
 const HELPER_ENV: &str = "TRELLIS_CAPTURE_HELPER";
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
-/// Two pods and the network between them: network namespaces joined by a bridge in
-/// a third (`infra`, where a control plane can run, at [`INFRA_IP`]). Deleted, with
-/// every process in them, when dropped, so also when the test panics.
-struct Pods {
-    client: String,
-    server: String,
-    infra: String,
-    processes: Vec<Running>,
-}
-
-impl Pods {
-    fn new() -> Pods {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let tag = format!(
-            "{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        );
-        let pods = Pods {
-            client: format!("trellis-client-{tag}"),
-            server: format!("trellis-server-{tag}"),
-            infra: format!("trellis-infra-{tag}"),
-            processes: Vec::new(),
-        };
-        let infra = pods.infra.as_str();
-        for ns in [&pods.client, &pods.server, &pods.infra] {
-            run("ip", &["netns", "add", ns]);
-            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
-        }
-        run("ip", &["-n", infra, "link", "add", "br0", "type", "bridge"]);
-        run(
-            "ip",
-            &[
-                "-n",
-                infra,
-                "addr",
-                "add",
-                &format!("{INFRA_IP}/24"),
-                "dev",
-                "br0",
-            ],
-        );
-        run("ip", &["-n", infra, "link", "set", "br0", "up"]);
-        for (ns, port, addrs) in [
-            (
-                &pods.client,
-                "client",
-                vec![format!("{CLIENT_IP}/24"), format!("{CLIENT_IP6}/64")],
-            ),
-            (
-                &pods.server,
-                "server",
-                vec![
-                    format!("{SERVER_IP}/24"),
-                    format!("{SERVER_EXCLUDED_IP}/24"),
-                    format!("{SERVER_IP6}/64"),
-                ],
-            ),
-        ] {
-            // Made inside the namespaces, so no name is taken in the host's.
-            run(
-                "ip",
-                &[
-                    "-n", infra, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-                    "netns", ns,
-                ],
-            );
-            run("ip", &["-n", infra, "link", "set", port, "master", "br0"]);
-            run("ip", &["-n", infra, "link", "set", port, "up"]);
-            for addr in &addrs {
-                // No duplicate-address detection: IPv6 addresses usable at once.
-                run(
-                    "ip",
-                    &["-n", ns, "addr", "add", addr, "dev", "eth0", "nodad"],
-                );
-            }
-            run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
-            // Everything off-pod (a cluster IP included) leaves by the bridge.
-            run("ip", &["-n", ns, "route", "add", "default", "dev", "eth0"]);
-            run(
-                "ip",
-                &["-n", ns, "-6", "route", "add", "default", "dev", "eth0"],
-            );
-        }
-        // The client app's resolver asks an address nothing answers on: only the
-        // proxy's DNS server (its queries redirected) can answer.
-        let etc = pods.netns_etc();
-        std::fs::create_dir_all(&etc).expect("/etc/netns/NAME");
-        std::fs::write(
-            etc.join("resolv.conf"),
-            format!("nameserver {INFRA_IP}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions timeout:1 attempts:1\n"),
-        )
-        .expect("resolv.conf");
-        pods
-    }
-
-    /// What `ip netns exec` mounts over /etc in the client pod.
-    fn netns_etc(&self) -> std::path::PathBuf {
-        std::path::Path::new("/etc/netns").join(&self.client)
-    }
-
-    /// Starts `program args` in namespace `ns` (as uid/gid 1337 when `proxy_user`),
-    /// waits for a line containing `ready`, and keeps it until the pods go.
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        &mut self,
-        ns: &str,
-        proxy_user: bool,
-        program: &str,
-        args: &[String],
-        env: &[(&str, &str)],
-        ready: &str,
-        label: &'static str,
-    ) -> std::sync::mpsc::Receiver<String> {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", ns]);
-        if proxy_user {
-            command.args([
-                "setpriv",
-                "--reuid",
-                "1337",
-                "--regid",
-                "1337",
-                "--clear-groups",
-            ]);
-        }
-        let mut child = command
-            .arg(program)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start a pod process");
-        let rx = output_lines_echoed(&mut child, Some(label));
-        self.processes.push(Running(child));
-        wait_for_line(&rx, ready);
-        rx
-    }
-}
-
-impl Drop for Pods {
-    fn drop(&mut self) {
-        self.processes.clear();
-        for ns in [&self.client, &self.server, &self.infra] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = std::fs::remove_dir_all(self.netns_etc());
-    }
-}
-
-/// `args` as owned strings.
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
-fn run(program: &str, args: &[&str]) {
-    let status = Command::new(program).args(args).status();
-    assert!(
-        status.as_ref().is_ok_and(|s| s.success()),
-        "{program} {args:?}: {status:?}"
-    );
-}
 
 fn trellis() -> &'static str {
     env!("CARGO_BIN_EXE_trellis")
@@ -704,107 +533,7 @@ fn captured_sidecars_following_a_control_plane_speak_mutual_tls() {
 /// to do (otherwise a no-op test).
 #[test]
 fn helper() {
-    let Ok(task) = std::env::var(HELPER_ENV) else {
-        return;
-    };
-    let (verb, rest) = task.split_once(' ').unwrap_or((&task, ""));
-    match verb {
-        "tcp-echo" => tcp_echo(rest),
-        "tcp-send" => println!("RESULT: {}", tcp_send(rest.parse().expect("address"))),
-        "http-get" => {
-            let (addr, path) = rest.split_once(' ').expect("ADDR PATH");
-            let addr: SocketAddr = addr.parse().expect("address");
-            println!("RESULT: {}", http_get(addr, &addr.to_string(), path));
-        }
-        "resolve-get" => {
-            // The app's own resolver (glibc, /etc/resolv.conf), then HTTP by name.
-            let (host, path) = rest.split_once(' ').expect("HOST:PORT PATH");
-            let resolved = std::net::ToSocketAddrs::to_socket_addrs(host)
-                .map(|mut a| a.find(SocketAddr::is_ipv4));
-            match resolved {
-                Ok(Some(addr)) => println!("RESULT: {} {}", addr.ip(), http_get(addr, host, path)),
-                Ok(None) => println!("RESULT: error: no IPv4 address"),
-                Err(e) => println!("RESULT: error: {e}"),
-            }
-        }
-        other => panic!("unknown helper task {other}"),
-    }
-}
-
-/// Echoes every connection's bytes back on each of `ports` (comma-separated), until
-/// killed.
-fn tcp_echo(ports: &str) {
-    let listeners: Vec<TcpListener> = ports
-        .split(',')
-        .map(|p| TcpListener::bind(("0.0.0.0", p.parse::<u16>().expect("port"))).expect("bind"))
-        .collect();
-    println!("RESULT: listening");
-    let mut threads = Vec::new();
-    for listener in listeners {
-        threads.push(std::thread::spawn(move || {
-            for stream in listener.incoming().map_while(Result::ok) {
-                std::thread::spawn(move || {
-                    let mut stream = stream;
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = stream.read(&mut buf) {
-                        if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        }));
-    }
-    for t in threads {
-        let _ = t.join();
-    }
-}
-
-/// Sends a line that is not HTTP and says whether it came back.
-fn tcp_send(addr: SocketAddr) -> String {
-    let message = b"\x00trellis capture ping\n";
-    let attempt = || -> std::io::Result<Vec<u8>> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(message)?;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 64];
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while got.len() < message.len() && Instant::now() < deadline {
-            let n = stream.read(&mut buf)?;
-            if n == 0 {
-                return Err(std::io::Error::other("closed"));
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        Ok(got)
-    };
-    match attempt() {
-        Ok(got) if got == message => "echoed".into(),
-        Ok(got) => format!("error: got {got:?}"),
-        Err(e) => format!("error: {e}"),
-    }
-}
-
-/// One HTTP/1.1 GET; `STATUS BODY` on one line (newlines escaped), or `error: …`.
-fn http_get(addr: SocketAddr, host: &str, path: &str) -> String {
-    let attempt = || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
-    };
-    match attempt() {
-        Ok(response) => {
-            let status = response.split(' ').nth(1).unwrap_or("none").to_string();
-            let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            format!("{status} {}", body.replace('\n', "\\n"))
-        }
-        Err(e) => format!("error: {e}"),
+    if let Ok(task) = std::env::var(HELPER_ENV) {
+        apps::run(&task);
     }
 }
