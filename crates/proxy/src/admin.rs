@@ -1,6 +1,7 @@
 //! The admin endpoint (Envoy's :15000 habits: /config_dump, /clusters, /listeners,
-//! /ready) and the merged stats port (:15020 /stats/prometheus, /healthz/ready); both
-//! readiness paths give the status port's answer (status.rs). It runs on its own
+//! /ready) and the merged stats port (:15020 /stats/prometheus, /healthz/ready, and the
+//! app's rewritten probes, /app-health/...: app_probes.rs); both readiness paths give
+//! the status port's answer (status.rs). It runs on its own
 //! thread so that a scrape never competes with the data plane's event loop.
 
 use std::convert::Infallible;
@@ -49,6 +50,12 @@ async fn answer(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let path = req.uri().path();
     let admin = surface == Surface::Admin;
+    if let Some(probes) = shared.app_probes.as_ref().filter(|p| p.knows(path)) {
+        let (status, body) = probes.probe(path).await;
+        let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+        *response.status_mut() = status;
+        return Ok(response);
+    }
     let (status, content_type, body) = match path {
         "/stats/prometheus" | "/metrics" => (
             StatusCode::OK,

@@ -9,6 +9,7 @@
 
 mod access_log;
 mod admin;
+pub mod app_probes;
 mod balance;
 mod body;
 mod capture;
@@ -95,6 +96,8 @@ pub struct Shared {
     /// Terminates the mesh's mutual TLS on inbound listeners (a client certificate of
     /// the mesh required), over the current certificate.
     inbound_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The app's probes, asked on the stats port.
+    app_probes: Option<Arc<app_probes::AppProbes>>,
 }
 
 /// How the proxy runs.
@@ -118,6 +121,8 @@ pub struct Options {
     /// Readiness, made before the proxy when a status port answers probes before the
     /// first config arrives; none: the proxy keeps its own.
     pub health: Option<Arc<Health>>,
+    /// The app's probes, asked on the stats port (Istio's probe rewrite).
+    pub app_probes: Option<Arc<app_probes::AppProbes>>,
 }
 
 impl Default for Options {
@@ -131,6 +136,7 @@ impl Default for Options {
             header_read_timeout: std::time::Duration::from_secs(30),
             mesh_identity: None,
             health: None,
+            app_probes: None,
         }
     }
 }
@@ -176,6 +182,7 @@ impl Proxy {
             access_log_json: options.access_log_json,
             header_read_timeout: options.header_read_timeout,
             health: options.health.clone().unwrap_or_default(),
+            app_probes: options.app_probes.clone(),
             drain: Arc::default(),
             ports: Mutex::new(ports),
             inbound_tls: match &options.mesh_identity {

@@ -169,6 +169,20 @@ impl Args {
     }
 }
 
+/// The app's probes the injector rewrote to ask through the stats port
+/// (`ISTIO_KUBE_APP_PROBERS`); one that cannot be read is a warning, and those probes
+/// then fail as they would against an app that is down.
+fn app_probes() -> Option<std::sync::Arc<trellis_proxy::app_probes::AppProbes>> {
+    let json = std::env::var(trellis_proxy::app_probes::ENV).ok()?;
+    match trellis_proxy::app_probes::AppProbes::parse(&json) {
+        Ok(probes) => Some(std::sync::Arc::new(probes)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the app's probes are not asked");
+            None
+        }
+    }
+}
+
 /// Starts the proxy and runs until killed.
 pub fn run(args: &Args) -> i32 {
     if let Some(Subcommand::Init(init)) = &args.command {
@@ -210,6 +224,7 @@ pub fn run(args: &Args) -> i32 {
         access_log_json: args.access_log().1,
         mesh_identity,
         health: Some(health.clone()),
+        app_probes: app_probes(),
         ..Options::default()
     };
     let status = match start_status(args, &health) {
@@ -424,6 +439,7 @@ fn follow(
             access_log_json: args.access_log().1,
             mesh_identity: Some(identity.manager.credentials()),
             health: Some(health.clone()),
+            app_probes: app_probes(),
             ..Options::default()
         },
         proxy: None,

@@ -9,6 +9,7 @@
 mod annotations;
 mod decide;
 mod manifest;
+pub mod probes;
 mod sidecar;
 
 pub use annotations::Overrides;

@@ -82,9 +82,21 @@ pub fn inject_pod(
         .collect();
     let image = overrides.image.clone().unwrap_or(settings.image.clone());
     let init = init_container(&image, &overrides);
-    let proxy = proxy_container(&image, &overrides, settings, &workload, labels, &names);
+    let mut proxy = proxy_container(&image, &overrides, settings, &workload, labels, &names);
+    // The app's HTTP probes, asked through the sidecar (captured inbound traffic would
+    // refuse the kubelet's plaintext under STRICT).
+    let mut rewritten = app_containers.clone();
+    let probers = super::probes::wanted(&pod["metadata"])
+        .then(|| super::probes::rewrite(&mut rewritten))
+        .flatten();
+    if let (Some(probers), Some(Value::Array(env))) = (&probers, proxy.get_mut("env")) {
+        env.push(json!({"name": "ISTIO_KUBE_APP_PROBERS", "value": probers}));
+    }
 
     let spec = object(&mut out, "spec")?;
+    if probers.is_some() {
+        spec.insert("containers".into(), Value::Array(rewritten));
+    }
     let mut init_containers = match spec.remove("initContainers") {
         Some(Value::Array(list)) => list,
         _ => Vec::new(),

@@ -315,6 +315,7 @@ pub async fn start(config: ProxyConfig, stats: bool) -> (Proxy, SocketAddr) {
         header_read_timeout: Duration::from_millis(500),
         mesh_identity: None,
         health: None,
+        app_probes: None,
     };
     let proxy = Proxy::start(config, options).expect("proxy starts");
     let addr = proxy.listener_addr(&name).expect("the listener is bound");

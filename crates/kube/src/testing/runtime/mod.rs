@@ -4,9 +4,9 @@
 //! `restartPolicy: Always`, is started and waited for until its startup or readiness
 //! probe passes, then kept running), then its containers; it is reported Ready when
 //! their readiness probes pass. A Pod whose containers all exit (a Job's) ends
-//! Succeeded or Failed after its sidecars are stopped. Deleting a Pod stops its
-//! containers with SIGTERM, then its sidecars, each within the grace period, as a
-//! kubelet does. Services are reached as kube-proxy and cluster DNS would make them
+//! Succeeded or Failed after its sidecars are stopped. Deleting a Pod runs its
+//! containers' `preStop` sleep, stops them with SIGTERM, then its sidecars, each
+//! within the grace period, as a kubelet does. Services are reached as kube-proxy and cluster DNS would make them
 //! (`services.rs`). Images are not pulled: the Trellis image runs the binary under
 //! test, and any other container must give its `command`.
 
@@ -46,6 +46,8 @@ pub struct PodProcesses {
     pub sidecars: Vec<(String, Child)>,
     pub containers: Vec<(String, Child)>,
     grace: Duration,
+    /// The longest `preStop` sleep of the containers: waited before their SIGTERM.
+    pre_stop: Duration,
 }
 
 fn now() -> String {
@@ -120,11 +122,20 @@ impl ContainerRuntime {
             Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64)
                 .min(GRACE_LIMIT);
         let netns = network.name.clone();
+        let pre_stop = spec
+            .containers
+            .iter()
+            .filter_map(|c| c.lifecycle.as_ref()?.pre_stop.as_ref()?.sleep.as_ref())
+            .map(|sleep| Duration::from_secs(sleep.seconds.max(0) as u64))
+            .max()
+            .unwrap_or_default()
+            .min(grace);
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(PodProcesses {
             network,
             sidecars: Vec::new(),
             containers: Vec::new(),
             grace,
+            pre_stop,
         });
         let run_dir = dir.join("run");
         let _ = std::fs::create_dir_all(&run_dir);
@@ -359,10 +370,15 @@ fn stop_all(children: &mut [(String, Child)], grace: Duration) {
 }
 
 impl PodProcesses {
-    /// As a kubelet stops a Pod: containers first, then the native sidecars (in reverse
+    /// As a kubelet stops a Pod: the containers' `preStop` sleep (Kubernetes' sleep
+    /// action), then SIGTERM to the containers, then to the native sidecars (in reverse
     /// start order), each set within the grace period. Blocking.
     pub fn terminate(mut self) {
-        stop_all(&mut self.containers, self.grace);
+        std::thread::sleep(self.pre_stop);
+        stop_all(
+            &mut self.containers,
+            self.grace.saturating_sub(self.pre_stop),
+        );
         self.sidecars.reverse();
         stop_all(&mut self.sidecars, self.grace);
     }

@@ -98,8 +98,14 @@ impl PodNetwork {
         for (name, address) in entries {
             text.push_str(&format!("{address} {name}\n"));
         }
-        // In place: a running process's /etc/hosts is a bind mount of this inode.
-        std::fs::write(self.etc().join("hosts"), text).map_err(|e| e.to_string())
+        // Only when it changed, and in place: a running process's /etc/hosts is a bind
+        // mount of this inode, and a lookup that reads it mid-write finds nothing (then
+        // waits on a resolver that is not there).
+        let path = self.etc().join("hosts");
+        if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+            return Ok(());
+        }
+        std::fs::write(path, text).map_err(|e| e.to_string())
     }
 }
 
