@@ -41,6 +41,9 @@ pub struct Overrides {
     /// Istio's ProxyConfig (YAML) for this pod, handed to the proxy as the
     /// `PROXY_CONFIG` variable (it reads `terminationDrainDuration`).
     pub proxy_config: Option<String>,
+    /// `proxyMetadata.ISTIO_META_DNS_CAPTURE: "true"` in `proxy.istio.io/config`: the
+    /// app's DNS queries go to the sidecar, which answers for the mesh's names.
+    pub dns_capture: bool,
 }
 
 impl Overrides {
@@ -113,8 +116,10 @@ impl Overrides {
                 ));
             }
         };
+        let dns_capture = proxy_config.as_deref().is_some_and(dns_capture_asked);
         Ok(Overrides {
             proxy_config,
+            dns_capture,
             cpu: quantity(PROXY_CPU)?,
             memory: quantity(PROXY_MEMORY)?,
             cpu_limit: quantity(PROXY_CPU_LIMIT)?,
@@ -178,6 +183,20 @@ fn log_filter(level: &str) -> Option<&'static str> {
 
 /// A YAML mapping whose `terminationDrainDuration`, if any, is a duration (the one
 /// field the proxy reads; the others are Istio's to define).
+/// Whether a (valid) ProxyConfig asks for DNS capture, as Istio reads it.
+fn dns_capture_asked(text: &str) -> bool {
+    let Ok(docs) = trellis_api::yaml::parse(text) else {
+        return false;
+    };
+    docs.first().is_some_and(|doc| {
+        let json = doc.root.to_json();
+        let flag = &json["proxyMetadata"]["ISTIO_META_DNS_CAPTURE"];
+        flag.as_str()
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || flag == &Value::Bool(true)
+    })
+}
+
 fn proxy_config_is_valid(text: &str) -> bool {
     let Ok(docs) = trellis_api::yaml::parse(text) else {
         return false;

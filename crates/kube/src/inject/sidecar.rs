@@ -199,6 +199,10 @@ fn init_container(image: &str, o: &Overrides) -> Value {
         _ => own,
     };
     args.extend(["--exclude-inbound-ports".into(), exclude_inbound]);
+    if o.dns_capture {
+        // Istio's DNS proxying: queries to port 53 reach the sidecar's answerer.
+        args.push("--redirect-dns".into());
+    }
     for (flag, value) in [
         (
             "--exclude-outbound-ip-ranges",

@@ -225,3 +225,47 @@ fn a_pod_names_its_own_image_and_a_bare_pod_its_workload() {
         Err(InjectError::Shape(_))
     ));
 }
+
+#[test]
+fn dns_capture_asked_in_proxy_metadata_redirects_the_apps_dns() {
+    let plain = inject_pod(&pod(), None, &settings()).expect("injects");
+    assert!(!args(container(&plain, INIT_CONTAINER)).contains(&"--redirect-dns"));
+    let mut asked = pod();
+    asked["metadata"]["annotations"]["proxy.istio.io/config"] =
+        json!("proxyMetadata:\n  ISTIO_META_DNS_CAPTURE: \"true\"\n");
+    let injected = inject_pod(&asked, None, &settings()).expect("injects");
+    assert!(args(container(&injected, INIT_CONTAINER)).contains(&"--redirect-dns"));
+}
+
+#[test]
+fn the_apps_http_probes_are_asked_through_the_sidecar() {
+    let mut probed = pod();
+    probed["spec"]["containers"][0]["readinessProbe"] =
+        json!({"httpGet": {"path": "/health", "port": 9080}});
+    let injected = inject_pod(&probed, None, &settings()).expect("injects");
+    let app = &injected["spec"]["containers"][0];
+    assert_eq!(
+        app["readinessProbe"]["httpGet"],
+        json!({"path": "/app-health/reviews/readyz", "port": 15020, "scheme": "HTTP"})
+    );
+    let proxy = container(&injected, PROXY_CONTAINER);
+    let probers = proxy["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "ISTIO_KUBE_APP_PROBERS")
+        .and_then(|e| e["value"].as_str())
+        .expect("the originals handed to the sidecar");
+    let probers: Value = serde_json::from_str(probers).expect("JSON");
+    assert_eq!(
+        probers["/app-health/reviews/readyz"]["httpGet"],
+        json!({"path": "/health", "port": 9080})
+    );
+    // Turned off by Istio's annotation.
+    probed["metadata"]["annotations"]["sidecar.istio.io/rewriteAppHTTPProbers"] = json!("false");
+    let injected = inject_pod(&probed, None, &settings()).expect("injects");
+    assert_eq!(
+        injected["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"],
+        9080
+    );
+}
