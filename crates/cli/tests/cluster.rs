@@ -11,7 +11,7 @@
 //! webhook) still reach them.
 
 mod common;
-use common::traffic::{Load, product, sample};
+use common::traffic::{Load, PRODUCTPAGE_ROUTE, SEED, product, sample, seed};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trellis_kube::testing::{Cluster, Kubelet, PodInfo, PodRunner, isolate};
-
-const SEED: &str = "../../../shared/seed/examples";
 
 /// The workloads, as a user writes them (images are what the test's kubelet runs
 /// through `command`).
@@ -130,19 +128,6 @@ spec:
       - {name: reviews, image: trellis, command: [trellis, bookinfo, reviews], ports: [{containerPort: 9080}]}
 ";
 
-/// The seed's gateway example has no route of its own: this sends its host to
-/// productpage, as bookinfo's sample does.
-const PRODUCTPAGE_ROUTE: &str = "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: productpage}
-spec:
-  hosts: [app.example.com]
-  gateways: [app-gateway]
-  http:
-  - route:
-    - destination: {host: productpage, port: {number: 9080}}
-";
-
 /// The seed's canary step 2 (95/5), written for reviews.
 const REVIEWS_95_5: &str = "apiVersion: networking.istio.io/v1beta1
 kind: VirtualService
@@ -176,11 +161,6 @@ fn the_seeds_canary_runs_in_a_cluster_over_mutual_tls() {
         .build()
         .expect("a runtime")
         .block_on(scenario());
-}
-
-fn seed(file: &str) -> Option<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SEED).join(file);
-    std::fs::read_to_string(path).ok()
 }
 
 fn trellis() -> &'static str {

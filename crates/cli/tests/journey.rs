@@ -12,27 +12,21 @@
 //! that completes.
 
 mod common;
+use common::install_pods::diagnose;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::traffic::{Load, product, sample};
+use common::traffic::{Load, PRODUCTPAGE_ROUTE, SEED, product, sample, seed};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use trellis_kube::testing::runtime::ContainerRuntime;
 use trellis_kube::testing::{Cluster, Kubelet, Runner, isolate};
 
-const SEED: &str = "../../../shared/seed/examples";
-
 fn trellis() -> &'static str {
     env!("CARGO_BIN_EXE_trellis")
-}
-
-fn seed(file: &str) -> Option<String> {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(SEED).join(file)).ok()
 }
 
 /// The bookstore as a user writes it (the test's kubelet runs `command`, not images),
@@ -112,19 +106,6 @@ spec:
     out
 }
 
-/// The seed's gateway example has no route of its own: this sends its host to
-/// productpage, as bookinfo's sample does.
-const PRODUCTPAGE_ROUTE: &str = "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: productpage}
-spec:
-  hosts: [app.example.com]
-  gateways: [app-gateway]
-  http:
-  - route:
-    - destination: {host: productpage, port: {number: 9080}}
-";
-
 fn reviews_split(v1: u32, v2: u32) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
@@ -191,21 +172,6 @@ fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
     let (ok, out, err) = cluster.kubectl_run(args, None);
     assert!(ok, "kubectl {args:?}: {err}");
     out
-}
-
-/// What the pods say and logged, for a failure's message.
-fn diagnose(cluster: &Cluster) -> String {
-    let (_, pods, _) = cluster.kubectl_run(&["get", "pods", "-A", "-o", "wide"], None);
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("for f in $(find \"$1\" -name '*.log'); do echo \"== $f\"; tail -n 15 \"$f\"; done")
-        .arg("sh")
-        .arg(cluster.dir().join("pods"))
-        .output();
-    let logs = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    format!("pods:\n{pods}\nlogs:\n{logs}")
 }
 
 fn until(cluster: &Cluster, what: &str, limit: Duration, mut check: impl FnMut() -> bool) {

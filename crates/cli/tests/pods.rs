@@ -9,6 +9,7 @@
 //! SIGTERM.
 
 mod common;
+use common::install_pods::diagnose;
 
 use std::time::{Duration, Instant};
 
@@ -101,22 +102,6 @@ fn the_test_kubelet_runs_pod_specs_in_network_namespaces() {
         .build()
         .expect("a runtime")
         .block_on(scenario(name));
-}
-
-/// What the pods say and logged, for a failure's message.
-fn diagnose(cluster: &Cluster) -> String {
-    let (_, pods, _) = cluster.kubectl_run(&["get", "pods", "-A", "-o", "yaml"], None);
-    let mut logs = String::new();
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("for f in $(find \"$1\" -name '*.log'); do echo \"== $f\"; tail -n 20 \"$f\"; done")
-        .arg("sh")
-        .arg(cluster.dir().join("pods"))
-        .output();
-    if let Ok(out) = out {
-        logs = String::from_utf8_lossy(&out.stdout).into_owned();
-    }
-    format!("pods:\n{pods}\nlogs:\n{logs}")
 }
 
 async fn until<T>(

@@ -1,6 +1,7 @@
 //! The istio-system Pods of `trellis install`, run by the test's kubelet as the
 //! test's own processes in the node's network namespace: the control plane reaches
-//! the API server on the node's loopback with its pod's service-account token.
+//! the API server on the node's loopback with its pod's service-account token. And
+//! what every Pod says and logged, for a cluster test's failure message.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -143,4 +144,19 @@ pub fn runner(client: kube::Client, url: String, ca: std::path::PathBuf) -> PodR
             children
         })
     })
+}
+
+/// The pods as `kubectl get pods -A -o wide` shows them and the last lines of every
+/// container's log, for a failure's message.
+pub fn diagnose(cluster: &trellis_kube::testing::Cluster) -> String {
+    let (_, pods, _) = cluster.kubectl_run(&["get", "pods", "-A", "-o", "wide"], None);
+    let logs = Command::new("sh")
+        .arg("-c")
+        .arg("for f in $(find \"$1\" -name '*.log'); do echo \"== $f\"; tail -n 15 \"$f\"; done")
+        .arg("sh")
+        .arg(cluster.dir().join("pods"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    format!("pods:\n{pods}\nlogs:\n{logs}")
 }

@@ -1,11 +1,39 @@
-//! Traffic through an ingress gateway to the bookstore's product API, for the
-//! cluster tests: one request (which reviews version answered), a sample of many,
-//! and a bounded background load that records every failure.
+//! The seed's bookstore in the cluster tests: its examples read from beside the
+//! checkout, the route from the seed's Gateway to productpage, and traffic through
+//! the ingress gateway to the product API: one request (which reviews version
+//! answered), a sample of many, and a bounded background load that records every
+//! failure.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// The seed's YAML examples, beside the checkout.
+pub const SEED: &str = "../../../shared/seed/examples";
+
+/// One of the seed's examples, when the seed is beside the checkout.
+pub fn seed(file: &str) -> Option<String> {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(SEED)
+            .join(file),
+    )
+    .ok()
+}
+
+/// The seed's gateway example has no route of its own: this sends its host to
+/// productpage, as bookinfo's sample does.
+pub const PRODUCTPAGE_ROUTE: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage}
+spec:
+  hosts: [app.example.com]
+  gateways: [app-gateway]
+  http:
+  - route:
+    - destination: {host: productpage, port: {number: 9080}}
+";
 
 /// `GET /api/v1/products/0` through the gateway: which reviews version answered, or
 /// why the request failed.
