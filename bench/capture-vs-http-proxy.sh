@@ -263,8 +263,10 @@ up() {
       URL="http://127.0.0.1:15001$REQ_PATH" ;;
     capture)
       # What an injected pod's init container does, before anything starts.
-      ip netns exec "$CLIENT_NS" "$TRELLIS_BIN" proxy init --proxy-uid 1337 > "$RUN_DIR/init-client.log" 2>&1
-      ip netns exec "$SERVER_NS" "$TRELLIS_BIN" proxy init --proxy-uid 1337 > "$RUN_DIR/init-server.log" 2>&1
+      ip netns exec "$CLIENT_NS" "$TRELLIS_BIN" proxy init --proxy-uid 1337 > "$RUN_DIR/init-client.log" 2>&1 \
+        || { log "proxy init failed: $(cat "$RUN_DIR/init-client.log")"; return 1; }
+      ip netns exec "$SERVER_NS" "$TRELLIS_BIN" proxy init --proxy-uid 1337 > "$RUN_DIR/init-server.log" 2>&1 \
+        || { log "proxy init failed: $(cat "$RUN_DIR/init-server.log")"; return 1; }
       start app "$SERVER_NS" root "$TRELLIS_BIN" echo --listen "127.0.0.1:$PORT" --name server
       # shellcheck disable=SC2046
       start server_proxy "$SERVER_NS" proxy "$TRELLIS_BIN" proxy $(proxy_args server backend) --capture
@@ -455,4 +457,9 @@ if "explicit" in modes and "capture" in modes:
 print()
 print("Cells: median (min-max) over repetitions; added = mode − direct in the same repetition.")
 PY
+if [ -s "$OUT/served.txt" ]; then
+  echo
+  echo "Requests the server's sidecar counted (reporter=destination), per run of a mode (warm-up, latency and throughput together):"
+  grep -v ' -$' "$OUT/served.txt" | sed 's/^\([0-9]*\) \([a-z]*\) /- rep \1, \2: /' || true
+fi
 log "runs: $OUT/runs.tsv; what the server sidecars counted: $OUT/served.txt; logs under $OUT"
