@@ -164,27 +164,33 @@ fn init_names(pod: &Pod) -> Vec<String> {
         .collect()
 }
 
+/// A cluster with the namespaces applied and the webhook configured, once the API
+/// server calls it: a dry run of a pod in the labelled namespace comes back injected
+/// (it has read the configuration and the namespace's default service account exists).
+async fn injecting_cluster(test: &str) -> Option<(Cluster, Webhook)> {
+    let cluster = Cluster::start(test).await?;
+    let webhook = start_webhook(&cluster).await;
+    configure(&cluster, &webhook).await;
+    let (ok, out) = apply(&cluster, NAMESPACES, &[]);
+    assert!(ok, "{out}");
+    apply_until(
+        &cluster,
+        &bare_pod("mesh", "probe"),
+        &["--dry-run=server", "-o", "json"],
+        "a pod in the labelled namespace is injected",
+        |ok, out| ok && out.contains("\"istio-proxy\""),
+    )
+    .await;
+    Some((cluster, webhook))
+}
+
 #[test]
 fn deployments_get_the_sidecar_only_where_injection_is_asked_for() {
     let test = "deployments_get_the_sidecar_only_where_injection_is_asked_for";
     run(test, async {
-        let Some(cluster) = Cluster::start(test).await else {
+        let Some((cluster, _webhook)) = injecting_cluster(test).await else {
             return;
         };
-        let webhook = start_webhook(&cluster).await;
-        configure(&cluster, &webhook).await;
-        let (ok, out) = apply(&cluster, NAMESPACES, &[]);
-        assert!(ok, "{out}");
-        // The API server calls the webhook once it has read the configuration and the
-        // namespace's default service account exists: a dry run comes back injected.
-        apply_until(
-            &cluster,
-            &bare_pod("mesh", "probe"),
-            &["--dry-run=server", "-o", "json"],
-            "a pod in the labelled namespace is injected",
-            |ok, out| ok && out.contains("\"istio-proxy\""),
-        )
-        .await;
 
         let workloads = [
             deployment("mesh", "reviews", ""),
@@ -250,21 +256,9 @@ fn deployments_get_the_sidecar_only_where_injection_is_asked_for() {
 fn with_the_webhook_down_only_pods_that_asked_for_a_sidecar_are_refused() {
     let test = "with_the_webhook_down_only_pods_that_asked_for_a_sidecar_are_refused";
     run(test, async {
-        let Some(cluster) = Cluster::start(test).await else {
+        let Some((cluster, webhook)) = injecting_cluster(test).await else {
             return;
         };
-        let webhook = start_webhook(&cluster).await;
-        configure(&cluster, &webhook).await;
-        let (ok, out) = apply(&cluster, NAMESPACES, &[]);
-        assert!(ok, "{out}");
-        apply_until(
-            &cluster,
-            &bare_pod("mesh", "probe"),
-            &["--dry-run=server", "-o", "json"],
-            "the webhook is called",
-            |ok, out| ok && out.contains("\"istio-proxy\""),
-        )
-        .await;
         drop(webhook);
 
         let out = apply_until(

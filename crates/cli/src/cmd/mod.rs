@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod proxy;
 pub mod proxy_init;
 pub mod proxy_lifecycle;
+mod proxy_standalone;
 pub mod up;
 pub mod validate;
 pub mod x;
